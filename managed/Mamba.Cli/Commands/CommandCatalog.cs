@@ -1,0 +1,12 @@
+using System.CommandLine;
+
+namespace Mamba.Cli.Commands;
+
+/// <summary>Every subcommand of the tool; each lives in its own file with a static Create().</summary>
+internal static class CommandCatalog
+{
+    public static IEnumerable<Command> All()
+    {
+        yield return CheckReferenceCommand.Create();
+    }
+}

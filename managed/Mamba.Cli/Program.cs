@@ -1,0 +1,24 @@
+using System.CommandLine;
+using Mamba.Cli.Commands;
+
+namespace Mamba.Cli;
+
+/// <summary>Entry point of the `mamba` command-line tool.</summary>
+public static class Program
+{
+    /// <summary>Builds the root command; tests call this to drive commands in-process.</summary>
+    public static RootCommand BuildRootCommand()
+    {
+        var root = new RootCommand("Mamba for .NET: run, check and benchmark Mamba language models.");
+        foreach (var command in CommandCatalog.All())
+            root.Subcommands.Add(command);
+        return root;
+    }
+
+    /// <summary>Runs the tool with <paramref name="args"/> and returns the process exit code.</summary>
+    public static int Main(string[] args)
+    {
+        var root = BuildRootCommand();
+        return root.Parse(args).Invoke();
+    }
+}
