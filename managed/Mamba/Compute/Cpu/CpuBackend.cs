@@ -1,0 +1,355 @@
+using System.Numerics.Tensors;
+
+namespace Mamba.Compute.Cpu;
+
+/// <summary>
+/// The pure C# implementation of <see cref="IMambaBackend"/>: float32 storage and math, vectorised
+/// with Vector256 / <see cref="TensorPrimitives"/>, parallel over rows, channels and batch. It is the
+/// oracle every other backend is tested against.
+/// </summary>
+public sealed class CpuBackend : IMambaBackend
+{
+    private readonly ParallelOptions _parallel;
+
+    /// <summary>Creates the backend; <paramref name="threads"/> ≤ 0 uses every core.</summary>
+    public CpuBackend(int threads = 0)
+    {
+        Threads = threads > 0 ? threads : Environment.ProcessorCount;
+        _parallel = new ParallelOptions { MaxDegreeOfParallelism = Threads };
+    }
+
+    /// <summary>Worker threads used by parallel ops.</summary>
+    public int Threads { get; }
+
+    /// <inheritdoc />
+    public BackendKind Kind => BackendKind.Cpu;
+
+    /// <inheritdoc />
+    public string Description => $"CPU (C#, float32, {Threads} threads, Vector256 {(System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated ? "on" : "off")})";
+
+    /// <inheritdoc />
+    public DeviceTensor Allocate(DType dtype, params int[] shape)
+    {
+        RequireF32(dtype);
+        long count = 1;
+        foreach (var d in shape) count = checked(count * d);
+        if (count > Array.MaxLength) throw new OutOfMemoryException($"tensor {string.Join("x", shape)} exceeds the largest array");
+        return new CpuTensor(shape, new float[count]);
+    }
+
+    /// <inheritdoc />
+    public DeviceTensor Upload(ReadOnlySpan<float> data, DType dtype, params int[] shape)
+    {
+        var tensor = (CpuTensor)Allocate(dtype, shape);
+        if (data.Length != tensor.ElementCount)
+            throw new ArgumentException($"{data.Length} values for shape {tensor.ShapeText}", nameof(data));
+        data.CopyTo(tensor.Data);
+        return tensor;
+    }
+
+    /// <summary>Wraps an existing array without copying (the tensor shares it).</summary>
+    public CpuTensor Wrap(float[] data, params int[] shape) => new(shape, data);
+
+    /// <inheritdoc />
+    public void Download(DeviceTensor source, Span<float> destination)
+    {
+        var s = Cpu(source, nameof(source));
+        if (destination.Length < s.ElementCount)
+            throw new ArgumentException($"destination holds {destination.Length}, tensor has {s.ElementCount}", nameof(destination));
+        s.Data.CopyTo(destination);
+    }
+
+    /// <inheritdoc />
+    public void Copy(DeviceTensor source, DeviceTensor destination)
+    {
+        var s = Cpu(source, nameof(source));
+        var d = Cpu(destination, nameof(destination));
+        SameCount(s, d, nameof(destination));
+        s.Data.CopyTo(d.Data, 0);
+    }
+
+    /// <inheritdoc />
+    public void Zero(DeviceTensor tensor) => Array.Clear(Cpu(tensor, nameof(tensor)).Data);
+
+    /// <inheritdoc />
+    public void Embedding(DeviceTensor table, ReadOnlySpan<int> ids, DeviceTensor output)
+    {
+        var t = Cpu(table, nameof(table));
+        var o = Cpu(output, nameof(output));
+        int vocab = t.Dim(0), width = t.Dim(1);
+        Expect(o, nameof(output), ids.Length, width);
+        for (int m = 0; m < ids.Length; m++)
+        {
+            int id = ids[m];
+            if ((uint)id >= (uint)vocab)
+                throw new ArgumentOutOfRangeException(nameof(ids), id, $"token id at position {m} is outside the vocabulary [0, {vocab})");
+            t.Data.AsSpan(id * width, width).CopyTo(o.Data.AsSpan(m * width, width));
+        }
+    }
+
+    /// <inheritdoc />
+    public void AddRmsNorm(DeviceTensor residual, DeviceTensor? delta, DeviceTensor weight, float epsilon, DeviceTensor output)
+    {
+        var r = Cpu(residual, nameof(residual));
+        var w = Cpu(weight, nameof(weight));
+        var o = Cpu(output, nameof(output));
+        int width = w.Dim(0);
+        int rows = (int)(r.ElementCount / width);
+        Expect(r, nameof(residual), rows, width);
+        Expect(o, nameof(output), rows, width);
+        CpuTensor? dl = null;
+        if (delta is not null)
+        {
+            dl = Cpu(delta, nameof(delta));
+            Expect(dl, nameof(delta), rows, width);
+        }
+        void Row(int m)
+        {
+            var row = r.Data.AsSpan(m * width, width);
+            if (dl is not null) TensorPrimitives.Add(row, dl.Data.AsSpan(m * width, width), row);
+            float meanSquare = TensorPrimitives.SumOfSquares<float>(row) / width;
+            float scale = 1f / MathF.Sqrt(meanSquare + epsilon);
+            var dst = o.Data.AsSpan(m * width, width);
+            // n = x·rsqrt(ms + ε) first, then w ⊙ n: the reference's rounding order.
+            TensorPrimitives.Multiply(row, scale, dst);
+            TensorPrimitives.Multiply(dst, w.Data, dst);
+        }
+        if ((long)rows * width < 1 << 15) for (int m = 0; m < rows; m++) Row(m);
+        else Parallel.For(0, rows, _parallel, Row);
+    }
+
+    /// <inheritdoc />
+    public void MaskRows(DeviceTensor x, DeviceTensor mask)
+    {
+        var t = Cpu(x, nameof(x));
+        var mk = Cpu(mask, nameof(mask));
+        int rows = (int)mk.ElementCount;
+        if (rows == 0 || t.ElementCount % rows != 0)
+            throw new ArgumentException($"mask {mk.ShapeText} does not match rows of {t.ShapeText}", nameof(mask));
+        int width = (int)(t.ElementCount / rows);
+        for (int m = 0; m < rows; m++)
+            if (mk.Data[m] != 1f)
+                TensorPrimitives.Multiply(t.Data.AsSpan(m * width, width), mk.Data[m], t.Data.AsSpan(m * width, width));
+    }
+
+    /// <inheritdoc />
+    public void Linear(DeviceTensor x, DeviceTensor weight, DeviceTensor? bias, DeviceTensor y)
+    {
+        var xt = Cpu(x, nameof(x));
+        var w = Cpu(weight, nameof(weight));
+        var yt = Cpu(y, nameof(y));
+        int n = w.Dim(0), k = w.Dim(1);
+        if (xt.ElementCount % k != 0)
+            throw new ArgumentException($"x {xt.ShapeText} has no rows of width {k} for weight {w.ShapeText}", nameof(x));
+        int m = (int)(xt.ElementCount / k);
+        Expect(yt, nameof(y), m, n);
+        ReadOnlySpan<float> b = default;
+        if (bias is not null)
+        {
+            var bt = Cpu(bias, nameof(bias));
+            if (bt.ElementCount != n) throw new ArgumentException($"bias {bt.ShapeText} does not match {n} outputs", nameof(bias));
+            b = bt.Data;
+        }
+        CpuGemm.Linear(xt.Data, k, w.Data, b, yt.Data, m, n, k, _parallel);
+    }
+
+    /// <inheritdoc />
+    public void CausalConv1d(DeviceTensor xz, DeviceTensor weight, DeviceTensor? bias, DeviceTensor? mask, DeviceTensor u, DeviceTensor? convState)
+    {
+        var (batch, length, inner) = Dims3(xz, nameof(xz), half: true);
+        var w = Cpu(weight, nameof(weight));
+        int kernel = w.Dim(-1);
+        if (w.ElementCount != (long)inner * kernel) throw new ArgumentException($"weight {w.ShapeText} is not [{inner}, K]", nameof(weight));
+        var ut = Cpu(u, nameof(u));
+        Expect(ut, nameof(u), batch * length, inner);
+        var maskData = mask is null ? default : (ReadOnlySpan<float>)Cpu(mask, nameof(mask)).Data;
+        if (mask is not null && maskData.Length != batch * length)
+            throw new ArgumentException($"mask {mask.ShapeText} is not [{batch}, {length}]", nameof(mask));
+        var biasData = BiasOf(bias, inner);
+        CpuCausalConv1d.Forward(Cpu(xz, nameof(xz)).Data, Transpose(w.Data, inner, kernel), biasData, maskData, ut.Data, default,
+            batch, length, inner, kernel, _parallel);
+        if (convState is not null)
+        {
+            var st = Cpu(convState, nameof(convState));
+            Expect(st, nameof(convState), batch * inner, kernel);
+            var x = Cpu(xz, nameof(xz)).Data;
+            // Last K inputs of the conv per channel, zero-padded on the left when L < K.
+            for (int b = 0; b < batch; b++)
+                for (int e = 0; e < inner; e++)
+                    for (int k = 0; k < kernel; k++)
+                    {
+                        int time = length - kernel + k;
+                        st.Data[((long)b * inner + e) * kernel + k] = time >= 0 ? x[((long)b * length + time) * 2 * inner + e] : 0f;
+                    }
+        }
+    }
+
+    /// <inheritdoc />
+    public void CausalConv1dStep(DeviceTensor xz, DeviceTensor weight, DeviceTensor? bias, DeviceTensor convState, DeviceTensor u)
+    {
+        var x = Cpu(xz, nameof(xz));
+        var w = Cpu(weight, nameof(weight));
+        var st = Cpu(convState, nameof(convState));
+        var ut = Cpu(u, nameof(u));
+        int inner = ut.Dim(-1);
+        int batch = (int)(ut.ElementCount / inner);
+        int kernel = w.Dim(-1);
+        Expect(x, nameof(xz), batch, 2 * inner);
+        Expect(st, nameof(convState), batch * inner, kernel);
+        if (w.ElementCount != (long)inner * kernel) throw new ArgumentException($"weight {w.ShapeText} is not [{inner}, {kernel}]", nameof(weight));
+        var biasData = BiasOf(bias, inner).ToArray();
+        for (int b = 0; b < batch; b++)
+            for (int e = 0; e < inner; e++)
+            {
+                var window = st.Data.AsSpan(((int)b * inner + e) * kernel, kernel);
+                window[1..].CopyTo(window);
+                window[kernel - 1] = x.Data[b * 2 * inner + e];
+                float acc = biasData.Length > 0 ? biasData[e] : 0f;
+                for (int k = 0; k < kernel; k++) acc += w.Data[e * kernel + k] * window[k];
+                ut.Data[b * inner + e] = CpuMath.Silu(acc);
+            }
+    }
+
+    /// <inheritdoc />
+    public void SelectiveScan(SsmParameters ssm, DeviceTensor u, DeviceTensor dbc, DeviceTensor xz, DeviceTensor y, DeviceTensor? ssmState) =>
+        Scan(ssm, u, dbc, xz, y, ssmState, useInitialState: false);
+
+    /// <inheritdoc />
+    public void SelectiveStateStep(SsmParameters ssm, DeviceTensor u, DeviceTensor dbc, DeviceTensor xz, DeviceTensor ssmState, DeviceTensor y) =>
+        Scan(ssm, u, dbc, xz, y, ssmState, useInitialState: true);
+
+    private void Scan(SsmParameters ssm, DeviceTensor u, DeviceTensor dbc, DeviceTensor xz, DeviceTensor y, DeviceTensor? ssmState, bool useInitialState)
+    {
+        var a = Cpu(ssm.A, "ssm.A");
+        var wdt = Cpu(ssm.DtProjWeight, "ssm.DtProjWeight");
+        int inner = a.Dim(0), n = a.Dim(1), rank = wdt.Dim(1);
+        var ut = Cpu(u, nameof(u));
+        int rows = (int)(ut.ElementCount / Math.Max(1, inner));
+        Expect(ut, nameof(u), rows, inner);
+        var dbcT = Cpu(dbc, nameof(dbc));
+        Expect(dbcT, nameof(dbc), rows, rank + 2 * n);
+        Expect(Cpu(xz, nameof(xz)), nameof(xz), rows, 2 * inner);
+        var yt = Cpu(y, nameof(y));
+        Expect(yt, nameof(y), rows, inner);
+        Expect(wdt, "ssm.DtProjWeight", inner, rank);
+        int batch, length;
+        if (useInitialState) { batch = rows; length = 1; }
+        else { batch = u.Shape.Length == 3 ? u.Dim(0) : 1; length = rows / batch; }
+        Span<float> state = default;
+        if (ssmState is not null)
+        {
+            var st = Cpu(ssmState, nameof(ssmState));
+            Expect(st, nameof(ssmState), batch * inner, n);
+            state = st.Data;
+        }
+        // Δ = softplus(δ̃·W_dtᵀ + b_dt): a GEMM over the δ̃ columns of dbc (row stride R+2N), then a fused bias + softplus pass.
+        var delta = new float[(long)rows * inner];
+        CpuGemm.Linear(dbcT.Data, rank + 2 * n, wdt.Data, default, delta, rows, inner, rank, _parallel);
+        CpuMath.AddBiasSoftplusRows(delta, Cpu(ssm.DtProjBias, "ssm.DtProjBias").Data);
+        CpuSelectiveScan.Run(ut.Data, delta, dbcT.Data, Cpu(xz, nameof(xz)).Data, Transpose(a.Data, inner, n), Cpu(ssm.D, "ssm.D").Data,
+            yt.Data, state, useInitialState, batch, length, inner, rank, n, _parallel);
+    }
+
+    /// <inheritdoc />
+    public void ArgMax(DeviceTensor logits, Span<int> result)
+    {
+        var l = Cpu(logits, nameof(logits));
+        int vocab = l.Dim(-1);
+        int rows = (int)(l.ElementCount / vocab);
+        if (result.Length < rows) throw new ArgumentException($"result holds {result.Length}, need {rows}", nameof(result));
+        for (int m = 0; m < rows; m++)
+            result[m] = ArgMaxRow(l.Data.AsSpan(m * vocab, vocab));
+    }
+
+    /// <summary>Index of the largest value, lowest index on ties; NaN never wins.</summary>
+    internal static int ArgMaxRow(ReadOnlySpan<float> row)
+    {
+        int best = -1;
+        float bestValue = 0f;
+        for (int i = 0; i < row.Length; i++)
+        {
+            float v = row[i];
+            if (!float.IsNaN(v) && (best < 0 || v > bestValue)) { best = i; bestValue = v; }
+        }
+        return Math.Max(best, 0);
+    }
+
+    /// <inheritdoc />
+    public double CrossEntropySum(DeviceTensor logits, ReadOnlySpan<int> targets, int ignoreIndex, out int count)
+    {
+        var l = Cpu(logits, nameof(logits));
+        int vocab = l.Dim(-1);
+        int rows = (int)(l.ElementCount / vocab);
+        if (targets.Length != rows) throw new ArgumentException($"{targets.Length} targets for {rows} rows", nameof(targets));
+        double sum = 0;
+        count = 0;
+        for (int m = 0; m < rows; m++)
+        {
+            int target = targets[m];
+            if (target == ignoreIndex) continue;
+            if ((uint)target >= (uint)vocab) throw new ArgumentOutOfRangeException(nameof(targets), target, $"target at row {m} is outside [0, {vocab})");
+            var row = l.Data.AsSpan(m * vocab, vocab);
+            double max = TensorPrimitives.Max<float>(row);
+            double total = 0;
+            foreach (var v in row) total += Math.Exp(v - max);
+            sum += max + Math.Log(total) - row[target];
+            count++;
+        }
+        return sum;
+    }
+
+    /// <inheritdoc />
+    public void Synchronize() { }
+
+    /// <inheritdoc />
+    public void Dispose() { }
+
+    private static float[] Transpose(float[] source, int rows, int cols)
+    {
+        var result = new float[source.Length];
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++)
+                result[c * rows + r] = source[r * cols + c];
+        return result;
+    }
+
+    private static ReadOnlySpan<float> BiasOf(DeviceTensor? bias, int size)
+    {
+        if (bias is null) return default;
+        var b = Cpu(bias, nameof(bias));
+        if (b.ElementCount != size) throw new ArgumentException($"bias {b.ShapeText} is not [{size}]", nameof(bias));
+        return b.Data;
+    }
+
+    private static (int Batch, int Length, int Inner) Dims3(DeviceTensor t, string name, bool half)
+    {
+        if (t.Shape.Length != 3) throw new ArgumentException($"{name} must be [B, L, C], got {t.ShapeText}", name);
+        int c = t.Dim(2);
+        if (half && c % 2 != 0) throw new ArgumentException($"{name} must have an even last dimension (x and z), got {t.ShapeText}", name);
+        return (t.Dim(0), t.Dim(1), half ? c / 2 : c);
+    }
+
+    private static CpuTensor Cpu(DeviceTensor tensor, string name)
+    {
+        ArgumentNullException.ThrowIfNull(tensor, name);
+        ObjectDisposedException.ThrowIf(tensor.IsDisposed, tensor);
+        return tensor as CpuTensor ?? throw new ArgumentException($"{name} lives on another backend ({tensor.GetType().Name})", name);
+    }
+
+    private static void Expect(CpuTensor t, string name, long rows, long cols)
+    {
+        if (t.ElementCount != rows * cols)
+            throw new ArgumentException($"{name} {t.ShapeText} does not hold {rows} rows of {cols}", name);
+    }
+
+    private static void SameCount(CpuTensor a, CpuTensor b, string name)
+    {
+        if (a.ElementCount != b.ElementCount) throw new ArgumentException($"{name} {b.ShapeText} differs from {a.ShapeText}", name);
+    }
+
+    private static void RequireF32(DType dtype)
+    {
+        if (dtype != DType.F32)
+            throw new NotSupportedException($"the CPU backend computes in float32 only (asked for {dtype.ToShortName()}); weights stored as bf16/f16 are upcast on load");
+    }
+}

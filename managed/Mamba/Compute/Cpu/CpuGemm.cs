@@ -1,0 +1,126 @@
+using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Mamba.Compute.Cpu;
+
+/// <summary>
+/// Y[M, N] = X[M, K] · W[N, K]ᵀ (+ bias[N]) in float32, the shape of every Linear in the model.
+/// Both operands are row-major with K contiguous, so each output is a dot product of two rows. A 4×2
+/// register tile (4 rows of X against 2 rows of W, 8 Vector256 accumulators) reuses every load
+/// several times; W is walked in panels that stay in L2 while all row-blocks of X pass over them.
+/// Work is split over panels of W and blocks of X rows.
+/// </summary>
+internal static class CpuGemm
+{
+    private const int PanelRows = 64;   // rows of W per task (64 × K floats stay in L2 for K ≤ 4096)
+    private const int RowBlock = 64;    // rows of X per task
+
+    public static void Linear(ReadOnlySpan<float> x, int xStride, ReadOnlySpan<float> w, ReadOnlySpan<float> bias,
+        Span<float> y, int m, int n, int k, ParallelOptions parallel)
+    {
+        if (m == 0 || n == 0) return;
+        unsafe
+        {
+            fixed (float* px = x, pw = w, py = y, pb = bias)
+            {
+                var state = new GemmArgs(px, xStride, pw, pb, bias.Length > 0, py, m, n, k);
+                int panels = (n + PanelRows - 1) / PanelRows;
+                int blocks = (m + RowBlock - 1) / RowBlock;
+                int tasks = panels * blocks;
+                if (tasks == 1 || (long)m * n * k < 1 << 18)
+                {
+                    for (int t = 0; t < tasks; t++) RunTile(state, t % panels, t / panels);
+                }
+                else
+                {
+                    Parallel.For(0, tasks, parallel, t => RunTile(state, t % panels, t / panels));
+                }
+            }
+        }
+    }
+
+    private readonly unsafe struct GemmArgs(float* x, int xStride, float* w, float* bias, bool hasBias, float* y, int m, int n, int k)
+    {
+        public readonly float* X = x, W = w, Bias = bias, Y = y;
+        public readonly int XStride = xStride, M = m, N = n, K = k;
+        public readonly bool HasBias = hasBias;
+    }
+
+    private static unsafe void RunTile(in GemmArgs a, int panel, int block)
+    {
+        int n0 = panel * PanelRows, n1 = Math.Min(a.N, n0 + PanelRows);
+        int m0 = block * RowBlock, m1 = Math.Min(a.M, m0 + RowBlock);
+        int k = a.K;
+        int i = m0;
+        if (Vector256.IsHardwareAccelerated && k >= 8)
+        {
+            for (; i + 4 <= m1; i += 4)
+            {
+                float* x0 = a.X + (long)i * a.XStride;
+                int j = n0;
+                for (; j + 2 <= n1; j += 2)
+                    Tile4x2(x0, a.XStride, a.W + (long)j * k, k, a.Y + (long)i * a.N + j, a.N);
+                for (; j < n1; j++)
+                    for (int r = 0; r < 4; r++)
+                        a.Y[(long)(i + r) * a.N + j] = Dot(x0 + (long)r * a.XStride, a.W + (long)j * k, k);
+            }
+        }
+        for (; i < m1; i++)
+        {
+            float* xr = a.X + (long)i * a.XStride;
+            for (int j = n0; j < n1; j++)
+                a.Y[(long)i * a.N + j] = Dot(xr, a.W + (long)j * k, k);
+        }
+        if (a.HasBias)
+            for (int r = m0; r < m1; r++)
+                TensorPrimitives.Add(new ReadOnlySpan<float>(a.Y + (long)r * a.N + n0, n1 - n0),
+                    new ReadOnlySpan<float>(a.Bias + n0, n1 - n0), new Span<float>(a.Y + (long)r * a.N + n0, n1 - n0));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe float Dot(float* a, float* b, int k) =>
+        TensorPrimitives.Dot(new ReadOnlySpan<float>(a, k), new ReadOnlySpan<float>(b, k));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Fmadd(Vector256<float> a, Vector256<float> b, Vector256<float> c) =>
+        Fma.IsSupported ? Fma.MultiplyAdd(a, b, c) : a * b + c;
+
+    private static unsafe void Tile4x2(float* x, int xs, float* w, int k, float* y, int ys)
+    {
+        var c00 = Vector256<float>.Zero; var c01 = Vector256<float>.Zero;
+        var c10 = Vector256<float>.Zero; var c11 = Vector256<float>.Zero;
+        var c20 = Vector256<float>.Zero; var c21 = Vector256<float>.Zero;
+        var c30 = Vector256<float>.Zero; var c31 = Vector256<float>.Zero;
+        float* x1 = x + xs, x2 = x + 2L * xs, x3 = x + 3L * xs, w1 = w + k;
+        int p = 0;
+        for (; p + 8 <= k; p += 8)
+        {
+            var b0 = Vector256.Load(w + p);
+            var b1 = Vector256.Load(w1 + p);
+            var a0 = Vector256.Load(x + p);
+            c00 = Fmadd(a0, b0, c00); c01 = Fmadd(a0, b1, c01);
+            var a1 = Vector256.Load(x1 + p);
+            c10 = Fmadd(a1, b0, c10); c11 = Fmadd(a1, b1, c11);
+            var a2 = Vector256.Load(x2 + p);
+            c20 = Fmadd(a2, b0, c20); c21 = Fmadd(a2, b1, c21);
+            var a3 = Vector256.Load(x3 + p);
+            c30 = Fmadd(a3, b0, c30); c31 = Fmadd(a3, b1, c31);
+        }
+        float s00 = Vector256.Sum(c00), s01 = Vector256.Sum(c01), s10 = Vector256.Sum(c10), s11 = Vector256.Sum(c11);
+        float s20 = Vector256.Sum(c20), s21 = Vector256.Sum(c21), s30 = Vector256.Sum(c30), s31 = Vector256.Sum(c31);
+        for (; p < k; p++)
+        {
+            float b0 = w[p], b1 = w1[p];
+            s00 += x[p] * b0; s01 += x[p] * b1;
+            s10 += x1[p] * b0; s11 += x1[p] * b1;
+            s20 += x2[p] * b0; s21 += x2[p] * b1;
+            s30 += x3[p] * b0; s31 += x3[p] * b1;
+        }
+        y[0] = s00; y[1] = s01;
+        y[ys] = s10; y[ys + 1] = s11;
+        y[2L * ys] = s20; y[2L * ys + 1] = s21;
+        y[3L * ys] = s30; y[3L * ys + 1] = s31;
+    }
+}

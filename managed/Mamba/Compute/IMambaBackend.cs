@@ -1,0 +1,103 @@
+namespace Mamba.Compute;
+
+/// <summary>Which implementation runs the model.</summary>
+public enum BackendKind
+{
+    /// <summary>The pure C# implementation (runs anywhere).</summary>
+    Cpu,
+    /// <summary>The native CUDA library.</summary>
+    Cuda,
+}
+
+/// <summary>
+/// The parameters of one mixer's state-space part, as stored on a backend.
+/// Shapes: DtProjWeight [E, R], DtProjBias [E], ANegExp [E, N] (A = -exp(A_log), always F32),
+/// D [E] (F32).
+/// </summary>
+public sealed record SsmParameters(DeviceTensor DtProjWeight, DeviceTensor DtProjBias, DeviceTensor A, DeviceTensor D);
+
+/// <summary>
+/// The compute operations a Mamba model needs, implemented once per device. Activations are
+/// token-major: a [B, L, C] tensor is B·L rows of C contiguous values, so GEMM outputs feed the
+/// next op without transposes. <c>xz</c> is in_proj's output [B, L, 2E]: columns 0..E−1 are x,
+/// E..2E−1 are z. <c>dbc</c> is x_proj's output [B, L, R+2N]: δ̃, then B, then C.
+/// Decode-step tensors documented as [B, C] may also be passed as [B, 1, C] (same memory).
+/// Mixed dtypes: the residual stream, norm_f output and logits are F32 while weights and other
+/// activations may be BF16/F16; <see cref="Embedding"/> may write an F32 output from a narrower table,
+/// and <see cref="Linear"/> may take an F32 <c>x</c> (rounded to the weight dtype first) and write an F32 <c>y</c>.
+/// Every method validates shapes and throws <see cref="ArgumentException"/> on a mismatch.
+/// </summary>
+public interface IMambaBackend : IDisposable
+{
+    /// <summary>Which implementation this is.</summary>
+    BackendKind Kind { get; }
+
+    /// <summary>Human-readable description (device name, threads, library path).</summary>
+    string Description { get; }
+
+    /// <summary>Allocates a zero-filled tensor.</summary>
+    DeviceTensor Allocate(DType dtype, params int[] shape);
+
+    /// <summary>Copies host float32 data into a new tensor of <paramref name="dtype"/> (rounding to nearest even).</summary>
+    DeviceTensor Upload(ReadOnlySpan<float> data, DType dtype, params int[] shape);
+
+    /// <summary>Copies a tensor to host memory as float32.</summary>
+    void Download(DeviceTensor source, Span<float> destination);
+
+    /// <summary>Copies <paramref name="source"/> into <paramref name="destination"/> (same shape and dtype).</summary>
+    void Copy(DeviceTensor source, DeviceTensor destination);
+
+    /// <summary>Sets every element to zero.</summary>
+    void Zero(DeviceTensor tensor);
+
+    /// <summary>output[m, :] = table[ids[m], :]; table [V, d], output [M, d]. Ids outside [0, V) throw.</summary>
+    void Embedding(DeviceTensor table, ReadOnlySpan<int> ids, DeviceTensor output);
+
+    /// <summary>
+    /// The pre-norm of a block with the residual add fused in front: if <paramref name="delta"/> is not
+    /// null, residual += delta; then output = RMSNorm(residual)·weight. residual, delta, output [M, d].
+    /// </summary>
+    void AddRmsNorm(DeviceTensor residual, DeviceTensor? delta, DeviceTensor weight, float epsilon, DeviceTensor output);
+
+    /// <summary>Multiplies each row m of x [M, C] by mask[m] (mask [M], F32, values 0 or 1).</summary>
+    void MaskRows(DeviceTensor x, DeviceTensor mask);
+
+    /// <summary>y [M, N] = x [M, K] · weightᵀ (weight [N, K]) + bias [N].</summary>
+    void Linear(DeviceTensor x, DeviceTensor weight, DeviceTensor? bias, DeviceTensor y);
+
+    /// <summary>
+    /// Causal depthwise conv over the x half of xz [B, L, 2E] with weight [E, K] and bias [E], then SiLU,
+    /// then (if given) the attention mask [B·L]: u [B, L, E]. If <paramref name="convState"/> [B, E, K] is
+    /// given it receives the last K inputs of each channel (zero-padded on the left when L &lt; K).
+    /// </summary>
+    void CausalConv1d(DeviceTensor xz, DeviceTensor weight, DeviceTensor? bias, DeviceTensor? mask, DeviceTensor u, DeviceTensor? convState);
+
+    /// <summary>
+    /// One decode step of the conv: convState [B, E, K] shifts left by one and takes x (the x half of xz
+    /// [B, 2E]) as its newest column; u [B, E] = SiLU(bias + Σ_k weight[e, k]·convState[e, k]).
+    /// </summary>
+    void CausalConv1dStep(DeviceTensor xz, DeviceTensor weight, DeviceTensor? bias, DeviceTensor convState, DeviceTensor u);
+
+    /// <summary>
+    /// The selective scan from a zero state with the Δ projection fused in: Δ = softplus(W_dt·δ̃ + b_dt),
+    /// s_t = exp(Δ·A)⊙s_{t−1} + Δ·B_t·u_t, y_t = (C_t·s_t + D·u_t)·SiLU(z_t). u [B, L, E], dbc [B, L, R+2N],
+    /// xz [B, L, 2E] (z half used), y [B, L, E]. If <paramref name="ssmState"/> [B, E, N] (F32) is given it
+    /// receives the final state.
+    /// </summary>
+    void SelectiveScan(SsmParameters ssm, DeviceTensor u, DeviceTensor dbc, DeviceTensor xz, DeviceTensor y, DeviceTensor? ssmState);
+
+    /// <summary>One decode step of the scan from <paramref name="ssmState"/> [B, E, N] (updated in place); u [B, E], dbc [B, R+2N], xz [B, 2E], y [B, E].</summary>
+    void SelectiveStateStep(SsmParameters ssm, DeviceTensor u, DeviceTensor dbc, DeviceTensor xz, DeviceTensor ssmState, DeviceTensor y);
+
+    /// <summary>For each row of logits [M, V], the index of the largest value (lowest index on ties).</summary>
+    void ArgMax(DeviceTensor logits, Span<int> result);
+
+    /// <summary>
+    /// Σ over rows with targets[m] ≠ <paramref name="ignoreIndex"/> of −log softmax(logits[m])[targets[m]],
+    /// in float64 on the host side of the sum; <paramref name="count"/> receives the number of such rows.
+    /// </summary>
+    double CrossEntropySum(DeviceTensor logits, ReadOnlySpan<int> targets, int ignoreIndex, out int count);
+
+    /// <summary>Waits until all queued work has finished (a no-op on the CPU).</summary>
+    void Synchronize();
+}

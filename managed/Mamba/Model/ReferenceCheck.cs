@@ -1,0 +1,175 @@
+using System.Globalization;
+using Mamba.IO;
+
+namespace Mamba.Model;
+
+/// <summary>One compared tensor: error figures against the reference and the verdict.</summary>
+public sealed record ReferenceRow(string Group, string Name, double MaxAbsError, double RelativeError, double Tolerance, bool Passed, string? Note = null)
+{
+    /// <summary>The row as printed by <c>mamba check-reference</c>.</summary>
+    public string Format() => string.Create(CultureInfo.InvariantCulture,
+        $"{Name,-34} {MaxAbsError,12:E3} {RelativeError,12:E3} {Tolerance,10:E1}  {(Passed ? "PASS" : "FAIL")}{(Note is null ? "" : "  " + Note)}");
+}
+
+/// <summary>
+/// Compares a model with a fixture's <c>reference.safetensors</c> (outputs of transformers 5.17) group by
+/// group: forward, cache, step, loss, padded, generate, grad. The error of a tensor is
+/// max|out − ref| / max|ref|; tolerances are the fixtures README's for the model's precision.
+/// </summary>
+public static class ReferenceCheck
+{
+    /// <summary>Every group, in the order they run.</summary>
+    public static readonly string[] AllGroups = ["forward", "cache", "step", "loss", "padded", "generate", "grad"];
+
+    /// <summary>The default selection: everything except grad (training is a later feature).</summary>
+    public static readonly string[] DefaultGroups = ["forward", "cache", "step", "loss", "padded", "generate"];
+
+    /// <summary>Runs the selected <paramref name="groups"/> of the fixture in <paramref name="fixtureDir"/> against <paramref name="model"/>.</summary>
+    public static IReadOnlyList<ReferenceRow> Run(MambaForCausalLM model, string fixtureDir, IReadOnlyCollection<string> groups)
+    {
+        foreach (var g in groups)
+            if (!AllGroups.Contains(g)) throw new ArgumentException($"unknown group '{g}' (expected {string.Join(", ", AllGroups)})", nameof(groups));
+        var referencePath = Path.Combine(fixtureDir, "reference.safetensors");
+        using var reference = SafeTensorsFile.Open(referencePath);
+        bool lowPrecision = model.ActivationDType != DType.F32;
+        double forwardTol = lowPrecision ? 3e-2 : 1e-4, gradTol = lowPrecision ? 5e-2 : 1e-3, lossTol = lowPrecision ? 1e-2 : 1e-5;
+        var rows = new List<ReferenceRow>();
+        var config = model.Config;
+
+        int[,] Ids(string name)
+        {
+            var info = reference.GetInfo(name);
+            var flat = reference.ReadInt64(name);
+            int b = (int)info.Shape[0], l = (int)info.Shape[1];
+            var ids = new int[b, l];
+            for (int i = 0; i < b; i++)
+                for (int j = 0; j < l; j++) ids[i, j] = checked((int)flat[i * l + j]);
+            return ids;
+        }
+        void Compare(string group, string name, HostTensor output, double tolerance)
+        {
+            if (!reference.Contains(name))
+            {
+                rows.Add(new ReferenceRow(group, name, double.NaN, double.NaN, tolerance, false, "absent from the reference file"));
+                return;
+            }
+            var info = reference.GetInfo(name);
+            var expected = reference.ReadFloat32(name);
+            if (!info.Shape.Select(x => (int)x).SequenceEqual(output.Shape))
+            {
+                rows.Add(new ReferenceRow(group, name, double.NaN, double.NaN, tolerance, false,
+                    $"shape [{string.Join(", ", output.Shape)}] != reference [{string.Join(", ", info.Shape)}]"));
+                return;
+            }
+            double maxAbs = 0, maxRef = 0;
+            for (long i = 0; i < expected.LongLength; i++)
+            {
+                double diff = Math.Abs((double)output.Data[i] - expected[i]);
+                if (double.IsNaN(diff)) diff = double.PositiveInfinity;
+                maxAbs = Math.Max(maxAbs, diff);
+                maxRef = Math.Max(maxRef, Math.Abs(expected[i]));
+            }
+            double rel = maxRef > 0 ? maxAbs / maxRef : maxAbs;
+            rows.Add(new ReferenceRow(group, name, maxAbs, rel, tolerance, rel <= tolerance));
+        }
+        bool Has(string name) => reference.Contains(name);
+
+        var inputIds = Ids("input_ids");
+        int batch = inputIds.GetLength(0);
+        MambaCache? cache = null;
+        try
+        {
+            if (groups.Contains("forward") || groups.Contains("cache") || groups.Contains("step"))
+            {
+                cache = model.CreateCache(batch);
+                var output = model.Forward(inputIds, new ForwardOptions { Cache = cache, OutputHiddenStates = true });
+                if (groups.Contains("forward"))
+                {
+                    Compare("forward", "logits", output.Logits, forwardTol);
+                    for (int i = 0; i < output.HiddenStates!.Count; i++)
+                        Compare("forward", $"hidden_states.{i}", output.HiddenStates[i], forwardTol);
+                    if (Has($"hidden_states.{output.HiddenStates.Count}"))
+                        rows.Add(new ReferenceRow("forward", $"hidden_states.{output.HiddenStates.Count}", double.NaN, double.NaN, forwardTol, false, "the reference has more hidden states than the model returned"));
+                    Compare("forward", "last_hidden_state", output.LastHiddenState, forwardTol);
+                }
+                if (groups.Contains("cache"))
+                    for (int l = 0; l < config.NumHiddenLayers; l++)
+                    {
+                        Compare("cache", $"cache.conv.{l}", cache.GetConvState(l), forwardTol);
+                        Compare("cache", $"cache.ssm.{l}", cache.GetSsmState(l), forwardTol);
+                    }
+                if (groups.Contains("step"))
+                {
+                    var step = model.Forward(Ids("step.input_ids"), new ForwardOptions { Cache = cache });
+                    Compare("step", "step.logits", step.Logits, forwardTol);
+                    for (int l = 0; l < config.NumHiddenLayers; l++)
+                    {
+                        Compare("step", $"step.cache.conv.{l}", cache.GetConvState(l), forwardTol);
+                        Compare("step", $"step.cache.ssm.{l}", cache.GetSsmState(l), forwardTol);
+                    }
+                }
+            }
+        }
+        finally
+        {
+            cache?.Dispose();
+        }
+        if (groups.Contains("loss"))
+        {
+            var output = model.Forward(inputIds, new ForwardOptions { Labels = Ids("labels") });
+            double expected = reference.ReadFloat32("loss")[0];
+            double got = output.Loss!.Value;
+            double abs = Math.Abs(got - expected);
+            double rel = abs / Math.Abs(expected);
+            rows.Add(new ReferenceRow("loss", "loss", abs, rel, lossTol, rel <= lossTol,
+                string.Create(CultureInfo.InvariantCulture, $"got {got:G9}, reference {expected:G9}")));
+        }
+        if (groups.Contains("padded"))
+        {
+            if (Has("padded.input_ids"))
+            {
+                var output = model.Forward(Ids("padded.input_ids"), new ForwardOptions { AttentionMask = Ids("padded.attention_mask") });
+                Compare("padded", "padded.logits", output.Logits, forwardTol);
+            }
+            else rows.Add(new ReferenceRow("padded", "padded.logits", 0, 0, forwardTol, true, "not in this fixture"));
+        }
+        if (groups.Contains("generate"))
+            rows.Add(CheckGenerate(model, reference, Ids("generate.prompt"), Ids("generate.greedy"), lowPrecision, forwardTol, fixtureDir));
+        if (groups.Contains("grad"))
+            foreach (var name in reference.Tensors.Keys.Where(n => n.StartsWith("grad.", StringComparison.Ordinal)).Order(StringComparer.Ordinal))
+                rows.Add(new ReferenceRow("grad", name, double.NaN, double.NaN, gradTol, false, "gradients are not implemented yet"));
+        return rows;
+    }
+
+    private static ReferenceRow CheckGenerate(MambaForCausalLM model, SafeTensorsFile reference, int[,] prompt, int[,] greedy, bool lowPrecision,
+        double tolerance, string fixtureDir)
+    {
+        int newTokens = greedy.GetLength(1) - prompt.GetLength(1);
+        var got = model.GenerateGreedy(prompt, maxNewTokens: Math.Max(newTokens, 0));
+        string Text(int[,] a) => string.Join(",", Enumerable.Range(0, a.GetLength(1)).Select(j => a[0, j]));
+        if (!lowPrecision)
+        {
+            bool same = Text(got) == Text(greedy);
+            int mismatch = same ? -1 : Enumerable.Range(0, Math.Min(got.GetLength(1), greedy.GetLength(1))).FirstOrDefault(j => got[0, j] != greedy[0, j], Math.Min(got.GetLength(1), greedy.GetLength(1)));
+            return new ReferenceRow("generate", "generate.greedy", same ? 0 : 1, same ? 0 : 1, 0, same,
+                same ? $"{newTokens} tokens identical" : $"first difference at position {mismatch}: got [{Text(got)}], reference [{Text(greedy)}]");
+        }
+        // Low precision: along the model's own greedy sequence, each chosen token's float32 logit must be
+        // within tolerance·max|logit| of that step's float32 maximum (rounding may flip near-ties).
+        using var exact = MambaForCausalLM.FromPretrained(Path.Combine(fixtureDir, "model"));
+        int p = prompt.GetLength(1), total = got.GetLength(1);
+        var sequence = new int[1, total];
+        for (int j = 0; j < total; j++) sequence[0, j] = got[0, j];
+        var logits = exact.Forward(sequence).Logits;
+        double worst = 0;
+        for (int j = p; j < total; j++)
+        {
+            var row = logits.Row(0, j - 1);
+            float max = float.NegativeInfinity, maxAbs = 0;
+            foreach (var v in row) { max = Math.Max(max, v); maxAbs = Math.Max(maxAbs, Math.Abs(v)); }
+            worst = Math.Max(worst, (max - row[got[0, j]]) / maxAbs);
+        }
+        return new ReferenceRow("generate", "generate.greedy", worst, worst, tolerance, worst <= tolerance,
+            $"low-precision rule over {total - p} tokens; exact match with the reference: {Text(got) == Text(greedy)}");
+    }
+}
