@@ -189,10 +189,11 @@ public sealed record MambaConfig
             TieWordEmbeddings = r.Bool("tie_word_embeddings", defaults.TieWordEmbeddings),
             TorchDType = r.OptString("dtype") ?? r.OptString("torch_dtype"),
         };
-        if (r.OptInt("intermediate_size") is { } inter && inter != config.IntermediateSize)
-            throw new MambaConfigException("intermediate_size", $"{inter} disagrees with expand·hidden_size = {expand}·{hidden} = {config.IntermediateSize}", filePath);
+        var intermediate = r.OptInt("intermediate_size");
         config = config with { ExtraKeys = r.Unused(KnownHfKeys) };
         config.Validate(filePath);
+        if (intermediate is { } inter && inter != config.IntermediateSize)
+            throw new MambaConfigException("intermediate_size", $"{inter} disagrees with expand·hidden_size = {expand}·{hidden} = {config.IntermediateSize}", filePath);
         return config;
     }
 

@@ -79,9 +79,24 @@ internal static class CpuGemm
                     new ReadOnlySpan<float>(a.Bias + n0, n1 - n0), new Span<float>(a.Y + (long)r * a.N + n0, n1 - n0));
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe float Dot(float* a, float* b, int k) =>
-        TensorPrimitives.Dot(new ReadOnlySpan<float>(a, k), new ReadOnlySpan<float>(b, k));
+    /// <summary>
+    /// One output with exactly the summation order of <see cref="Tile4x2"/> (one Vector256 accumulator,
+    /// horizontal sum, scalar tail), so a row's result never depends on which tile computed it: a
+    /// sequence gives bit-identical logits alone or inside a batch.
+    /// </summary>
+    private static unsafe float Dot(float* a, float* b, int k)
+    {
+        int p = 0;
+        float sum = 0f;
+        if (Vector256.IsHardwareAccelerated && k >= 8)
+        {
+            var acc = Vector256<float>.Zero;
+            for (; p + 8 <= k; p += 8) acc = Fmadd(Vector256.Load(a + p), Vector256.Load(b + p), acc);
+            sum = Vector256.Sum(acc);
+        }
+        for (; p < k; p++) sum += a[p] * b[p];
+        return sum;
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> Fmadd(Vector256<float> a, Vector256<float> b, Vector256<float> c) =>

@@ -1,0 +1,141 @@
+using Mamba.Model;
+
+namespace Mamba.Tests.Model;
+
+/// <summary>Model semantics beyond the fixtures: logits_to_keep, inputs_embeds, decode = full forward, loss edge cases.</summary>
+public class ModelBehaviourTests
+{
+    private static MambaForCausalLM Tiny() => MambaForCausalLM.FromPretrained(Path.Combine(TestFixtures.Model("tiny"), "model"));
+
+    private static readonly int[,] Ids = { { 3, 17, 250, 9, 9, 100, 42 }, { 1, 2, 3, 4, 5, 6, 7 } };
+
+    [Test]
+    public void LogitsToKeepSelectsTheLastPositions()
+    {
+        using var model = Tiny();
+        var all = model.Forward(Ids).Logits;
+        var last2 = model.Forward(Ids, new ForwardOptions { LogitsToKeep = 2 }).Logits;
+        Assert.That(last2.Shape, Is.EqualTo(new[] { 2, 2, 512 }));
+        for (int b = 0; b < 2; b++)
+            for (int j = 0; j < 2; j++)
+                Assert.That(last2.Row(b, j).ToArray(), Is.EqualTo(all.Row(b, 5 + j).ToArray()));
+        var picked = model.Forward(Ids, new ForwardOptions { KeepPositions = [0, 4] }).Logits;
+        Assert.That(picked.Row(1, 1).ToArray(), Is.EqualTo(all.Row(1, 4).ToArray()));
+        Assert.That(model.Forward(Ids, new ForwardOptions { LogitsToKeep = 0 }).Logits.Shape[1], Is.EqualTo(7));
+    }
+
+    [Test]
+    public void InputsEmbedsEqualTheEmbeddingOfTheIds()
+    {
+        using var model = Tiny();
+        var weights = CheckpointLoader.LoadWeights(Path.Combine(TestFixtures.Model("tiny"), "model"));
+        var embeds = new float[2, 7, 64];
+        for (int b = 0; b < 2; b++)
+            for (int t = 0; t < 7; t++)
+                for (int j = 0; j < 64; j++) embeds[b, t, j] = weights.Embeddings[Ids[b, t] * 64 + j];
+        Assert.That(model.ForwardEmbeddings(embeds).Logits.Data, Is.EqualTo(model.Forward(Ids).Logits.Data));
+    }
+
+    [Test]
+    public void DecodeStepsContinueThePrefillLikeAFullForward()
+    {
+        // Prefill 3 tokens, then 4 single-token steps (also L < K for the prefill), equals one forward over 7.
+        using var model = Tiny();
+        var full = model.Forward(Ids).Logits;
+        using var cache = model.CreateCache(2);
+        var prefix = new int[2, 3];
+        for (int b = 0; b < 2; b++) for (int t = 0; t < 3; t++) prefix[b, t] = Ids[b, t];
+        model.Forward(prefix, new ForwardOptions { Cache = cache });
+        for (int t = 3; t < 7; t++)
+        {
+            var step = model.Forward(new int[,] { { Ids[0, t] }, { Ids[1, t] } }, new ForwardOptions { Cache = cache });
+            for (int b = 0; b < 2; b++)
+            {
+                var expected = full.Row(b, t).ToArray();
+                var got = step.Logits.Row(b, 0).ToArray();
+                Assert.That(got, Is.EqualTo(expected).Within(1e-4f), $"position {t}, row {b}");
+            }
+        }
+        Assert.That(cache.SeenTokens, Is.EqualTo(7));
+    }
+
+    [Test]
+    public void SeveralTokensOnAFilledCacheContinueExactly()
+    {
+        using var model = Tiny();
+        var full = model.Forward(Ids).Logits;
+        using var cache = model.CreateCache(2);
+        model.Forward(new int[,] { { Ids[0, 0], Ids[0, 1] }, { Ids[1, 0], Ids[1, 1] } }, new ForwardOptions { Cache = cache });
+        var rest = new int[2, 5];
+        for (int b = 0; b < 2; b++) for (int t = 0; t < 5; t++) rest[b, t] = Ids[b, t + 2];
+        var output = model.Forward(rest, new ForwardOptions { Cache = cache });
+        Assert.That(output.Logits.Row(1, 4).ToArray(), Is.EqualTo(full.Row(1, 6).ToArray()).Within(1e-4f));
+    }
+
+    [Test]
+    public void LossIsNaNWhenEveryLabelIsIgnoredAndRejectsKeptLogits()
+    {
+        using var model = Tiny();
+        var labels = new int[2, 7];
+        for (int b = 0; b < 2; b++) for (int t = 0; t < 7; t++) labels[b, t] = -100;
+        Assert.That(model.Forward(Ids, new ForwardOptions { Labels = labels }).Loss, Is.NaN);
+        Assert.Throws<ArgumentException>(() => model.Forward(Ids, new ForwardOptions { Labels = Ids, LogitsToKeep = 1 }));
+    }
+
+    [Test]
+    public void LossMatchesTheShiftedCrossEntropyOfTheLogits()
+    {
+        using var model = Tiny();
+        var labels = (int[,])Ids.Clone();
+        labels[0, 3] = -100;
+        var output = model.Forward(Ids, new ForwardOptions { Labels = labels });
+        double sum = 0;
+        int count = 0;
+        for (int b = 0; b < 2; b++)
+            for (int t = 0; t < 6; t++)
+            {
+                int target = labels[b, t + 1];
+                if (target == -100) continue;
+                var row = output.Logits.Row(b, t).ToArray();
+                double max = row.Max();
+                sum += max + Math.Log(row.Sum(v => Math.Exp(v - max))) - row[target];
+                count++;
+            }
+        Assert.That(count, Is.EqualTo(11));
+        Assert.That(output.Loss!.Value, Is.EqualTo(sum / count).Within(1e-6));
+    }
+
+    [Test]
+    public void BadInputsGiveArgumentErrors()
+    {
+        using var model = Tiny();
+        Assert.Throws<ArgumentOutOfRangeException>(() => model.Forward(new int[,] { { 1, 512 } }));
+        Assert.Throws<ArgumentException>(() => model.Forward(new int[0, 0]));
+        Assert.Throws<ArgumentException>(() => model.Forward(Ids, new ForwardOptions { AttentionMask = new int[,] { { 1 } } }));
+        Assert.Throws<ArgumentException>(() => model.Forward(Ids, new ForwardOptions { AttentionMask = new int[2, 7] { { 2, 1, 1, 1, 1, 1, 1 }, { 1, 1, 1, 1, 1, 1, 1 } } }));
+        using var cache = model.CreateCache(3);
+        Assert.Throws<ArgumentException>(() => model.Forward(Ids, new ForwardOptions { Cache = cache }));
+    }
+
+    [Test]
+    public void RandomInitFollowsTheConfigScheme()
+    {
+        var config = new MambaConfig { VocabSize = 100, HiddenSize = 32, NumHiddenLayers = 2, StateSize = 4 };
+        var w = MambaInitializer.Create(config, seed: 3);
+        var layer = w.Layers[0];
+        Assert.That(layer.ALog[4 * 5 + 3], Is.EqualTo(MathF.Log(4)).Within(1e-7)); // A_log[e, n] = ln(n+1)
+        Assert.That(layer.D, Is.All.EqualTo(1f));
+        // dt bias is the inverse softplus of a Δ in [time_step_min, time_step_max].
+        foreach (var b in layer.DtProjBias)
+        {
+            double dt = Math.Log(1 + Math.Exp(b));
+            Assert.That(dt, Is.InRange(config.TimeStepMin * 0.999, config.TimeStepMax * 1.001));
+        }
+        double bound = 1 / Math.Sqrt(config.ConvKernel);
+        Assert.That(layer.ConvWeight.Max(v => Math.Abs(v)), Is.LessThanOrEqualTo(bound));
+        double std = Math.Sqrt(w.Embeddings.Average(v => (double)v * v));
+        Assert.That(std, Is.EqualTo(config.InitializerRange).Within(0.01));
+        using var model = new MambaForCausalLM(w);
+        Assert.That(model.Forward(new int[,] { { 1, 2, 3 } }).Logits.Data, Has.None.NaN);
+    }
+}
