@@ -40,7 +40,8 @@ internal static class CheckReferenceCommand
             foreach (var row in rows) Console.WriteLine(row.Format());
             int failed = rows.Count(r => !r.Passed);
             Console.WriteLine();
-            Console.WriteLine(failed == 0 ? $"PASS: {rows.Count} tensors within tolerance" : $"FAIL: {failed} of {rows.Count} tensors outside tolerance");
+            int compared = rows.Count(r => r.Compared);
+            Console.WriteLine(failed == 0 ? $"PASS: {compared} tensors within tolerance" : $"FAIL: {failed} of {compared} tensors outside tolerance");
             return failed == 0 ? 0 : 1;
         });
         return command;

@@ -8,5 +8,7 @@ internal static class CommandCatalog
     public static IEnumerable<Command> All()
     {
         yield return CheckReferenceCommand.Create();
+        yield return TokenizeCommand.Create();
+        yield return CheckTokenizerCommand.Create();
     }
 }
