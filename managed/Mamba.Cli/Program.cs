@@ -19,6 +19,20 @@ public static class Program
     public static int Main(string[] args)
     {
         var root = BuildRootCommand();
-        return root.Parse(args).Invoke();
+        try
+        {
+            return root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+        }
+        catch (OperationCanceledException)
+        {
+            Console.Error.WriteLine("cancelled");
+            return 130;
+        }
+        catch (Exception e) when (e is MambaException or ArgumentException or IOException or UnauthorizedAccessException or NotSupportedException or InvalidOperationException)
+        {
+            // Expected failures (bad files, bad arguments, no GPU): one clear line, no stack trace.
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 2;
+        }
     }
 }

@@ -7,7 +7,11 @@ internal static class CommandCatalog
 {
     public static IEnumerable<Command> All()
     {
+        yield return GenerateCommand.Create();
+        yield return ChatCommand.Create();
+        yield return InfoCommand.Create();
         yield return CheckReferenceCommand.Create();
+        yield return InitModelCommand.Create();
         yield return TokenizeCommand.Create();
         yield return CheckTokenizerCommand.Create();
     }

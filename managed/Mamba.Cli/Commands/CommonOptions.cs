@@ -1,16 +1,15 @@
 using System.CommandLine;
 using Mamba.Compute;
-using Mamba.Compute.Cpu;
 
 namespace Mamba.Cli.Commands;
 
 /// <summary>Options shared by several commands, and the backend they select.</summary>
 internal static class CommonOptions
 {
-    public static Option<string> Device() => new("--device")
+    public static Option<string> Device(string defaultDevice = "cpu") => new("--device")
     {
         Description = "Where to run: auto, cpu or cuda",
-        DefaultValueFactory = _ => "cpu",
+        DefaultValueFactory = _ => defaultDevice,
     };
 
     public static Option<string> DType() => new("--dtype")
@@ -25,23 +24,17 @@ internal static class CommonOptions
         DefaultValueFactory = _ => 0,
     };
 
-    /// <summary>Creates the selected backend; throws with the reason when it cannot run.</summary>
+    /// <summary>Creates the selected backend; throws with the reason when it cannot run (auto falls back to the CPU and says why).</summary>
     public static IMambaBackend CreateBackend(string device, string dtypeText, int threads, out Mamba.DType activation)
     {
-        activation = DTypeExtensions.Parse(dtypeText);
-        switch (device.ToLowerInvariant())
+        var backend = BackendSelector.Create(new MambaModelOptions
         {
-            case "cpu":
-                if (activation != Mamba.DType.F32)
-                    throw new ArgumentException($"--dtype {dtypeText}: the CPU backend computes in f32 (bf16/f16 weights are upcast on load)");
-                return new CpuBackend(threads);
-            case "auto":
-                activation = Mamba.DType.F32;
-                return new CpuBackend(threads);
-            case "cuda":
-                throw new NotSupportedException("--device cuda: the CUDA backend is not built into this version");
-            default:
-                throw new ArgumentException($"--device {device}: expected auto, cpu or cuda");
-        }
+            Backend = ModelOptions.ParseDevice(device),
+            DType = DTypeExtensions.Parse(dtypeText),
+            CpuThreads = threads,
+        }, out var description, out activation);
+        if (description.FallbackReason is not null)
+            Console.Error.WriteLine($"note: running on the CPU because CUDA is unavailable: {description.FallbackReason}");
+        return backend;
     }
 }

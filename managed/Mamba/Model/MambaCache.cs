@@ -14,13 +14,16 @@ public sealed class MambaCache : IDisposable
     private readonly DeviceTensor[] _ssm;
 
     internal MambaCache(IMambaBackend backend, MambaConfig config, int batchSize)
+        : this(backend, config, batchSize, allocate: true) { }
+
+    private MambaCache(IMambaBackend backend, MambaConfig config, int batchSize, bool allocate)
     {
         _backend = backend;
         BatchSize = batchSize;
         Config = config;
         _conv = new DeviceTensor[config.NumHiddenLayers];
         _ssm = new DeviceTensor[config.NumHiddenLayers];
-        for (int i = 0; i < _conv.Length; i++)
+        for (int i = 0; allocate && i < _conv.Length; i++)
         {
             _conv[i] = backend.Allocate(DType.F32, batchSize, config.IntermediateSize, config.ConvKernel);
             _ssm[i] = backend.Allocate(DType.F32, batchSize, config.IntermediateSize, config.StateSize);
@@ -65,6 +68,69 @@ public sealed class MambaCache : IDisposable
         return new HostTensor(data, (int[])t.Shape.Clone());
     }
 
+    /// <summary>Copies every state to host memory (per layer: conv [B, E, K] then ssm [B, E, N]).</summary>
+    public MambaCacheSnapshot Snapshot()
+    {
+        var conv = new float[_conv.Length][];
+        var ssm = new float[_ssm.Length][];
+        for (int i = 0; i < _conv.Length; i++)
+        {
+            conv[i] = new float[_conv[i].ElementCount];
+            _backend.Download(_conv[i], conv[i]);
+            ssm[i] = new float[_ssm[i].ElementCount];
+            _backend.Download(_ssm[i], ssm[i]);
+        }
+        return new MambaCacheSnapshot(BatchSize, conv, ssm, HasPreviousState, SeenTokens);
+    }
+
+    /// <summary>Overwrites every state with a snapshot taken from a cache of the same shape.</summary>
+    public void Restore(MambaCacheSnapshot snapshot)
+    {
+        ArgumentNullException.ThrowIfNull(snapshot);
+        if (snapshot.BatchSize != BatchSize || snapshot.Conv.Length != _conv.Length)
+            throw new ArgumentException($"snapshot holds {snapshot.BatchSize} rows × {snapshot.Conv.Length} layers, cache {BatchSize} × {_conv.Length}", nameof(snapshot));
+        for (int i = 0; i < _conv.Length; i++)
+        {
+            Overwrite(_conv[i], snapshot.Conv[i]);
+            Overwrite(_ssm[i], snapshot.Ssm[i]);
+        }
+        HasPreviousState = snapshot.HasPreviousState;
+        SeenTokens = snapshot.SeenTokens;
+    }
+
+    private void Overwrite(DeviceTensor target, float[] data)
+    {
+        using var upload = _backend.Upload(data, target.DType, target.Shape);
+        _backend.Copy(upload, target);
+    }
+
+    /// <summary>A new cache holding only the given rows of this one, in that order (used to drop finished sequences from a batch).</summary>
+    public MambaCache SelectRows(IReadOnlyList<int> rows)
+    {
+        ArgumentNullException.ThrowIfNull(rows);
+        foreach (var r in rows)
+            if ((uint)r >= (uint)BatchSize) throw new ArgumentOutOfRangeException(nameof(rows), r, $"row outside [0, {BatchSize})");
+        var result = new MambaCache(_backend, Config, rows.Count, allocate: false) { HasPreviousState = HasPreviousState, SeenTokens = SeenTokens };
+        for (int i = 0; i < _conv.Length; i++)
+        {
+            result._conv[i] = Gather(_conv[i], rows);
+            result._ssm[i] = Gather(_ssm[i], rows);
+        }
+        return result;
+    }
+
+    private DeviceTensor Gather(DeviceTensor source, IReadOnlyList<int> rows)
+    {
+        var host = new float[source.ElementCount];
+        _backend.Download(source, host);
+        int width = (int)(source.ElementCount / BatchSize);
+        var selected = new float[(long)rows.Count * width];
+        for (int j = 0; j < rows.Count; j++) Array.Copy(host, (long)rows[j] * width, selected, (long)j * width, width);
+        var shape = (int[])source.Shape.Clone();
+        shape[0] = rows.Count;
+        return _backend.Upload(selected, source.DType, shape);
+    }
+
     /// <summary>Frees the states.</summary>
     public void Dispose()
     {
@@ -72,3 +138,6 @@ public sealed class MambaCache : IDisposable
         foreach (var t in _ssm) t.Dispose();
     }
 }
+
+/// <summary>A host copy of a <see cref="MambaCache"/>: per layer, conv [B, E, K] and ssm [B, E, N] as float32.</summary>
+public sealed record MambaCacheSnapshot(int BatchSize, float[][] Conv, float[][] Ssm, bool HasPreviousState, int SeenTokens);

@@ -64,11 +64,15 @@ public sealed class MambaForCausalLM : IDisposable
 
     /// <summary>Uploads <paramref name="weights"/> to <paramref name="backend"/> (a new CPU backend when null).</summary>
     public MambaForCausalLM(MambaWeights weights, IMambaBackend? backend = null, DType activationDType = DType.F32)
+        : this(weights, backend, activationDType, ownsBackend: backend is null) { }
+
+    /// <summary>Uploads <paramref name="weights"/>; when <paramref name="ownsBackend"/>, disposing the model disposes the backend.</summary>
+    public MambaForCausalLM(MambaWeights weights, IMambaBackend? backend, DType activationDType, bool ownsBackend)
     {
         ArgumentNullException.ThrowIfNull(weights);
         Config = weights.Config;
         Backend = backend ?? new CpuBackend();
-        _ownsBackend = backend is null;
+        _ownsBackend = ownsBackend || backend is null;
         ActivationDType = activationDType;
         ParameterCount = weights.ParameterCount;
         StoredDType = weights.StoredDType;

@@ -1,0 +1,49 @@
+using System.CommandLine;
+using Mamba.Compute;
+using Spectre.Console;
+
+namespace Mamba.Cli.Commands;
+
+/// <summary>The --model option with its bundled default, and loading with a spinner on stderr.</summary>
+internal static class ModelOptions
+{
+    /// <summary>The bundled default model, copied beside the tool at build time.</summary>
+    public static string DefaultModelDirectory => Path.Combine(AppContext.BaseDirectory, "default-model");
+
+    public static Option<string?> Model() => new("--model")
+    {
+        Description = "Hugging Face model folder (config.json, model.safetensors, tokenizer.json); default: the bundled untrained model",
+    };
+
+    /// <summary>A console on stderr for spinners and notes, so stdout carries only the results.</summary>
+    public static IAnsiConsole Status { get; } = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
+
+    public static BackendPreference ParseDevice(string device) => device.ToLowerInvariant() switch
+    {
+        "auto" => BackendPreference.Auto,
+        "cpu" => BackendPreference.Cpu,
+        "cuda" or "gpu" => BackendPreference.Cuda,
+        _ => throw new ArgumentException($"--device {device}: expected auto, cpu or cuda"),
+    };
+
+    /// <summary>Loads the model with a spinner; says when the weights are the untrained placeholder.</summary>
+    public static MambaModel Load(string? directory, string device, string dtype, int threads)
+    {
+        var dir = directory ?? DefaultModelDirectory;
+        var options = new MambaModelOptions
+        {
+            Backend = ParseDevice(device),
+            DType = DTypeExtensions.Parse(dtype),
+            CpuThreads = threads,
+        };
+        MambaModel? model = null;
+        var bar = Console.IsErrorRedirected ? null : Status;
+        if (bar is null) model = MambaModel.Load(dir, options);
+        else bar.Status().Spinner(Spinner.Known.Dots).Start($"Loading {Markup.Escape(dir)}", _ => model = MambaModel.Load(dir, options));
+        Console.Error.WriteLine($"model: {dir} ({model!.Config.Summary()})");
+        Console.Error.WriteLine($"backend: {model.Backend}");
+        if (model.IsUntrained)
+            Console.Error.WriteLine("note: this model has untrained random weights (the bundled placeholder); its text is meaningless. Pass --model with a real checkpoint.");
+        return model;
+    }
+}

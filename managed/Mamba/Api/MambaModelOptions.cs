@@ -1,0 +1,48 @@
+using Mamba.Compute;
+using Microsoft.Extensions.Logging;
+
+namespace Mamba;
+
+/// <summary>Which backend <see cref="MambaModel.Load"/> should use.</summary>
+public enum BackendPreference
+{
+    /// <summary>CUDA when a GPU, its driver and the native library are usable, else the CPU; the choice and its reason are logged.</summary>
+    Auto,
+    /// <summary>The pure C# CPU backend.</summary>
+    Cpu,
+    /// <summary>The CUDA backend; loading throws <see cref="Native.MambaBackendUnavailableException"/> with the reason when it cannot run (never a silent CPU fallback).</summary>
+    Cuda,
+}
+
+/// <summary>How to load a model.</summary>
+public sealed record MambaModelOptions
+{
+    /// <summary>Backend choice (default <see cref="BackendPreference.Auto"/>).</summary>
+    public BackendPreference Backend { get; init; } = BackendPreference.Auto;
+
+    /// <summary>Weight and activation dtype on a GPU (the CPU always computes in float32). Default float32.</summary>
+    public DType DType { get; init; } = DType.F32;
+
+    /// <summary>CUDA device ordinal.</summary>
+    public int DeviceId { get; init; }
+
+    /// <summary>CPU worker threads; 0 uses every core.</summary>
+    public int CpuThreads { get; init; }
+
+    /// <summary>Explicit path of the native library (else <c>MAMBA_NATIVE_LIBRARY</c>, then <c>runtimes/&lt;rid&gt;/native/</c>, then default probing).</summary>
+    public string? NativeLibraryPath { get; init; }
+
+    /// <summary>Where the library logs backend choice and load steps; null logs nothing.</summary>
+    public ILoggerFactory? LoggerFactory { get; init; }
+}
+
+/// <summary>Progress of <see cref="MambaModel.LoadAsync"/>: a stage name and the fraction done (0..1).</summary>
+public sealed record ModelLoadProgress(string Stage, double Fraction);
+
+/// <summary>What runs a model: the backend kind, the device, the native library and why Auto chose the CPU.</summary>
+public sealed record BackendDescription(BackendKind Kind, string Device, string? LibraryPath, string? FallbackReason)
+{
+    /// <inheritdoc />
+    public override string ToString() =>
+        $"{Kind} ({Device}){(LibraryPath is null ? "" : $", library {LibraryPath}")}{(FallbackReason is null ? "" : $"; CUDA not used: {FallbackReason}")}";
+}
