@@ -1,0 +1,463 @@
+using Mamba.Native;
+
+namespace Mamba.Compute.Cuda;
+
+/// <summary>Options of <see cref="CudaBackend.Create(int, DType, CudaBackendOptions?)"/>.</summary>
+public sealed record CudaBackendOptions
+{
+    /// <summary>An explicit libmamba file, tried before every other location.</summary>
+    public string? LibraryPath { get; init; }
+
+    /// <summary>False: load only <see cref="LibraryPath"/>, without the environment variable or default probing.</summary>
+    public bool ProbeDefaultLocations { get; init; } = true;
+}
+
+/// <summary>
+/// The CUDA implementation of <see cref="IMambaBackend"/>: every op is a libmamba call queued on the
+/// context's stream (asynchronous except where the interface returns host data). Weights, activations and
+/// states stay on the device; the native library reuses its workspaces, so a decode loop allocates nothing.
+/// </summary>
+public sealed class CudaBackend : IMambaBackend
+{
+    private readonly MambaContextHandle _context;
+    private string? _description;
+
+    private CudaBackend(MambaContextHandle context, int deviceId, DType activationDType)
+    {
+        _context = context;
+        DeviceId = deviceId;
+        ActivationDType = activationDType;
+    }
+
+    /// <summary>
+    /// Loads libmamba and opens a context on <paramref name="deviceId"/>. Throws
+    /// <see cref="MambaBackendUnavailableException"/> (with the probe log) when the library, the driver or the
+    /// device is missing.
+    /// </summary>
+    public static CudaBackend Create(int deviceId = 0, DType activationDType = DType.F32, CudaBackendOptions? options = null)
+    {
+        options ??= new CudaBackendOptions();
+        MambaNative.EnsureLoaded(options.LibraryPath, options.ProbeDefaultLocations);
+        MambaNative.ThrowIfFailed(NativeMethods.mamba_get_device_count(out int count), "device count");
+        if (count == 0)
+            throw new MambaBackendUnavailableException("no CUDA device or driver was found", MambaNative.ProbeLog, MambaStatus.NoDevice);
+        if (deviceId < 0 || deviceId >= count)
+            throw new MambaBackendUnavailableException($"CUDA device {deviceId} does not exist ({count} found)", MambaNative.ProbeLog, MambaStatus.NoDevice);
+        int status = NativeMethods.mamba_context_create(deviceId, out var ctx);
+        if (status != 0)
+        {
+            var ex = MambaNative.CreateException(status, "context create");
+            if (ex is MambaBackendUnavailableException) throw ex;
+            throw new MambaBackendUnavailableException(ex.Message, MambaNative.ProbeLog, ex.Status, ex);
+        }
+        return new CudaBackend(new MambaContextHandle(ctx), deviceId, activationDType);
+    }
+
+    /// <summary>The CUDA device index.</summary>
+    public int DeviceId { get; }
+
+    /// <summary>The activation dtype the model runs in on this backend (F32, BF16 or F16; the residual stream stays F32).</summary>
+    public DType ActivationDType { get; }
+
+    /// <inheritdoc />
+    public BackendKind Kind => BackendKind.Cuda;
+
+    /// <inheritdoc />
+    public string Description => _description ??= BuildDescription();
+
+    /// <summary>Free and total device memory in bytes.</summary>
+    public (long Free, long Total) MemoryInfo()
+    {
+        Check(NativeMethods.mamba_mem_info(Ctx, out long free, out long total), "memory info");
+        return (free, total);
+    }
+
+    private MambaContextHandle Ctx
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(_context.IsClosed, this);
+            return _context;
+        }
+    }
+
+    private string BuildDescription()
+    {
+        try
+        {
+            var lines = MambaNative.Describe(DeviceId).Split('\n', StringSplitOptions.RemoveEmptyEntries);
+            var device = lines.FirstOrDefault(l => l.StartsWith($"device {DeviceId}:", StringComparison.Ordinal)) ?? $"device {DeviceId}";
+            return $"CUDA {device} ({ActivationDType.ToShortName()} activations), {MambaNative.LoadedPath}";
+        }
+        catch (MambaException ex)
+        {
+            return $"CUDA device {DeviceId} ({ex.Message})";
+        }
+    }
+
+    // ---- memory ------------------------------------------------------------------------------------
+
+    /// <inheritdoc />
+    public DeviceTensor Allocate(DType dtype, params int[] shape)
+    {
+        var t = AllocateUninitialized(dtype, shape);
+        try
+        {
+            Zero(t);
+        }
+        catch
+        {
+            t.Dispose();
+            throw;
+        }
+        return t;
+    }
+
+    /// <summary>Allocates a tensor without clearing it.</summary>
+    public CudaTensor AllocateUninitialized(DType dtype, params int[] shape)
+    {
+        ArgumentNullException.ThrowIfNull(shape);
+        long count = 1;
+        foreach (var d in shape)
+        {
+            if (d < 0) throw new ArgumentOutOfRangeException(nameof(shape), $"negative dimension {d}");
+            count = checked(count * d);
+        }
+        long bytes = checked(count * dtype.SizeInBytes());
+        var buffer = MambaBufferHandle.Allocate(Ctx, bytes);
+        return new CudaTensor(this, buffer, dtype, (int[])shape.Clone());
+    }
+
+    /// <inheritdoc />
+    public unsafe DeviceTensor Upload(ReadOnlySpan<float> data, DType dtype, params int[] shape)
+    {
+        var t = AllocateUninitialized(dtype, shape);
+        try
+        {
+            if (data.Length != t.ElementCount)
+                throw new ArgumentException($"{data.Length} values for shape {t.ShapeText}", nameof(data));
+            fixed (float* p = data)
+                Check(NativeMethods.mamba_upload_f32(Ctx, p, data.Length, t.Pointer, (int)dtype), "upload");
+        }
+        catch
+        {
+            t.Dispose();
+            throw;
+        }
+        return t;
+    }
+
+    /// <inheritdoc />
+    public unsafe void Download(DeviceTensor source, Span<float> destination)
+    {
+        var s = Cuda(source, nameof(source));
+        if (destination.Length < s.ElementCount)
+            throw new ArgumentException($"destination holds {destination.Length}, tensor has {s.ElementCount}", nameof(destination));
+        fixed (float* p = destination)
+            Check(NativeMethods.mamba_download_f32(Ctx, s.Pointer, (int)s.DType, s.ElementCount, p), "download");
+    }
+
+    /// <inheritdoc />
+    public void Copy(DeviceTensor source, DeviceTensor destination)
+    {
+        var s = Cuda(source, nameof(source));
+        var d = Cuda(destination, nameof(destination));
+        if (s.ElementCount != d.ElementCount)
+            throw new ArgumentException($"{nameof(destination)} {d.ShapeText} differs from {s.ShapeText}", nameof(destination));
+        if (s.DType == d.DType)
+            Check(NativeMethods.mamba_copy_d2d(Ctx, d.Pointer, s.Pointer, s.ByteCount), "copy");
+        else
+            Check(NativeMethods.mamba_convert(Ctx, s.Pointer, (int)s.DType, d.Pointer, (int)d.DType, s.ElementCount), "copy (convert)");
+    }
+
+    /// <inheritdoc />
+    public void Zero(DeviceTensor tensor)
+    {
+        var t = Cuda(tensor, nameof(tensor));
+        Check(NativeMethods.mamba_memset_zero(Ctx, t.Pointer, t.ByteCount), "zero");
+    }
+
+    // ---- ops ---------------------------------------------------------------------------------------
+
+    /// <inheritdoc />
+    public unsafe void Embedding(DeviceTensor table, ReadOnlySpan<int> ids, DeviceTensor output)
+    {
+        var t = Cuda(table, nameof(table));
+        var o = Cuda(output, nameof(output));
+        if (t.Shape.Length != 2) throw new ArgumentException($"table must be [V, d], got {t.ShapeText}", nameof(table));
+        int vocab = t.Dim(0), width = t.Dim(1);
+        Expect(o, nameof(output), ids.Length, width);
+        for (int m = 0; m < ids.Length; m++)
+            if ((uint)ids[m] >= (uint)vocab)
+                throw new ArgumentOutOfRangeException(nameof(ids), ids[m], $"token id at position {m} is outside the vocabulary [0, {vocab})");
+        if (ids.Length == 0) return;
+        fixed (int* p = ids)
+            Check(NativeMethods.mamba_embedding(Ctx, t.Pointer, (int)t.DType, vocab, width, p, ids.Length, o.Pointer, (int)o.DType), "embedding");
+    }
+
+    /// <inheritdoc />
+    public void AddRmsNorm(DeviceTensor residual, DeviceTensor? delta, DeviceTensor weight, float epsilon, DeviceTensor output)
+    {
+        var r = Cuda(residual, nameof(residual));
+        var w = Cuda(weight, nameof(weight));
+        var o = Cuda(output, nameof(output));
+        int width = w.Dim(0);
+        if (width <= 0 || w.ElementCount != width) throw new ArgumentException($"weight {w.ShapeText} is not [d]", nameof(weight));
+        long rows = r.ElementCount / width;
+        Expect(r, nameof(residual), rows, width);
+        Expect(o, nameof(output), rows, width);
+        IntPtr dp = IntPtr.Zero;
+        int ddt = 0;
+        if (delta is not null)
+        {
+            var dl = Cuda(delta, nameof(delta));
+            Expect(dl, nameof(delta), rows, width);
+            dp = dl.Pointer;
+            ddt = (int)dl.DType;
+        }
+        Check(NativeMethods.mamba_add_rmsnorm(Ctx, r.Pointer, (int)r.DType, dp, ddt, w.Pointer, (int)w.DType, epsilon, o.Pointer, (int)o.DType, rows, width), "add_rmsnorm");
+    }
+
+    /// <inheritdoc />
+    public void MaskRows(DeviceTensor x, DeviceTensor mask)
+    {
+        var t = Cuda(x, nameof(x));
+        var mk = Cuda(mask, nameof(mask));
+        RequireF32(mk, nameof(mask));
+        long rows = mk.ElementCount;
+        if (rows == 0 || t.ElementCount % rows != 0)
+            throw new ArgumentException($"mask {mk.ShapeText} does not match rows of {t.ShapeText}", nameof(mask));
+        Check(NativeMethods.mamba_mask_rows(Ctx, t.Pointer, (int)t.DType, mk.Pointer, rows, t.ElementCount / rows), "mask_rows");
+    }
+
+    /// <inheritdoc />
+    public void Linear(DeviceTensor x, DeviceTensor weight, DeviceTensor? bias, DeviceTensor y)
+    {
+        var xt = Cuda(x, nameof(x));
+        var w = Cuda(weight, nameof(weight));
+        var yt = Cuda(y, nameof(y));
+        if (w.Shape.Length != 2) throw new ArgumentException($"weight must be [N, K], got {w.ShapeText}", nameof(weight));
+        int n = w.Dim(0), k = w.Dim(1);
+        if (k == 0 || xt.ElementCount % k != 0)
+            throw new ArgumentException($"x {xt.ShapeText} has no rows of width {k} for weight {w.ShapeText}", nameof(x));
+        long m = xt.ElementCount / k;
+        Expect(yt, nameof(y), m, n);
+        IntPtr bp = IntPtr.Zero;
+        int bdt = 0;
+        if (bias is not null)
+        {
+            var bt = Cuda(bias, nameof(bias));
+            if (bt.ElementCount != n) throw new ArgumentException($"bias {bt.ShapeText} does not match {n} outputs", nameof(bias));
+            bp = bt.Pointer;
+            bdt = (int)bt.DType;
+        }
+        Check(NativeMethods.mamba_linear(Ctx, xt.Pointer, (int)xt.DType, w.Pointer, (int)w.DType, bp, bdt, yt.Pointer, (int)yt.DType, m, n, k), "linear");
+    }
+
+    /// <inheritdoc />
+    public void CausalConv1d(DeviceTensor xz, DeviceTensor weight, DeviceTensor? bias, DeviceTensor? mask, DeviceTensor u, DeviceTensor? convState)
+    {
+        var x = Cuda(xz, nameof(xz));
+        if (x.Shape.Length != 3) throw new ArgumentException($"xz must be [B, L, 2E], got {x.ShapeText}", nameof(xz));
+        if (x.Dim(2) % 2 != 0) throw new ArgumentException($"xz must have an even last dimension (x and z), got {x.ShapeText}", nameof(xz));
+        int batch = x.Dim(0), length = x.Dim(1), inner = x.Dim(2) / 2;
+        var w = Cuda(weight, nameof(weight));
+        int kernel = w.Dim(-1);
+        if (w.ElementCount != (long)inner * kernel) throw new ArgumentException($"weight {w.ShapeText} is not [{inner}, K]", nameof(weight));
+        var ut = Cuda(u, nameof(u));
+        Expect(ut, nameof(u), (long)batch * length, inner);
+        SameDType(x, ut, nameof(u));
+        var (bp, bdt) = Optional(bias, inner, nameof(bias));
+        IntPtr mp = IntPtr.Zero;
+        if (mask is not null)
+        {
+            var mk = Cuda(mask, nameof(mask));
+            RequireF32(mk, nameof(mask));
+            if (mk.ElementCount != (long)batch * length) throw new ArgumentException($"mask {mk.ShapeText} is not [{batch}, {length}]", nameof(mask));
+            mp = mk.Pointer;
+        }
+        IntPtr sp = IntPtr.Zero;
+        int sdt = 0;
+        if (convState is not null)
+        {
+            var st = Cuda(convState, nameof(convState));
+            Expect(st, nameof(convState), (long)batch * inner, kernel);
+            sp = st.Pointer;
+            sdt = (int)st.DType;
+        }
+        Check(NativeMethods.mamba_causal_conv1d_fwd(Ctx, x.Pointer, (int)x.DType, w.Pointer, (int)w.DType, bp, bdt, mp, ut.Pointer, sp, sdt,
+            batch, length, inner, kernel), "causal_conv1d");
+    }
+
+    /// <inheritdoc />
+    public void CausalConv1dStep(DeviceTensor xz, DeviceTensor weight, DeviceTensor? bias, DeviceTensor convState, DeviceTensor u)
+    {
+        var x = Cuda(xz, nameof(xz));
+        var w = Cuda(weight, nameof(weight));
+        var st = Cuda(convState, nameof(convState));
+        var ut = Cuda(u, nameof(u));
+        int inner = ut.Dim(-1);
+        if (inner <= 0) throw new ArgumentException($"u {ut.ShapeText} is empty", nameof(u));
+        int batch = (int)(ut.ElementCount / inner);
+        int kernel = w.Dim(-1);
+        Expect(x, nameof(xz), batch, 2L * inner);
+        Expect(st, nameof(convState), (long)batch * inner, kernel);
+        SameDType(x, ut, nameof(u));
+        if (w.ElementCount != (long)inner * kernel) throw new ArgumentException($"weight {w.ShapeText} is not [{inner}, {kernel}]", nameof(weight));
+        var (bp, bdt) = Optional(bias, inner, nameof(bias));
+        Check(NativeMethods.mamba_causal_conv1d_update(Ctx, x.Pointer, (int)x.DType, w.Pointer, (int)w.DType, bp, bdt, st.Pointer, (int)st.DType,
+            ut.Pointer, batch, inner, kernel), "causal_conv1d_step");
+    }
+
+    /// <inheritdoc />
+    public void SelectiveScan(SsmParameters ssm, DeviceTensor u, DeviceTensor dbc, DeviceTensor xz, DeviceTensor y, DeviceTensor? ssmState)
+    {
+        var p = Ssm(ssm, u, dbc, xz, y, out int rows);
+        var ut = Cuda(u, nameof(u));
+        int batch = ut.Shape.Length == 3 ? ut.Dim(0) : 1;
+        if (batch <= 0 || rows % batch != 0) throw new ArgumentException($"u {ut.ShapeText} has no whole batch rows", nameof(u));
+        int length = rows / batch;
+        IntPtr sp = IntPtr.Zero;
+        if (ssmState is not null)
+        {
+            var st = Cuda(ssmState, nameof(ssmState));
+            RequireF32(st, nameof(ssmState));
+            Expect(st, nameof(ssmState), (long)batch * p.Inner, p.State);
+            sp = st.Pointer;
+        }
+        Check(NativeMethods.mamba_selective_scan_fwd(Ctx, ut.Pointer, Cuda(dbc, nameof(dbc)).Pointer, Cuda(xz, nameof(xz)).Pointer, Cuda(y, nameof(y)).Pointer,
+            (int)ut.DType, p.W.Pointer, (int)p.W.DType, p.Bias.Pointer, (int)p.Bias.DType, p.A.Pointer, p.D.Pointer, sp,
+            batch, length, p.Inner, p.State, p.Rank), "selective_scan");
+    }
+
+    /// <inheritdoc />
+    public void SelectiveStateStep(SsmParameters ssm, DeviceTensor u, DeviceTensor dbc, DeviceTensor xz, DeviceTensor ssmState, DeviceTensor y)
+    {
+        var p = Ssm(ssm, u, dbc, xz, y, out int rows);
+        var ut = Cuda(u, nameof(u));
+        var st = Cuda(ssmState, nameof(ssmState));
+        RequireF32(st, nameof(ssmState));
+        Expect(st, nameof(ssmState), (long)rows * p.Inner, p.State);
+        Check(NativeMethods.mamba_selective_state_update(Ctx, ut.Pointer, Cuda(dbc, nameof(dbc)).Pointer, Cuda(xz, nameof(xz)).Pointer, Cuda(y, nameof(y)).Pointer,
+            (int)ut.DType, p.W.Pointer, (int)p.W.DType, p.Bias.Pointer, (int)p.Bias.DType, p.A.Pointer, p.D.Pointer, st.Pointer,
+            rows, p.Inner, p.State, p.Rank), "selective_state_step");
+    }
+
+    /// <inheritdoc />
+    public unsafe void ArgMax(DeviceTensor logits, Span<int> result)
+    {
+        var l = Cuda(logits, nameof(logits));
+        int vocab = l.Dim(-1);
+        if (vocab <= 0) throw new ArgumentException($"logits {l.ShapeText} are empty", nameof(logits));
+        long rows = l.ElementCount / vocab;
+        if (result.Length < rows) throw new ArgumentException($"result holds {result.Length}, need {rows}", nameof(result));
+        if (rows == 0) return;
+        fixed (int* p = result)
+            Check(NativeMethods.mamba_argmax(Ctx, l.Pointer, (int)l.DType, rows, vocab, p), "argmax");
+    }
+
+    /// <inheritdoc />
+    public unsafe double CrossEntropySum(DeviceTensor logits, ReadOnlySpan<int> targets, int ignoreIndex, out int count)
+    {
+        var l = Cuda(logits, nameof(logits));
+        int vocab = l.Dim(-1);
+        if (vocab <= 0) throw new ArgumentException($"logits {l.ShapeText} are empty", nameof(logits));
+        long rows = l.ElementCount / vocab;
+        if (targets.Length != rows) throw new ArgumentException($"{targets.Length} targets for {rows} rows", nameof(targets));
+        for (int m = 0; m < targets.Length; m++)
+            if (targets[m] != ignoreIndex && (uint)targets[m] >= (uint)vocab)
+                throw new ArgumentOutOfRangeException(nameof(targets), targets[m], $"target at row {m} is outside [0, {vocab})");
+        count = 0;
+        if (rows == 0) return 0;
+        double sum;
+        long n;
+        fixed (int* p = targets)
+            Check(NativeMethods.mamba_cross_entropy_sum(Ctx, l.Pointer, (int)l.DType, rows, vocab, p, ignoreIndex, out sum, out n), "cross_entropy");
+        count = (int)n;
+        return sum;
+    }
+
+    /// <inheritdoc />
+    public void Synchronize() => Check(NativeMethods.mamba_synchronize(Ctx), "synchronize");
+
+    /// <summary>Waits for queued work, then releases the context (it is destroyed once every tensor of it is freed too).</summary>
+    public void Dispose()
+    {
+        if (_context.IsClosed) return;
+        try { NativeMethods.mamba_synchronize(_context); } catch (Exception) { /* best effort */ }
+        _context.Dispose();
+    }
+
+    // ---- helpers -----------------------------------------------------------------------------------
+
+    private readonly record struct SsmView(CudaTensor W, CudaTensor Bias, CudaTensor A, CudaTensor D, int Inner, int State, int Rank);
+
+    private SsmView Ssm(SsmParameters ssm, DeviceTensor u, DeviceTensor dbc, DeviceTensor xz, DeviceTensor y, out int rows)
+    {
+        ArgumentNullException.ThrowIfNull(ssm);
+        var a = Cuda(ssm.A, "ssm.A");
+        var w = Cuda(ssm.DtProjWeight, "ssm.DtProjWeight");
+        var b = Cuda(ssm.DtProjBias, "ssm.DtProjBias");
+        var d = Cuda(ssm.D, "ssm.D");
+        RequireF32(a, "ssm.A");
+        RequireF32(d, "ssm.D");
+        if (a.Shape.Length != 2) throw new ArgumentException($"ssm.A must be [E, N], got {a.ShapeText}", "ssm");
+        int inner = a.Dim(0), n = a.Dim(1);
+        if (w.Shape.Length != 2) throw new ArgumentException($"ssm.DtProjWeight must be [E, R], got {w.ShapeText}", "ssm");
+        int rank = w.Dim(1);
+        Expect(w, "ssm.DtProjWeight", inner, rank);
+        if (b.ElementCount != inner) throw new ArgumentException($"ssm.DtProjBias {b.ShapeText} is not [{inner}]", "ssm");
+        if (d.ElementCount != inner) throw new ArgumentException($"ssm.D {d.ShapeText} is not [{inner}]", "ssm");
+        var ut = Cuda(u, nameof(u));
+        if (inner <= 0 || ut.ElementCount % inner != 0) throw new ArgumentException($"u {ut.ShapeText} has no rows of {inner}", nameof(u));
+        rows = checked((int)(ut.ElementCount / inner));
+        var dt = Cuda(dbc, nameof(dbc));
+        var xt = Cuda(xz, nameof(xz));
+        var yt = Cuda(y, nameof(y));
+        Expect(dt, nameof(dbc), rows, rank + 2L * n);
+        Expect(xt, nameof(xz), rows, 2L * inner);
+        Expect(yt, nameof(y), rows, inner);
+        SameDType(ut, dt, nameof(dbc));
+        SameDType(ut, xt, nameof(xz));
+        SameDType(ut, yt, nameof(y));
+        return new SsmView(w, b, a, d, inner, n, rank);
+    }
+
+    private (IntPtr Pointer, int DType) Optional(DeviceTensor? tensor, long size, string name)
+    {
+        if (tensor is null) return (IntPtr.Zero, 0);
+        var t = Cuda(tensor, name);
+        if (t.ElementCount != size) throw new ArgumentException($"{name} {t.ShapeText} is not [{size}]", name);
+        return (t.Pointer, (int)t.DType);
+    }
+
+    private CudaTensor Cuda(DeviceTensor tensor, string name)
+    {
+        ArgumentNullException.ThrowIfNull(tensor, name);
+        ObjectDisposedException.ThrowIf(tensor.IsDisposed, tensor);
+        if (tensor is not CudaTensor c)
+            throw new ArgumentException($"{name} lives on another backend ({tensor.GetType().Name})", name);
+        if (!ReferenceEquals(c.Owner, this))
+            throw new ArgumentException($"{name} belongs to another CUDA backend instance", name);
+        return c;
+    }
+
+    private static void Expect(CudaTensor t, string name, long rows, long cols)
+    {
+        if (t.ElementCount != rows * cols)
+            throw new ArgumentException($"{name} {t.ShapeText} does not hold {rows} rows of {cols}", name);
+    }
+
+    private static void SameDType(CudaTensor reference, CudaTensor t, string name)
+    {
+        if (t.DType != reference.DType)
+            throw new ArgumentException($"{name} is {t.DType.ToShortName()}, expected {reference.DType.ToShortName()} like the other activations", name);
+    }
+
+    private static void RequireF32(CudaTensor t, string name)
+    {
+        if (t.DType != DType.F32) throw new ArgumentException($"{name} must be f32, got {t.DType.ToShortName()}", name);
+    }
+
+    private static void Check(int status, string operation) => MambaNative.ThrowIfFailed(status, operation);
+}

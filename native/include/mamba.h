@@ -1,0 +1,148 @@
+/*
+ * mamba.h — the one public header of libmamba (CUDA kernels for the Mamba-1 selective state-space LM).
+ *
+ * ABI rules
+ *  - Every symbol starts with mamba_ / MAMBA_; only fixed-size types cross the boundary.
+ *  - Every fallible function returns mamba_status (MAMBA_OK = 0). On failure, mamba_last_error()
+ *    returns a thread-local, NUL-terminated message naming the op, the shapes and the CUDA/cuBLAS
+ *    error string. The library owns that string; it stays valid until the next libmamba call on the
+ *    same thread. Each entry point clears it on entry.
+ *  - Nothing escapes: no C++ exception crosses an entry point, and the library never calls exit/abort.
+ *  - Tensors are dense, row-major device pointers. "Activations" are token-major: a [B, L, C] tensor
+ *    is B*L rows of C contiguous values. dtype arguments say how each pointer is stored; math is fp32.
+ *  - All work is queued on the context's stream; functions that return host data (d2h copies, argmax,
+ *    cross-entropy, download) synchronize that stream before returning.
+ *  - A context is used by one thread at a time.
+ *  - mamba_abi_version() must equal MAMBA_ABI_VERSION of the header the caller was built against.
+ */
+#ifndef MAMBA_H
+#define MAMBA_H
+
+#include <stdint.h>
+
+#if defined(_WIN32)
+#  if defined(MAMBA_BUILDING_LIBRARY)
+#    define MAMBA_API __declspec(dllexport)
+#  else
+#    define MAMBA_API __declspec(dllimport)
+#  endif
+#else
+#  define MAMBA_API __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MAMBA_ABI_VERSION 1
+
+/* Status codes (int32). */
+typedef int32_t mamba_status;
+#define MAMBA_OK                    0
+#define MAMBA_ERR_INVALID_ARGUMENT  1  /* bad pointer, shape, dtype or value; nothing was queued */
+#define MAMBA_ERR_OUT_OF_MEMORY     2  /* device (or host) allocation failed; the context is still usable */
+#define MAMBA_ERR_CUDA              3  /* a CUDA runtime error (a sticky one leaves the context unusable) */
+#define MAMBA_ERR_CUBLAS            4  /* a cuBLAS error */
+#define MAMBA_ERR_NO_DEVICE         5  /* no CUDA device or driver, or the device id is out of range */
+#define MAMBA_ERR_UNSUPPORTED       6  /* valid request this build cannot serve (dtype disabled, d_state > 256, ...) */
+#define MAMBA_ERR_INTERNAL          7  /* unexpected failure inside the library */
+
+/* Element types (int32); the values equal the managed Mamba.DType enum. */
+typedef int32_t mamba_dtype;
+#define MAMBA_DTYPE_F32  0
+#define MAMBA_DTYPE_BF16 1
+#define MAMBA_DTYPE_F16  2
+
+/* Opaque context: device, stream, cuBLAS handle and workspaces. */
+typedef struct mamba_context mamba_context;
+
+/* ---- library ------------------------------------------------------------------------------- */
+MAMBA_API int32_t mamba_abi_version(void);
+MAMBA_API const char* mamba_last_error(void);
+MAMBA_API mamba_status mamba_get_device_count(int32_t* count);
+/* Multi-line text: library and ABI version, compiled architectures, driver and runtime versions and,
+ * if device >= 0, that device's name, compute capability and memory. Writes at most capacity bytes
+ * (always NUL-terminated when capacity > 0); *length receives the full length without the NUL. */
+MAMBA_API mamba_status mamba_describe(int32_t device, char* buffer, int64_t capacity, int64_t* length);
+
+/* ---- context --------------------------------------------------------------------------------- */
+MAMBA_API mamba_status mamba_context_create(int32_t device, mamba_context** out);
+MAMBA_API mamba_status mamba_context_destroy(mamba_context* ctx);  /* NULL is fine */
+MAMBA_API mamba_status mamba_synchronize(mamba_context* ctx);
+MAMBA_API mamba_status mamba_mem_info(mamba_context* ctx, int64_t* free_bytes, int64_t* total_bytes);
+
+/* ---- buffers --------------------------------------------------------------------------------- */
+MAMBA_API mamba_status mamba_buffer_alloc(mamba_context* ctx, int64_t bytes, void** out);
+MAMBA_API mamba_status mamba_buffer_free(mamba_context* ctx, void* ptr);  /* NULL is fine */
+MAMBA_API mamba_status mamba_memset_zero(mamba_context* ctx, void* dst, int64_t bytes);
+MAMBA_API mamba_status mamba_copy_h2d(mamba_context* ctx, void* dst, const void* host_src, int64_t bytes);
+MAMBA_API mamba_status mamba_copy_d2h(mamba_context* ctx, void* host_dst, const void* src, int64_t bytes);
+MAMBA_API mamba_status mamba_copy_d2d(mamba_context* ctx, void* dst, const void* src, int64_t bytes);
+/* Host float32 -> device dst in dst_dtype (round to nearest even). The host buffer may be reused on return. */
+MAMBA_API mamba_status mamba_upload_f32(mamba_context* ctx, const float* host_src, int64_t count, void* dst, mamba_dtype dst_dtype);
+/* Device src in src_dtype -> host float32. */
+MAMBA_API mamba_status mamba_download_f32(mamba_context* ctx, const void* src, mamba_dtype src_dtype, int64_t count, float* host_dst);
+/* Device -> device dtype conversion (same pointer allowed only when the dtypes are equal). */
+MAMBA_API mamba_status mamba_convert(mamba_context* ctx, const void* src, mamba_dtype src_dtype, void* dst, mamba_dtype dst_dtype, int64_t count);
+
+/* ---- ops ------------------------------------------------------------------------------------- */
+/* out[m, :] = table[ids[m], :]; table [vocab, dim]; ids are host int32, checked against [0, vocab). */
+MAMBA_API mamba_status mamba_embedding(mamba_context* ctx, const void* table, mamba_dtype table_dtype, int64_t vocab, int64_t dim,
+                                       const int32_t* host_ids, int64_t count, void* out, mamba_dtype out_dtype);
+
+/* residual [rows, dim] += delta (if delta != NULL); out = RMSNorm(residual) * weight, fp32 math, one rounding. */
+MAMBA_API mamba_status mamba_add_rmsnorm(mamba_context* ctx, void* residual, mamba_dtype residual_dtype,
+                                         const void* delta, mamba_dtype delta_dtype,
+                                         const void* weight, mamba_dtype weight_dtype, float epsilon,
+                                         void* out, mamba_dtype out_dtype, int64_t rows, int64_t dim);
+
+/* x[m, :] *= mask[m]; mask is device float32 [rows]. */
+MAMBA_API mamba_status mamba_mask_rows(mamba_context* ctx, void* x, mamba_dtype dtype, const float* mask, int64_t rows, int64_t cols);
+
+/* y [M, N] = x [M, K] * w[N, K]^T (+ bias [N]) through cuBLAS with fp32 accumulation (fp32: TF32 off).
+ * x and w of the same dtype take the fast path; y may be that dtype or F32. */
+MAMBA_API mamba_status mamba_linear(mamba_context* ctx, const void* x, mamba_dtype x_dtype, const void* w, mamba_dtype w_dtype,
+                                    const void* bias, mamba_dtype bias_dtype, void* y, mamba_dtype y_dtype,
+                                    int64_t m, int64_t n, int64_t k);
+
+/* Causal depthwise conv over the x half of xz [B, L, 2E] (+bias, SiLU, then row mask [B*L] if given):
+ * u [B, L, E] in act_dtype. conv_state [B, E, K] (optional) receives the last K inputs (zero-padded). */
+MAMBA_API mamba_status mamba_causal_conv1d_fwd(mamba_context* ctx, const void* xz, mamba_dtype act_dtype,
+                                               const void* weight, mamba_dtype weight_dtype, const void* bias, mamba_dtype bias_dtype,
+                                               const float* mask, void* u, void* conv_state, mamba_dtype state_dtype,
+                                               int32_t batch, int32_t length, int32_t channels, int32_t width);
+
+/* One decode step: conv_state [B, E, K] shifts left and takes x (x half of xz [B, 2E]);
+ * u [B, E] = SiLU(bias + sum_k w[e, k] * conv_state[e, k]). */
+MAMBA_API mamba_status mamba_causal_conv1d_update(mamba_context* ctx, const void* xz, mamba_dtype act_dtype,
+                                                  const void* weight, mamba_dtype weight_dtype, const void* bias, mamba_dtype bias_dtype,
+                                                  void* conv_state, mamba_dtype state_dtype, void* u,
+                                                  int32_t batch, int32_t channels, int32_t width);
+
+/* Selective scan from a zero state with dt_proj fused in front:
+ * delta = softplus(W_dt [E, R] * dbc[..., 0:R] + dt_bias [E]); A [E, N] f32 (= -exp(A_log)); D [E] f32 (optional);
+ * u, y [B, L, E], dbc [B, L, R+2N], xz [B, L, 2E] (z half gates) all in act_dtype; state_out [B, E, N] f32 optional. */
+MAMBA_API mamba_status mamba_selective_scan_fwd(mamba_context* ctx, const void* u, const void* dbc, const void* xz, void* y,
+                                                mamba_dtype act_dtype, const void* dt_weight, mamba_dtype dt_weight_dtype,
+                                                const void* dt_bias, mamba_dtype dt_bias_dtype, const float* A, const float* D,
+                                                float* state_out, int32_t batch, int32_t length, int32_t channels,
+                                                int32_t d_state, int32_t dt_rank);
+
+/* One decode step from state [B, E, N] f32 (updated in place); u, y [B, E], dbc [B, R+2N], xz [B, 2E]. */
+MAMBA_API mamba_status mamba_selective_state_update(mamba_context* ctx, const void* u, const void* dbc, const void* xz, void* y,
+                                                    mamba_dtype act_dtype, const void* dt_weight, mamba_dtype dt_weight_dtype,
+                                                    const void* dt_bias, mamba_dtype dt_bias_dtype, const float* A, const float* D,
+                                                    float* state, int32_t batch, int32_t channels, int32_t d_state, int32_t dt_rank);
+
+/* result[m] (host int32) = index of the largest value of logits row m (lowest index on ties; NaN ignored). */
+MAMBA_API mamba_status mamba_argmax(mamba_context* ctx, const void* logits, mamba_dtype dtype, int64_t rows, int64_t cols, int32_t* host_result);
+
+/* *loss_sum (host) = sum over rows with targets[m] != ignore_index of -log softmax(logits[m])[targets[m]]
+ * (per-row fp32 softmax, float64 sum); *count = number of such rows. targets are host int32. */
+MAMBA_API mamba_status mamba_cross_entropy_sum(mamba_context* ctx, const void* logits, mamba_dtype dtype, int64_t rows, int64_t cols,
+                                               const int32_t* host_targets, int32_t ignore_index, double* loss_sum, int64_t* count);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MAMBA_H */

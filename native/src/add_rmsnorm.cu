@@ -1,0 +1,61 @@
+// Fused residual add + RMSNorm (spec §11.5, fused mode): residual += delta (stored in its dtype, then
+// re-read as stored), statistics and normalisation in fp32, one rounding of out = n * w.
+// One warp per row; rows are independent.
+#include "common.cuh"
+
+namespace mamba {
+
+template <class TR>
+__global__ void add_rmsnorm_kernel(TR* __restrict__ residual, const void* __restrict__ delta, mamba_dtype ddt,
+                                   const void* __restrict__ weight, mamba_dtype wdt, float eps, void* __restrict__ out,
+                                   mamba_dtype odt, int64_t rows, int dim) {
+  int warps = blockDim.x / 32;
+  int64_t row = blockIdx.x * (int64_t)warps + threadIdx.x / 32;
+  int lane = threadIdx.x % 32;
+  if (row >= rows) return;
+  TR* r = residual + row * dim;
+  float ss = 0.f;
+  for (int j = lane; j < dim; j += 32) {
+    float v = to_f<TR>(r[j]);
+    if (delta) {
+      v += load_any(delta, ddt, row * dim + j);
+      TR st = from_f<TR>(v);
+      r[j] = st;
+      v = to_f<TR>(st);
+    }
+    ss = fmaf(v, v, ss);
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+  float inv = rsqrtf(ss / dim + eps);
+  for (int j = lane; j < dim; j += 32) {
+    float v = to_f<TR>(r[j]);
+    store_any(out, odt, row * dim + j, (v * inv) * load_any(weight, wdt, j));
+  }
+}
+
+}  // namespace mamba
+
+using namespace mamba;
+
+extern "C" MAMBA_API mamba_status mamba_add_rmsnorm(mamba_context* ctx, void* residual, mamba_dtype rdt, const void* delta, mamba_dtype ddt,
+                                                    const void* weight, mamba_dtype wdt, float eps, void* out, mamba_dtype odt,
+                                                    int64_t rows, int64_t dim) {
+  return guard("mamba_add_rmsnorm", [&] { return format("(rows %lld, dim %lld, residual %s, out %s)", (long long)rows, (long long)dim, dtype_name(rdt), dtype_name(odt)); }, [&] {
+    activate(ctx);
+    check_dtype(rdt, "residual_dtype");
+    if (delta) check_dtype(ddt, "delta_dtype");
+    check_dtype(wdt, "weight_dtype");
+    check_dtype(odt, "out_dtype");
+    require(rows >= 0 && dim > 0 && dim <= (1 << 24), "bad shape");
+    if (!rows) return;
+    require(residual && weight && out, "null pointer");
+    require(out != residual, "out must not alias residual");
+    const int threads = 256, per = threads / 32;
+    unsigned blocks = blocks_for(rows, per);
+    MAMBA_DISPATCH_DTYPE(rdt, TR, {
+      add_rmsnorm_kernel<TR><<<blocks, threads, 0, ctx->stream>>>(static_cast<TR*>(residual), delta, ddt, weight, wdt, eps, out, odt, rows, static_cast<int>(dim));
+    });
+    check_launch(ctx, "add_rmsnorm_kernel");
+  });
+}

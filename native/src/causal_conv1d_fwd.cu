@@ -1,0 +1,130 @@
+// Causal depthwise conv1d forward over token-major activations (spec §11.1, layout of IMambaBackend):
+// x = xz[b, t, 0:E] (row stride 2E), u[b, t, e] = mask[b,t] · SiLU(bias[e] + Σ_k w[e,k]·x[b, t-K+1+k, e]).
+// One thread per channel walks a tile of TT time steps keeping the K-1 previous inputs in registers;
+// consecutive threads take consecutive channels, so every row access is coalesced. A second small kernel
+// writes the conv state (last K inputs, zero-padded on the left when L < K).
+#include "common.cuh"
+
+namespace mamba {
+
+constexpr int kConvThreads = 128;
+constexpr int kConvTile = 32;
+
+template <class T, int K>
+__global__ void __launch_bounds__(kConvThreads) conv_fwd_kernel(const T* __restrict__ xz, const void* __restrict__ w, mamba_dtype wdt,
+                                                               const void* __restrict__ bias, mamba_dtype bdt, const float* __restrict__ mask,
+                                                               T* __restrict__ u, int L, int E) {
+  int e = blockIdx.x * kConvThreads + threadIdx.x;
+  int t0 = blockIdx.y * kConvTile;
+  int b = blockIdx.z;
+  if (e >= E) return;
+  float wk[K];
+#pragma unroll
+  for (int k = 0; k < K; ++k) wk[k] = load_any(w, wdt, (size_t)e * K + k);
+  float bv = bias ? load_any(bias, bdt, e) : 0.f;
+  const size_t ld = 2 * (size_t)E;
+  const T* xrow = xz + (size_t)b * L * ld + e;
+  float win[K];  // win[K-1] is the current input
+#pragma unroll
+  for (int k = 0; k < K - 1; ++k) {
+    int t = t0 - (K - 1) + k;
+    win[k] = t >= 0 ? to_f<T>(xrow[(size_t)t * ld]) : 0.f;
+  }
+  // Fully unrolled so every row load of the tile is in flight at once (the loop is latency-bound otherwise).
+  float xv[kConvTile];
+#pragma unroll
+  for (int i = 0; i < kConvTile; ++i) xv[i] = t0 + i < L ? to_f<T>(xrow[(size_t)(t0 + i) * ld]) : 0.f;
+#pragma unroll
+  for (int i = 0; i < kConvTile; ++i) {
+    const int t = t0 + i;
+    if (t >= L) break;
+    win[K - 1] = xv[i];
+    float acc = bv;
+#pragma unroll
+    for (int k = 0; k < K; ++k) acc = fmaf(wk[k], win[k], acc);
+    float v = silu_f(acc);
+    if (mask) v *= mask[(size_t)b * L + t];
+    u[((size_t)b * L + t) * E + e] = from_f<T>(v);
+#pragma unroll
+    for (int k = 0; k < K - 1; ++k) win[k] = win[k + 1];
+  }
+}
+
+// Any width: reads the window from memory (used only for K outside 2..4).
+template <class T>
+__global__ void conv_fwd_generic_kernel(const T* __restrict__ xz, const void* __restrict__ w, mamba_dtype wdt, const void* __restrict__ bias,
+                                        mamba_dtype bdt, const float* __restrict__ mask, T* __restrict__ u, int L, int E, int K) {
+  int e = blockIdx.x * kConvThreads + threadIdx.x;
+  int t0 = blockIdx.y * kConvTile;
+  int b = blockIdx.z;
+  if (e >= E) return;
+  const size_t ld = 2 * (size_t)E;
+  const T* xrow = xz + (size_t)b * L * ld + e;
+  float bv = bias ? load_any(bias, bdt, e) : 0.f;
+  int t1 = min(t0 + kConvTile, L);
+  for (int t = t0; t < t1; ++t) {
+    float acc = bv;
+    for (int k = 0; k < K; ++k) {
+      int tt = t - K + 1 + k;
+      if (tt >= 0) acc = fmaf(load_any(w, wdt, (size_t)e * K + k), to_f<T>(xrow[(size_t)tt * ld]), acc);
+    }
+    float v = silu_f(acc);
+    if (mask) v *= mask[(size_t)b * L + t];
+    u[((size_t)b * L + t) * E + e] = from_f<T>(v);
+  }
+}
+
+template <class T>
+__global__ void conv_state_write_kernel(const T* __restrict__ xz, void* __restrict__ state, mamba_dtype sdt, int B, int L, int E, int K) {
+  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  size_t n = (size_t)B * E * K;
+  if (i >= n) return;
+  int k = static_cast<int>(i % K);
+  size_t be = i / K;
+  int e = static_cast<int>(be % E);
+  int b = static_cast<int>(be / E);
+  int t = L - K + k;
+  float v = t >= 0 ? to_f<T>(xz[((size_t)b * L + t) * 2 * E + e]) : 0.f;
+  store_any(state, sdt, i, v);
+}
+
+}  // namespace mamba
+
+using namespace mamba;
+
+extern "C" MAMBA_API mamba_status mamba_causal_conv1d_fwd(mamba_context* ctx, const void* xz, mamba_dtype adt, const void* w, mamba_dtype wdt,
+                                                          const void* bias, mamba_dtype bdt, const float* mask, void* u, void* state,
+                                                          mamba_dtype sdt, int32_t B, int32_t L, int32_t E, int32_t K) {
+  return guard("mamba_causal_conv1d_fwd", [&] { return format("(B %d, L %d, E %d, K %d, %s)", B, L, E, K, dtype_name(adt)); }, [&] {
+    activate(ctx);
+    check_dtype(adt, "act_dtype");
+    check_dtype(wdt, "weight_dtype");
+    if (bias) check_dtype(bdt, "bias_dtype");
+    if (state) check_dtype(sdt, "state_dtype");
+    require(B >= 0 && L >= 0 && E > 0 && K >= 1, "bad shape");
+    require(B <= 65535, "batch exceeds 65535");
+    if (!B) return;
+    require(xz && w && (u || L == 0), "null pointer");
+    if (L > 0) {
+      dim3 grid(static_cast<unsigned>((E + kConvThreads - 1) / kConvThreads), static_cast<unsigned>((L + kConvTile - 1) / kConvTile), static_cast<unsigned>(B));
+      MAMBA_DISPATCH_DTYPE(adt, T, {
+        auto* x = static_cast<const T*>(xz);
+        auto* uo = static_cast<T*>(u);
+        switch (K) {
+          case 2: conv_fwd_kernel<T, 2><<<grid, kConvThreads, 0, ctx->stream>>>(x, w, wdt, bias, bdt, mask, uo, L, E); break;
+          case 3: conv_fwd_kernel<T, 3><<<grid, kConvThreads, 0, ctx->stream>>>(x, w, wdt, bias, bdt, mask, uo, L, E); break;
+          case 4: conv_fwd_kernel<T, 4><<<grid, kConvThreads, 0, ctx->stream>>>(x, w, wdt, bias, bdt, mask, uo, L, E); break;
+          default: conv_fwd_generic_kernel<T><<<grid, kConvThreads, 0, ctx->stream>>>(x, w, wdt, bias, bdt, mask, uo, L, E, K); break;
+        }
+      });
+      check_launch(ctx, "conv_fwd_kernel");
+    }
+    if (state) {
+      size_t n = (size_t)B * E * K;
+      MAMBA_DISPATCH_DTYPE(adt, T, {
+        conv_state_write_kernel<T><<<blocks_for((int64_t)n, 256), 256, 0, ctx->stream>>>(static_cast<const T*>(xz), state, sdt, B, L, E, K);
+      });
+      check_launch(ctx, "conv_state_write_kernel");
+    }
+  });
+}

@@ -1,0 +1,256 @@
+// Library-level entries: ABI version, thread-local last error, device count, describe, and the
+// context (device, non-blocking stream, cuBLAS handle, grow-only workspaces).
+#include "common.cuh"
+
+#include <cstring>
+#include <vector>
+
+#ifndef MAMBA_VERSION_STRING
+#define MAMBA_VERSION_STRING "0.0.0"
+#endif
+#ifndef MAMBA_CUDA_ARCHS
+#define MAMBA_CUDA_ARCHS "unknown"
+#endif
+
+namespace mamba {
+
+namespace {
+thread_local std::string g_last_error;
+}
+
+std::string format(const char* fmt, ...) {
+  char buf[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  return std::string(buf);
+}
+
+void fail(mamba_status status, const std::string& message) { throw Error{status, message}; }
+
+void check_cuda(cudaError_t err, const char* what) {
+  if (err == cudaSuccess) return;
+  cudaGetLastError();  // clear non-sticky errors so the context stays usable
+  mamba_status st = MAMBA_ERR_CUDA;
+  if (err == cudaErrorMemoryAllocation) st = MAMBA_ERR_OUT_OF_MEMORY;
+  if (err == cudaErrorNoDevice || err == cudaErrorInsufficientDriver || err == cudaErrorInvalidDevice) st = MAMBA_ERR_NO_DEVICE;
+  fail(st, format("%s: %s (%s)", what, cudaGetErrorString(err), cudaGetErrorName(err)));
+}
+
+static const char* cublas_status_name(cublasStatus_t st) {
+  switch (st) {
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
+    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_ARCH_MISMATCH: return "CUBLAS_STATUS_ARCH_MISMATCH";
+    case CUBLAS_STATUS_MAPPING_ERROR: return "CUBLAS_STATUS_MAPPING_ERROR";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
+    case CUBLAS_STATUS_INTERNAL_ERROR: return "CUBLAS_STATUS_INTERNAL_ERROR";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+    default: return "CUBLAS_STATUS_UNKNOWN";
+  }
+}
+
+void check_cublas(cublasStatus_t st, const char* what) {
+  if (st == CUBLAS_STATUS_SUCCESS) return;
+  cudaGetLastError();
+  fail(st == CUBLAS_STATUS_ALLOC_FAILED ? MAMBA_ERR_OUT_OF_MEMORY : MAMBA_ERR_CUBLAS,
+       format("%s: %s (%d)", what, cublas_status_name(st), static_cast<int>(st)));
+}
+
+void check_launch(mamba_context* ctx, const char* kernel) {
+  check_cuda(cudaGetLastError(), kernel);
+#if defined(MAMBA_SYNC_DEBUG)
+  check_cuda(cudaStreamSynchronize(ctx->stream), kernel);
+#else
+  (void)ctx;
+#endif
+}
+
+void clear_error() { g_last_error.clear(); }
+
+void set_error(const char* op, const std::string& shapes, const std::string& message) {
+  try {
+    g_last_error = std::string(op) + (shapes.empty() ? "" : " " + shapes) + ": " + message;
+  } catch (...) {
+  }
+}
+
+void activate(mamba_context* ctx) {
+  require(ctx != nullptr, "context is null");
+  check_cuda(cudaSetDevice(ctx->device), "cudaSetDevice");
+}
+
+void* workspace(mamba_context* ctx, int slot, size_t bytes) {
+  if (bytes == 0) bytes = 16;
+  if (ctx->ws_bytes[slot] >= bytes) return ctx->ws[slot];
+  if (ctx->ws[slot]) {
+    check_cuda(cudaStreamSynchronize(ctx->stream), "workspace grow (sync)");
+    cudaFree(ctx->ws[slot]);
+    ctx->ws[slot] = nullptr;
+    ctx->ws_bytes[slot] = 0;
+  }
+  size_t rounded = (bytes + (1u << 20) - 1) & ~static_cast<size_t>((1u << 20) - 1);
+  void* p = nullptr;
+  check_cuda(cudaMalloc(&p, rounded), format("workspace allocation of %zu bytes", rounded).c_str());
+  ctx->ws[slot] = p;
+  ctx->ws_bytes[slot] = rounded;
+  return p;
+}
+
+size_t dtype_size(mamba_dtype dt) { return dt == MAMBA_DTYPE_F32 ? 4 : 2; }
+
+const char* dtype_name(mamba_dtype dt) {
+  switch (dt) {
+    case MAMBA_DTYPE_F32: return "f32";
+    case MAMBA_DTYPE_BF16: return "bf16";
+    case MAMBA_DTYPE_F16: return "f16";
+    default: return "?";
+  }
+}
+
+void check_dtype(mamba_dtype dt, const char* name) {
+  if (dt != MAMBA_DTYPE_F32 && dt != MAMBA_DTYPE_BF16 && dt != MAMBA_DTYPE_F16)
+    fail(MAMBA_ERR_INVALID_ARGUMENT, format("%s: unknown dtype %d", name, static_cast<int>(dt)));
+#if defined(MAMBA_DISABLE_BF16)
+  if (dt == MAMBA_DTYPE_BF16) fail(MAMBA_ERR_UNSUPPORTED, format("%s: bf16 disabled at build time", name));
+#endif
+#if defined(MAMBA_DISABLE_F16)
+  if (dt == MAMBA_DTYPE_F16) fail(MAMBA_ERR_UNSUPPORTED, format("%s: f16 disabled at build time", name));
+#endif
+}
+
+}  // namespace mamba
+
+using namespace mamba;
+
+extern "C" {
+
+MAMBA_API int32_t mamba_abi_version(void) { return MAMBA_ABI_VERSION; }
+
+MAMBA_API const char* mamba_last_error(void) { return g_last_error.c_str(); }
+
+MAMBA_API mamba_status mamba_get_device_count(int32_t* count) {
+  return guard("mamba_get_device_count", [] { return std::string(); }, [&] {
+    require(count != nullptr, "count is null");
+    *count = 0;
+    int n = 0;
+    cudaError_t err = cudaGetDeviceCount(&n);
+    if (err == cudaErrorNoDevice || err == cudaErrorInsufficientDriver) {
+      cudaGetLastError();
+      return;  // zero devices is an answer, not an error
+    }
+    check_cuda(err, "cudaGetDeviceCount");
+    *count = n;
+  });
+}
+
+MAMBA_API mamba_status mamba_describe(int32_t device, char* buffer, int64_t capacity, int64_t* length) {
+  return guard("mamba_describe", [&] { return format("(device %d)", device); }, [&] {
+    std::string s;
+    s += format("library: libmamba %s\n", MAMBA_VERSION_STRING);
+    s += format("abi: %d\n", MAMBA_ABI_VERSION);
+    s += format("compiled architectures: %s\n", MAMBA_CUDA_ARCHS);
+    s += format("built with CUDA: %d.%d\n", CUDART_VERSION / 1000, (CUDART_VERSION % 1000) / 10);
+    int drv = 0, rt = 0;
+    if (cudaDriverGetVersion(&drv) == cudaSuccess)
+      s += format("driver CUDA version: %d.%d\n", drv / 1000, (drv % 1000) / 10);
+    else
+      s += "driver CUDA version: none\n";
+    if (cudaRuntimeGetVersion(&rt) == cudaSuccess) s += format("runtime version: %d.%d\n", rt / 1000, (rt % 1000) / 10);
+    int cbm = 0, cbn = 0, cbp = 0;
+    if (cublasGetProperty(MAJOR_VERSION, &cbm) == CUBLAS_STATUS_SUCCESS && cublasGetProperty(MINOR_VERSION, &cbn) == CUBLAS_STATUS_SUCCESS &&
+        cublasGetProperty(PATCH_LEVEL, &cbp) == CUBLAS_STATUS_SUCCESS)
+      s += format("cuBLAS: %d.%d.%d\n", cbm, cbn, cbp);
+    cudaGetLastError();
+    int n = 0;
+    cudaError_t err = cudaGetDeviceCount(&n);
+    if (err != cudaSuccess) {
+      s += format("devices: 0 (%s)\n", cudaGetErrorString(err));
+      cudaGetLastError();
+    } else {
+      s += format("devices: %d\n", n);
+    }
+    if (device >= 0 && device < n) {
+      cudaDeviceProp p;
+      check_cuda(cudaGetDeviceProperties(&p, device), "cudaGetDeviceProperties");
+      s += format("device %d: %s, compute capability %d.%d, %d SMs, %.1f GiB\n", device, p.name, p.major, p.minor,
+                  p.multiProcessorCount, p.totalGlobalMem / 1073741824.0);
+      size_t fr = 0, tot = 0;
+      if (cudaSetDevice(device) == cudaSuccess && cudaMemGetInfo(&fr, &tot) == cudaSuccess)
+        s += format("memory: %.2f GiB free of %.2f GiB\n", fr / 1073741824.0, tot / 1073741824.0);
+      cudaGetLastError();
+    }
+    if (length) *length = static_cast<int64_t>(s.size());
+    if (buffer && capacity > 0) {
+      size_t n2 = s.size() < static_cast<size_t>(capacity - 1) ? s.size() : static_cast<size_t>(capacity - 1);
+      std::memcpy(buffer, s.data(), n2);
+      buffer[n2] = 0;
+    }
+  });
+}
+
+MAMBA_API mamba_status mamba_context_create(int32_t device, mamba_context** out) {
+  return guard("mamba_context_create", [&] { return format("(device %d)", device); }, [&] {
+    require(out != nullptr, "out is null");
+    *out = nullptr;
+    int n = 0;
+    cudaError_t err = cudaGetDeviceCount(&n);
+    if (err != cudaSuccess) {
+      cudaGetLastError();
+      fail(MAMBA_ERR_NO_DEVICE, format("no usable CUDA device: %s (%s)", cudaGetErrorString(err), cudaGetErrorName(err)));
+    }
+    if (device < 0 || device >= n) fail(MAMBA_ERR_NO_DEVICE, format("device %d out of range (%d devices)", device, n));
+    check_cuda(cudaSetDevice(device), "cudaSetDevice");
+    auto* ctx = new mamba_context();
+    ctx->device = device;
+    try {
+      check_cuda(cudaDeviceGetAttribute(&ctx->sm_count, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+      check_cuda(cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking), "cudaStreamCreate");
+      check_cublas(cublasCreate(&ctx->cublas), "cublasCreate");
+      check_cublas(cublasSetStream(ctx->cublas, ctx->stream), "cublasSetStream");
+      // No TF32: fp32 GEMMs are true fp32 (spec §6, §11.6).
+      check_cublas(cublasSetMathMode(ctx->cublas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+    } catch (...) {
+      if (ctx->cublas) cublasDestroy(ctx->cublas);
+      if (ctx->stream) cudaStreamDestroy(ctx->stream);
+      delete ctx;
+      throw;
+    }
+    *out = ctx;
+  });
+}
+
+MAMBA_API mamba_status mamba_context_destroy(mamba_context* ctx) {
+  return guard("mamba_context_destroy", [] { return std::string(); }, [&] {
+    if (!ctx) return;
+    cudaSetDevice(ctx->device);
+    if (ctx->stream) cudaStreamSynchronize(ctx->stream);
+    for (int i = 0; i < mamba_context::kSlots; ++i)
+      if (ctx->ws[i]) cudaFree(ctx->ws[i]);
+    if (ctx->cublas) cublasDestroy(ctx->cublas);
+    if (ctx->stream) cudaStreamDestroy(ctx->stream);
+    cudaGetLastError();
+    delete ctx;
+  });
+}
+
+MAMBA_API mamba_status mamba_synchronize(mamba_context* ctx) {
+  return guard("mamba_synchronize", [] { return std::string(); }, [&] {
+    activate(ctx);
+    check_cuda(cudaStreamSynchronize(ctx->stream), "cudaStreamSynchronize");
+  });
+}
+
+MAMBA_API mamba_status mamba_mem_info(mamba_context* ctx, int64_t* free_bytes, int64_t* total_bytes) {
+  return guard("mamba_mem_info", [] { return std::string(); }, [&] {
+    activate(ctx);
+    size_t f = 0, t = 0;
+    check_cuda(cudaMemGetInfo(&f, &t), "cudaMemGetInfo");
+    if (free_bytes) *free_bytes = static_cast<int64_t>(f);
+    if (total_bytes) *total_bytes = static_cast<int64_t>(t);
+  });
+}
+
+}  // extern "C"

@@ -1,0 +1,89 @@
+// y [M, N] = x [M, K] · w[N, K]ᵀ (+ bias) through cuBLAS GemmEx with fp32 accumulation.
+// Row-major y = x·wᵀ is column-major yᵀ = w·xᵀ: gemm(T, N, n, m, k, w (ld k), x (ld k), y (ld n)).
+// fp32: CUBLAS_COMPUTE_32F with CUBLAS_DEFAULT_MATH (the context never enables TF32).
+// A bias is broadcast into y first and the GEMM runs with beta = 1, so y is rounded once.
+#include "common.cuh"
+
+namespace mamba {
+
+void launch_convert(mamba_context* ctx, const void* src, mamba_dtype sdt, void* dst, mamba_dtype ddt, int64_t count);
+
+cudaDataType_t cuda_type(mamba_dtype dt) {
+  switch (dt) {
+    case MAMBA_DTYPE_BF16: return CUDA_R_16BF;
+    case MAMBA_DTYPE_F16: return CUDA_R_16F;
+    default: return CUDA_R_32F;
+  }
+}
+
+template <class TY>
+__global__ void bias_broadcast_kernel(TY* __restrict__ y, const void* __restrict__ bias, mamba_dtype bdt, int64_t m, int64_t n) {
+  int64_t total = m * n;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x)
+    y[i] = from_f<TY>(load_any(bias, bdt, i % n));
+}
+
+// Column-major gemm wrapper used by linear and by the scan's dt_proj: C = alpha·op(A)·op(B) + beta·C.
+void gemm_ex(mamba_context* ctx, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n, int64_t k, const void* a,
+             mamba_dtype adt, int64_t lda, const void* b, mamba_dtype bdt, int64_t ldb, float beta, void* c, mamba_dtype cdt,
+             int64_t ldc) {
+  require(m <= 2147483647LL && n <= 2147483647LL && k <= 2147483647LL, "GEMM dimension exceeds int32");
+  const float alpha = 1.f;
+  check_cublas(cublasGemmEx(ctx->cublas, ta, tb, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), &alpha, a, cuda_type(adt),
+                            static_cast<int>(lda), b, cuda_type(bdt), static_cast<int>(ldb), &beta, c, cuda_type(cdt), static_cast<int>(ldc),
+                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+               "cublasGemmEx");
+}
+
+}  // namespace mamba
+
+using namespace mamba;
+
+extern "C" MAMBA_API mamba_status mamba_linear(mamba_context* ctx, const void* x, mamba_dtype xdt, const void* w, mamba_dtype wdt,
+                                               const void* bias, mamba_dtype bdt, void* y, mamba_dtype ydt, int64_t m, int64_t n, int64_t k) {
+  return guard("mamba_linear", [&] { return format("(x [%lld, %lld] %s, w [%lld, %lld] %s, y %s)", (long long)m, (long long)k, dtype_name(xdt), (long long)n, (long long)k, dtype_name(wdt), dtype_name(ydt)); }, [&] {
+    activate(ctx);
+    check_dtype(xdt, "x_dtype");
+    check_dtype(wdt, "w_dtype");
+    check_dtype(ydt, "y_dtype");
+    if (bias) check_dtype(bdt, "bias_dtype");
+    require(m >= 0 && n > 0 && k > 0, "bad shape");
+    if (!m) return;
+    require(x && w && y, "null pointer");
+    // Operands of different dtypes: compute in fp32 on converted copies (slow path).
+    mamba_dtype cdt = xdt;
+    const void* xa = x;
+    const void* wa = w;
+    if (xdt != wdt) {
+      cdt = MAMBA_DTYPE_F32;
+      if (xdt != MAMBA_DTYPE_F32) {
+        void* t = workspace(ctx, kWsConvertA, static_cast<size_t>(m * k) * 4);
+        launch_convert(ctx, x, xdt, t, MAMBA_DTYPE_F32, m * k);
+        xa = t;
+      }
+      if (wdt != MAMBA_DTYPE_F32) {
+        void* t = workspace(ctx, kWsConvertB, static_cast<size_t>(n * k) * 4);
+        launch_convert(ctx, w, wdt, t, MAMBA_DTYPE_F32, n * k);
+        wa = t;
+      }
+    }
+    // cuBLAS needs C of the operand type or F32 (for 16-bit operands); F32 operands need F32 C.
+    void* yc = y;
+    bool convert_back = false;
+    if (!(ydt == cdt || ydt == MAMBA_DTYPE_F32)) {
+      yc = workspace(ctx, kWsDelta, static_cast<size_t>(m * n) * 4);
+      convert_back = true;
+    }
+    mamba_dtype ycdt = convert_back ? MAMBA_DTYPE_F32 : ydt;
+    float beta = 0.f;
+    if (bias) {
+      unsigned blocks = blocks_for(m * n, 256);
+      if (blocks > 65535u * 8) blocks = 65535u * 8;
+      MAMBA_DISPATCH_DTYPE(ycdt, TY, { bias_broadcast_kernel<TY><<<blocks, 256, 0, ctx->stream>>>(static_cast<TY*>(yc), bias, bdt, m, n); });
+      check_launch(ctx, "bias_broadcast_kernel");
+      beta = 1.f;
+    }
+    gemm_ex(ctx, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, wa, cdt, k, xa, cdt, k, beta, yc, ycdt, n);
+    if (convert_back) launch_convert(ctx, yc, MAMBA_DTYPE_F32, y, ydt, m * n);
+  });
+}
