@@ -96,6 +96,18 @@ public class StopSequenceMatcherTests
     }
 
     [Test]
+    public void EmptyPiecesKeepHeldText()
+    {
+        var m = new StopSequenceMatcher(["b\nb"]);
+        m.Append("ab");
+        Assert.That(m.TakeSafeText(), Is.EqualTo("a"));
+        Assert.That(m.Append(""), Is.EqualTo(-1));
+        Assert.That(m.TakeSafeText(), Is.EqualTo(""), "an empty piece (a token still mid-character) must not release held text");
+        Assert.That(m.Append("\nb"), Is.EqualTo(1));
+        Assert.That(m.TakeSafeText(), Is.EqualTo(""));
+    }
+
+    [Test]
     public void NoStopsMeansEverythingIsSafe()
     {
         var m = new StopSequenceMatcher([]);
