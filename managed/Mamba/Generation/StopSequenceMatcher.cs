@@ -72,9 +72,10 @@ public sealed class StopSequenceMatcher
     {
         ArgumentNullException.ThrowIfNull(piece);
         if (IsStopped) return StopIndex;
-        if (piece.Length == 0 || _stops.Length == 0)
+        if (piece.Length == 0) return -1;
+        if (_stops.Length == 0)
         {
-            if (piece.Length > 0) Add(piece);
+            Add(piece);
             _pendingStart = _text.Length;
             return -1;
         }
