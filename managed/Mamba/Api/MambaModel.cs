@@ -174,7 +174,7 @@ public sealed class MambaModel : IDisposable
         }
     }
 
-    /// <summary>Runs <paramref name="generate"/> per token for callers that need ids and text together (the CLI's streaming batch).</summary>
+    /// <summary>Generates a batch, calling <paramref name="onToken"/> (row, token, new text) after every token (the CLI streams with it).</summary>
     internal async Task<IReadOnlyList<GenerationResult>> GenerateWithCallbackAsync(IReadOnlyList<IReadOnlyList<int>> prompts, GenerationOptions options,
         Action<int, int, string> onToken, CancellationToken cancellationToken)
     {

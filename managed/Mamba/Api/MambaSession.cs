@@ -6,7 +6,7 @@ namespace Mamba;
 public sealed record MambaSessionState(MambaCacheSnapshot Cache, IReadOnlyList<int> Tokens, float[]? Logits);
 
 /// <summary>
-/// One sequence's recurrent state over a shared <see cref="MambaModel"/>. <see cref="Append"/> feeds tokens
+/// One sequence's recurrent state over a shared <see cref="MambaModel"/>. <see cref="Append(IReadOnlyList{int})"/> feeds tokens
 /// (the first call is the prefill; later calls continue exactly from the state); <see cref="Logits"/> are the
 /// next-token logits. A session is not thread-safe; use one per conversation or thread.
 /// </summary>
@@ -27,7 +27,7 @@ public sealed class MambaSession : IDisposable
     /// <summary>Every token fed so far.</summary>
     public IReadOnlyList<int> Tokens => _tokens;
 
-    /// <summary>The float32 logits [V] for the token after <see cref="Tokens"/>; null before the first <see cref="Append"/>.</summary>
+    /// <summary>The float32 logits [V] for the token after <see cref="Tokens"/>; null before the first <see cref="Append(IReadOnlyList{int})"/>.</summary>
     public ReadOnlySpan<float> Logits => _logits;
 
     /// <summary>Feeds tokens: a prefill on an empty session, an exact continuation afterwards. Returns the new logits.</summary>

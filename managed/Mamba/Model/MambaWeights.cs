@@ -3,18 +3,30 @@ namespace Mamba.Model;
 /// <summary>The float32 host copy of one block's parameters (HF names under backbone.layers.i.).</summary>
 public sealed class MambaLayerWeights
 {
-    public required float[] NormWeight { get; init; }          // [d]
-    public required float[] InProjWeight { get; init; }        // [2E, d]
-    public float[]? InProjBias { get; init; }                  // [2E]
-    public required float[] ConvWeight { get; init; }          // [E, 1, K]
-    public float[]? ConvBias { get; init; }                    // [E]
-    public required float[] XProjWeight { get; init; }         // [R+2N, E]
-    public required float[] DtProjWeight { get; init; }        // [E, R]
-    public required float[] DtProjBias { get; init; }          // [E]
-    public required float[] ALog { get; init; }                // [E, N]
-    public required float[] D { get; init; }                   // [E]
-    public required float[] OutProjWeight { get; init; }       // [d, E]
-    public float[]? OutProjBias { get; init; }                 // [d]
+    /// <summary>The block RMSNorm weight [d].</summary>
+    public required float[] NormWeight { get; init; }
+    /// <summary>in_proj weight [2E, d]: rows 0..E−1 give x, E..2E−1 give z.</summary>
+    public required float[] InProjWeight { get; init; }
+    /// <summary>in_proj bias [2E] (only with use_bias).</summary>
+    public float[]? InProjBias { get; init; }
+    /// <summary>Depthwise conv weight [E, 1, K]; tap K−1 multiplies the current token.</summary>
+    public required float[] ConvWeight { get; init; }
+    /// <summary>Conv bias [E] (only with use_conv_bias).</summary>
+    public float[]? ConvBias { get; init; }
+    /// <summary>x_proj weight [R+2N, E]: rows give δ̃, then B, then C.</summary>
+    public required float[] XProjWeight { get; init; }
+    /// <summary>dt_proj weight [E, R].</summary>
+    public required float[] DtProjWeight { get; init; }
+    /// <summary>dt_proj bias [E] (added inside the scan before softplus).</summary>
+    public required float[] DtProjBias { get; init; }
+    /// <summary>A_log [E, N]; A = −exp(A_log).</summary>
+    public required float[] ALog { get; init; }
+    /// <summary>Skip gain D [E].</summary>
+    public required float[] D { get; init; }
+    /// <summary>out_proj weight [d, E].</summary>
+    public required float[] OutProjWeight { get; init; }
+    /// <summary>out_proj bias [d] (only with use_bias).</summary>
+    public float[]? OutProjBias { get; init; }
 }
 
 /// <summary>
@@ -23,10 +35,14 @@ public sealed class MambaLayerWeights
 /// </summary>
 public sealed class MambaWeights
 {
+    /// <summary>The configuration the tensors were checked against.</summary>
     public required MambaConfig Config { get; init; }
-    public required float[] Embeddings { get; init; }          // [V, d]
+    /// <summary>Embedding table [V, d] (also the lm_head when tied).</summary>
+    public required float[] Embeddings { get; init; }
+    /// <summary>One entry per block.</summary>
     public required IReadOnlyList<MambaLayerWeights> Layers { get; init; }
-    public required float[] NormF { get; init; }               // [d]
+    /// <summary>The final RMSNorm weight [d].</summary>
+    public required float[] NormF { get; init; }
     /// <summary>The untied lm_head [V, d]; null when tied to <see cref="Embeddings"/>.</summary>
     public float[]? LmHead { get; init; }
     /// <summary>Storage dtype of the checkpoint's float tensors ("F32", "BF16", "F16").</summary>

@@ -87,6 +87,19 @@ public class SessionAndModelTests
         Assert.That(client.GetService(typeof(ChatClientMetadata)), Is.InstanceOf<ChatClientMetadata>());
     }
 
+    [Test]
+    public async Task OneModelServesConcurrentCallsWithTheSequentialResults()
+    {
+        var model = ApiTestModels.Tiny;
+        var prompts = Enumerable.Range(0, 6).Select(i => (IReadOnlyList<int>)Enumerable.Range(1, 3 + i).Select(t => (t * 37 + i * 11) % 512).ToArray()).ToArray();
+        var options = new Mamba.Generation.GenerationOptions { MaxNewTokens = 10, EosTokenIds = [] };
+        var sequential = new List<IReadOnlyList<int>>();
+        foreach (var p in prompts) sequential.Add((await model.GenerateAsync(p, options)).OutputIds);
+        var parallel = await Task.WhenAll(prompts.Select(p => Task.Run(() => model.GenerateAsync(p, options))));
+        for (int i = 0; i < prompts.Length; i++)
+            Assert.That(parallel[i].OutputIds, Is.EqualTo(sequential[i]), $"prompt {i}");
+    }
+
     private sealed class SynchronousProgress(Action<ModelLoadProgress> report) : IProgress<ModelLoadProgress>
     {
         public void Report(ModelLoadProgress value) => report(value);
