@@ -21,6 +21,8 @@ internal sealed class BatchGenerator : IDisposable
     private MambaCache? _cache;
     private List<int> _active;           // row indices still generating, in cache order
     private float[][] _lastLogits;       // per active slot, the logits of the last position
+    private int[] _argMax = [];          // fast greedy path: per active slot, the token chosen on the device
+    private readonly bool _deviceGreedy;
 
     private sealed class Row
     {
@@ -68,6 +70,9 @@ internal sealed class BatchGenerator : IDisposable
             };
         }
         EosIds = eosIds.ToHashSet();
+        // Plain greedy (no penalty, no eos suppression): the argmax runs on the backend, so logits never
+        // leave the device. Same tie rule as TokenSampler.ArgMax (lowest index, NaN never wins).
+        _deviceGreedy = !options.DoSample && options.RepetitionPenalty == 1.0 && _rows.All(r => r.MinNew == 0);
         _active = [];
         _lastLogits = [];
     }
@@ -100,9 +105,14 @@ internal sealed class BatchGenerator : IDisposable
             }
         }
         _cache = _model.CreateCache(batch);
-        var output = _model.Forward(ids, new ForwardOptions { Cache = _cache, LogitsToKeep = 1, AttentionMask = padded ? mask : null });
         _active = Enumerable.Range(0, batch).ToList();
-        _lastLogits = Enumerable.Range(0, batch).Select(b => output.Logits.Row(b, 0).ToArray()).ToArray();
+        if (_deviceGreedy)
+            _argMax = _model.ForwardArgMax(ids, _cache, padded ? mask : null);
+        else
+        {
+            var output = _model.Forward(ids, new ForwardOptions { Cache = _cache, LogitsToKeep = 1, AttentionMask = padded ? mask : null });
+            _lastLogits = Enumerable.Range(0, batch).Select(b => output.Logits.Row(b, 0).ToArray()).ToArray();
+        }
         _prefillClock.Stop();
         // Rows asking for no new tokens are done at once.
         for (int b = 0; b < batch; b++)
@@ -121,9 +131,14 @@ internal sealed class BatchGenerator : IDisposable
         for (int slot = 0; slot < _active.Count; slot++)
         {
             var row = _rows[_active[slot]];
-            var logits = _lastLogits[slot];
-            row.Pipeline.Process(logits, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(row.Sequence), row.Prompt.Length);
-            int token = row.Sampler.Next(logits);
+            int token;
+            if (_deviceGreedy) token = _argMax[slot];
+            else
+            {
+                var logits = _lastLogits[slot];
+                row.Pipeline.Process(logits, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(row.Sequence), row.Prompt.Length);
+                token = row.Sampler.Next(logits);
+            }
             next[slot] = token;
             row.Sequence.Add(token);
             row.Generated.Add(token);
@@ -149,8 +164,12 @@ internal sealed class BatchGenerator : IDisposable
         {
             var ids = new int[_active.Count, 1];
             for (int slot = 0; slot < _active.Count; slot++) ids[slot, 0] = _rows[_active[slot]].Sequence[^1];
-            var output = _model.Forward(ids, new ForwardOptions { Cache = _cache, LogitsToKeep = 1 });
-            _lastLogits = Enumerable.Range(0, _active.Count).Select(s => output.Logits.Row(s, 0).ToArray()).ToArray();
+            if (_deviceGreedy) _argMax = _model.ForwardArgMax(ids, _cache);
+            else
+            {
+                var output = _model.Forward(ids, new ForwardOptions { Cache = _cache, LogitsToKeep = 1 });
+                _lastLogits = Enumerable.Range(0, _active.Count).Select(s => output.Logits.Row(s, 0).ToArray()).ToArray();
+            }
         }
         _decodeClock.Stop();
         return produced;
@@ -207,7 +226,8 @@ internal sealed class BatchGenerator : IDisposable
         var oldCache = _cache!;
         _cache = keepSlots.Count == 0 ? null : oldCache.SelectRows(keepSlots);
         oldCache.Dispose();
-        _lastLogits = keepSlots.Select(s => _lastLogits[s]).ToArray();
+        if (_deviceGreedy) _argMax = keepSlots.Select(s => _argMax[s]).ToArray();
+        else _lastLogits = keepSlots.Select(s => _lastLogits[s]).ToArray();
         _active = keepSlots.Select(s => _active[s]).ToList();
     }
 

@@ -47,6 +47,9 @@ public interface IMambaBackend : IDisposable
     /// <summary>Copies <paramref name="source"/> into <paramref name="destination"/> (same shape and dtype).</summary>
     void Copy(DeviceTensor source, DeviceTensor destination);
 
+    /// <summary>destination[j, :] = source[rows[j], :] for source [M, C] and destination [rows.Length, C] (same dtype).</summary>
+    void GatherRows(DeviceTensor source, ReadOnlySpan<int> rows, DeviceTensor destination);
+
     /// <summary>Sets every element to zero.</summary>
     void Zero(DeviceTensor tensor);
 

@@ -157,7 +157,7 @@ public sealed class MambaForCausalLM : IDisposable
         return Run(batch, length, null, data, options ?? new ForwardOptions());
     }
 
-    private CausalLMOutput Run(int batch, int length, int[]? ids, float[]? embeds, ForwardOptions options)
+    private CausalLMOutput Run(int batch, int length, int[]? ids, float[]? embeds, ForwardOptions options, int[]? argMaxOut = null)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (batch <= 0 || length <= 0) throw new ArgumentException($"input must be non-empty, got [{batch}, {length}]");
@@ -245,6 +245,18 @@ public sealed class MambaForCausalLM : IDisposable
             }
             var last = Alloc(DType.F32, batch, length, d);
             be.AddRmsNorm(h, output, _normF, (float)c.LayerNormEpsilon, last);
+            if (argMaxOut is not null)
+            {
+                // Greedy decoding: choose on the device, bring back B ids instead of B × V logits.
+                var chosen = Logits(last, batch, length, keep, created);
+                Backend.ArgMax(chosen, argMaxOut);
+                if (cache is not null)
+                {
+                    cache.HasPreviousState = true;
+                    cache.SeenTokens += length;
+                }
+                return null!;
+            }
             var lastHost = DownloadHost(last);
             if (hidden is not null)
             {
@@ -271,6 +283,23 @@ public sealed class MambaForCausalLM : IDisposable
         {
             foreach (var t in created) t.Dispose();
         }
+    }
+
+    /// <summary>
+    /// Runs ids [B, L] (a prefill, or one decode step on a filled cache) and returns the argmax of the last
+    /// position's logits per row, computed on the backend (no logits leave the device).
+    /// </summary>
+    public int[] ForwardArgMax(int[,] inputIds, MambaCache? cache = null, int[,]? attentionMask = null)
+    {
+        ArgumentNullException.ThrowIfNull(inputIds);
+        int batch = inputIds.GetLength(0), length = inputIds.GetLength(1);
+        if (cache is { HasPreviousState: true } && length > 1)
+            throw new NotSupportedException("ForwardArgMax continues a filled cache one token at a time; pass [B, 1] ids");
+        var ids = new int[batch * length];
+        Buffer.BlockCopy(inputIds, 0, ids, 0, ids.Length * sizeof(int));
+        var result = new int[batch];
+        Run(batch, length, ids, null, new ForwardOptions { Cache = cache, AttentionMask = attentionMask, LogitsToKeep = 1 }, result);
+        return result;
     }
 
     /// <summary>
@@ -338,16 +367,13 @@ public sealed class MambaForCausalLM : IDisposable
         int kept = length;
         if (keep is not null)
         {
-            // Gather the kept positions on the host side of the backend boundary (small: rows × d).
-            var host = new float[last.ElementCount];
-            Backend.Download(last, host);
             kept = keep.Length;
-            var selected = new float[(long)batch * kept * d];
+            var rows = new int[batch * kept];
             for (int b = 0; b < batch; b++)
-                for (int j = 0; j < kept; j++)
-                    Array.Copy(host, ((long)b * length + keep[j]) * d, selected, ((long)b * kept + j) * d, d);
-            source = Backend.Upload(selected, DType.F32, batch, kept, d);
+                for (int j = 0; j < kept; j++) rows[b * kept + j] = b * length + keep[j];
+            source = Backend.Allocate(DType.F32, batch, kept, d);
             created.Add(source);
+            Backend.GatherRows(last, rows, source);
         }
         var logits = Backend.Allocate(DType.F32, batch, kept, v);
         created.Add(logits);
@@ -389,23 +415,36 @@ public sealed class MambaForCausalLM : IDisposable
         var generated = new List<int[]>();
         var finished = new bool[batch];
         using var cache = CreateCache(batch);
-        var output = Forward(inputIds, new ForwardOptions { AttentionMask = attentionMask, Cache = cache, LogitsToKeep = 1 });
-        for (int step = 0; step < maxNewTokens; step++)
+        // Logits reach the host only while eos must be suppressed; otherwise the argmax runs on the backend.
+        int[] Choose(int[,] ids, int step, int[,]? mask)
         {
-            var next = new int[batch];
+            if (step >= minNewTokens) return ForwardArgMax(ids, cache, mask);
+            var logits = Forward(ids, new ForwardOptions { AttentionMask = mask, Cache = cache, LogitsToKeep = 1 }).Logits;
+            var chosen = new int[batch];
             for (int b = 0; b < batch; b++)
             {
-                var row = output.Logits.Row(b, output.Logits.Shape[1] - 1).ToArray();
-                if (step < minNewTokens)
-                    foreach (var id in eos) row[id] = float.NegativeInfinity;
-                next[b] = finished[b] ? pad : CpuBackend.ArgMaxRow(row);
-                if (eos.Contains(next[b])) finished[b] = true;
+                var row = logits.Row(b, 0).ToArray();
+                foreach (var id in eos) row[id] = float.NegativeInfinity;
+                chosen[b] = CpuBackend.ArgMaxRow(row);
             }
-            generated.Add(next);
-            if (finished.All(f => f) || step == maxNewTokens - 1) break;
-            var stepIds = new int[batch, 1];
-            for (int b = 0; b < batch; b++) stepIds[b, 0] = next[b];
-            output = Forward(stepIds, new ForwardOptions { Cache = cache, LogitsToKeep = 1 });
+            return chosen;
+        }
+        if (maxNewTokens > 0)
+        {
+            var next = Choose(inputIds, 0, attentionMask);
+            for (int step = 0; ; step++)
+            {
+                for (int b = 0; b < batch; b++)
+                {
+                    if (finished[b]) next[b] = pad;
+                    else if (eos.Contains(next[b])) finished[b] = true;
+                }
+                generated.Add(next);
+                if (finished.All(f => f) || step == maxNewTokens - 1) break;
+                var stepIds = new int[batch, 1];
+                for (int b = 0; b < batch; b++) stepIds[b, 0] = next[b];
+                next = Choose(stepIds, step + 1, null);
+            }
         }
         var result = new int[batch, prompt + generated.Count];
         for (int b = 0; b < batch; b++)

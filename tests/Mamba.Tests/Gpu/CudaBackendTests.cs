@@ -139,6 +139,18 @@ public class CudaBackendTests
         Assert.That(Get(gpu, copy).All(v => v == 0f));
     }
 
+    [TestCaseSource(nameof(AllDTypes))]
+    public void GatherRows(DType dt)
+    {
+        var rng = new Random(10);
+        var src = Pair(Rand(rng, 9 * 13), dt, 9, 13);
+        int[] rows = [8, 0, 3, 3];
+        var dst = Out(dt, rows.Length, 13);
+        RequireGpu().GatherRows(src.G, rows, dst.G);
+        Cpu.GatherRows(src.C, rows, dst.C);
+        AssertClose(dst, 0, "gathered rows");
+    }
+
     private static float BF16(float v)
     {
         uint bits = BitConverter.SingleToUInt32Bits(v);

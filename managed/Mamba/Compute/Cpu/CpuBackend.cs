@@ -69,6 +69,21 @@ public sealed class CpuBackend : IMambaBackend
     }
 
     /// <inheritdoc />
+    public void GatherRows(DeviceTensor source, ReadOnlySpan<int> rows, DeviceTensor destination)
+    {
+        var s = Cpu(source, nameof(source));
+        var d = Cpu(destination, nameof(destination));
+        int width = s.Dim(-1);
+        long count = s.ElementCount / width;
+        Expect(d, nameof(destination), rows.Length, width);
+        for (int j = 0; j < rows.Length; j++)
+        {
+            if ((ulong)rows[j] >= (ulong)count) throw new ArgumentOutOfRangeException(nameof(rows), rows[j], $"row outside [0, {count})");
+            Array.Copy(s.Data, (long)rows[j] * width, d.Data, (long)j * width, width);
+        }
+    }
+
+    /// <inheritdoc />
     public void Zero(DeviceTensor tensor) => Array.Clear(Cpu(tensor, nameof(tensor)).Data);
 
     /// <inheritdoc />

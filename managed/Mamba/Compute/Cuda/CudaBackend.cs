@@ -171,6 +171,25 @@ public sealed class CudaBackend : IMambaBackend
     }
 
     /// <inheritdoc />
+    public unsafe void GatherRows(DeviceTensor source, ReadOnlySpan<int> rows, DeviceTensor destination)
+    {
+        var s = Cuda(source, nameof(source));
+        var d = Cuda(destination, nameof(destination));
+        if (s.DType != d.DType) throw new ArgumentException($"{nameof(destination)} is {d.DType}, source {s.DType}", nameof(destination));
+        int width = s.Dim(-1);
+        if (width <= 0) throw new ArgumentException($"{nameof(source)} {s.ShapeText} has empty rows", nameof(source));
+        long count = s.ElementCount / width;
+        if (d.ElementCount != (long)rows.Length * width)
+            throw new ArgumentException($"{nameof(destination)} {d.ShapeText} does not hold {rows.Length} rows of {width}", nameof(destination));
+        for (int j = 0; j < rows.Length; j++)
+            if ((ulong)rows[j] >= (ulong)count) throw new ArgumentOutOfRangeException(nameof(rows), rows[j], $"row outside [0, {count})");
+        if (rows.Length == 0) return;
+        // One gather kernel (the embedding kernel: a row gather from a [count, width] table).
+        fixed (int* p = rows)
+            Check(NativeMethods.mamba_embedding(Ctx, s.Pointer, (int)s.DType, count, width, p, rows.Length, d.Pointer, (int)d.DType), "gather rows");
+    }
+
+    /// <inheritdoc />
     public void Zero(DeviceTensor tensor)
     {
         var t = Cuda(tensor, nameof(tensor));
