@@ -109,6 +109,14 @@ __device__ __forceinline__ float ex2_approx(float x) {
 // PyTorch softplus (beta 1, threshold 20).
 __device__ __forceinline__ float softplus_f(float x) { return x > 20.f ? x : log1pf(expf(x)); }
 __device__ __forceinline__ float silu_f(float x) { return x / (1.f + expf(-x)); }
+// MUFU-based forms for the hot kernels (relative error ~1e-7 where the value matters):
+// log1p(e) ≈ e below -15, where 1 + e would round to 1.
+__device__ __forceinline__ float softplus_fast(float x) {
+  if (x > 20.f) return x;
+  const float e = __expf(x);
+  return x < -15.f ? e : __logf(1.f + e);
+}
+__device__ __forceinline__ float silu_fast(float x) { return __fdividef(x, 1.f + __expf(-x)); }
 
 inline unsigned blocks_for(int64_t n, int threads) {
   int64_t b = (n + threads - 1) / threads;

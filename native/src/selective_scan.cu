@@ -38,7 +38,7 @@ struct ScanArgs {
   const float* D;
   float* state;
   int B, L, E, N, R, ld;
-  int mode;  // diagnostics only (MAMBA_SCAN_MODE): bit 0 skips the recurrence, bit 1 uses fast softplus/SiLU
+  int mode;  // diagnostics only (MAMBA_SCAN_MODE): bit 0 skips the recurrence, bit 1 uses libm softplus/SiLU
 };
 
 template <int SPT, int TPC>
@@ -94,18 +94,27 @@ __global__ void __launch_bounds__(128) scan_fwd_kernel(const ScanArgs a) {
     h[s] = 0.f;
   }
 
-  // Registers holding the next tile's inputs (software pipelining: loads fly during the recurrence).
-  float ru[IT], rd[IT], rz[IT], rb[kPrefetchBC ? BIT : 1], rc[kPrefetchBC ? BIT : 1];
+  // Registers holding the next tile's inputs in their storage type (software pipelining: the loads fly
+  // during the recurrence; converting at load time would stall on every 16-bit load).
+  const T zero = from_f<T>(0.f);
+  T ru[IT], rz[IT], rb[kPrefetchBC ? BIT : 1], rc[kPrefetchBC ? BIT : 1];
+  float rd[IT];
+  const size_t row0 = (size_t)b * L + tq;  // row of item (t0 = 0, k = 0)
+  const size_t strideK = (size_t)TSTEP * E;
+  const T* __restrict__ u_base = u + row0 * E + el;
+  const float* __restrict__ d_base = delta + row0 * E + el;
+  const T* __restrict__ z_base = xz + row0 * 2 * E + E + el;
   auto load_uv = [&](int t0) {
+    const bool full = t0 + TT <= L;
 #pragma unroll
     for (int k = 0; k < IT; ++k) {
-      int t = t0 + tq + k * TSTEP;
-      ru[k] = 0.f;
+      const int t = t0 + tq + k * TSTEP;
+      ru[k] = zero;
       rd[k] = 0.f;
-      if (el_ok && t < L) {
-        size_t idx = ((size_t)b * L + t) * E + el;
-        ru[k] = to_f<T>(u[idx]);
-        rd[k] = delta[idx];
+      if (el_ok && (full || t < L)) {
+        const size_t off = (size_t)t0 * E + k * strideK;
+        ru[k] = u_base[off];
+        rd[k] = d_base[off];
       }
     }
   };
@@ -114,18 +123,18 @@ __global__ void __launch_bounds__(128) scan_fwd_kernel(const ScanArgs a) {
     for (int k = 0; k < BIT; ++k) {
       int i = tid + k * 128;
       int tt = i / NP, n = i % NP, t = t0 + tt;
-      float bv = 0.f, cv = 0.f;
+      T bv = zero, cv = zero;
       if (i < TT * NP && n < N && t < L) {
         const T* row = dbc + ((size_t)b * L + t) * a.ld + a.R;
-        bv = to_f<T>(row[n]);
-        cv = to_f<T>(row[N + n]);
+        bv = row[n];
+        cv = row[N + n];
       }
       if constexpr (kPrefetchBC) {
         rb[k] = bv;
         rc[k] = cv;
       } else if (i < TT * NP) {
-        s_B[i] = bv;
-        s_C[i] = cv;
+        s_B[i] = to_f<T>(bv);
+        s_C[i] = to_f<T>(cv);
       }
     }
   };
@@ -141,19 +150,20 @@ __global__ void __launch_bounds__(128) scan_fwd_kernel(const ScanArgs a) {
       float dv = 0.f;
       if (el_ok && tt < tmax) {
         float x = rd[k] + dtb;
-        dv = (a.mode & 2) ? (x > 20.f ? x : __logf(1.f + __expf(x))) : softplus_f(x);
+        dv = (a.mode & 2) ? softplus_f(x) : softplus_fast(x);
       }
+      const float uv = to_f<T>(ru[k]);
       s_delta[tt * CH + cl] = dv;
-      s_du[tt * CH + cl] = dv * ru[k];
-      s_u[tt * CH + cl] = ru[k];
+      s_du[tt * CH + cl] = dv * uv;
+      s_u[tt * CH + cl] = uv;
     }
     if constexpr (kPrefetchBC) {
 #pragma unroll
       for (int k = 0; k < BIT; ++k) {
         int i = tid + k * 128;
         if (i < TT * NP) {
-          s_B[i] = rb[k];
-          s_C[i] = rc[k];
+          s_B[i] = to_f<T>(rb[k]);
+          s_C[i] = to_f<T>(rc[k]);
         }
       }
     } else {
@@ -161,10 +171,14 @@ __global__ void __launch_bounds__(128) scan_fwd_kernel(const ScanArgs a) {
     }
     __syncthreads();
     // Issue this tile's z loads and the next tile's u/Δr/B/C loads; they complete during the recurrence.
+    {
+      const bool full = t0 + TT <= L;
 #pragma unroll
-    for (int k = 0; k < IT; ++k) {
-      int t = t0 + tq + k * TSTEP;
-      rz[k] = (el_ok && t < L) ? to_f<T>(xz[((size_t)b * L + t) * 2 * E + E + el]) : 0.f;
+      for (int k = 0; k < IT; ++k) {
+        const int t = t0 + tq + k * TSTEP;
+        rz[k] = zero;
+        if (el_ok && (full || t < L)) rz[k] = z_base[(size_t)t0 * 2 * E + k * 2 * strideK];
+      }
     }
     if (t0 + TT < L) {
       load_uv(t0 + TT);
@@ -223,7 +237,8 @@ __global__ void __launch_bounds__(128) scan_fwd_kernel(const ScanArgs a) {
           float yv = Dv * s_u[tt * CH + cl];
 #pragma unroll
           for (int q = 0; q < TPC; ++q) yv += s_yp[(tt * CH + cl) * TPC + q];
-          float g = (a.mode & 2) ? __fdividef(rz[k], 1.f + __expf(-rz[k])) : silu_f(rz[k]);
+          const float zv = to_f<T>(rz[k]);
+          float g = (a.mode & 2) ? silu_f(zv) : silu_fast(zv);
           y[row * E + el] = from_f<T>(yv * g);
         }
       }

@@ -12,6 +12,7 @@ internal static class CommandCatalog
         yield return InfoCommand.Create();
         yield return CheckReferenceCommand.Create();
         yield return InitModelCommand.Create();
+        yield return BenchCommand.Create();
         yield return TokenizeCommand.Create();
         yield return CheckTokenizerCommand.Create();
     }

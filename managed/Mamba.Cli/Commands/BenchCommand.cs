@@ -1,0 +1,123 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using Mamba.Compute.Cuda;
+using Mamba.Model;
+
+namespace Mamba.Cli.Commands;
+
+/// <summary>
+/// `mamba bench`: prefill tokens/s, decode ms/token and tokens/s (greedy, argmax on the device), and peak
+/// memory, for a model folder or a published shape with random weights.
+/// </summary>
+internal static class BenchCommand
+{
+    private sealed record Row(string Model, string Device, string DType, int Batch, int PromptTokens, int NewTokens,
+        double PrefillSeconds, double PrefillTokensPerSecond, double DecodeMsPerToken, double DecodeTokensPerSecond, long PeakBytes);
+
+    public static Command Create()
+    {
+        var model = new Option<string?>("--model") { Description = "Model folder to measure (default: --config with random weights)" };
+        var config = new Option<string>("--config") { Description = "Published shape with random weights: 130m, 370m, 790m, 1.4b, 2.8b", DefaultValueFactory = _ => "130m" };
+        var device = CommonOptions.Device("auto");
+        var dtype = CommonOptions.DType();
+        var threads = CommonOptions.Threads();
+        var batches = new Option<string>("--batch") { Description = "Comma-separated batch sizes", DefaultValueFactory = _ => "1" };
+        var prompts = new Option<string>("--prompt-tokens") { Description = "Comma-separated prompt lengths", DefaultValueFactory = _ => "512" };
+        var newTokens = new Option<int>("--new-tokens") { Description = "Decode steps to time", DefaultValueFactory = _ => 128 };
+        var repeat = new Option<int>("--repeat") { Description = "Timed repetitions (the median is reported)", DefaultValueFactory = _ => 3 };
+        var json = new Option<bool>("--json") { Description = "Print one JSON object per measurement" };
+        var command = new Command("bench", "Measure prefill and decode speed and peak memory.")
+        {
+            model, config, device, dtype, threads, batches, prompts, newTokens, repeat, json,
+        };
+        command.SetAction(parse =>
+        {
+            using var backend = CommonOptions.CreateBackend(parse.GetValue(device)!, parse.GetValue(dtype)!, parse.GetValue(threads), out var activation);
+            string name;
+            MambaWeights weights;
+            if (parse.GetValue(model) is { } dir)
+            {
+                weights = CheckpointLoader.LoadWeights(dir);
+                name = Path.GetFileName(Path.TrimEndingDirectorySeparator(dir));
+            }
+            else
+            {
+                name = parse.GetValue(config)!;
+                weights = MambaInitializer.Create(MambaConfig.Preset(name), seed: 1);
+            }
+            using var lm = new MambaForCausalLM(weights, backend, activation);
+            weights = null!; // the host copy is no longer needed on GPUs
+            bool asJson = parse.GetValue(json);
+            if (!asJson)
+            {
+                Console.WriteLine($"model {name}: {lm.Config.Summary()}, {lm.ParameterCount:N0} parameters");
+                Console.WriteLine($"backend {backend.Description}, activations {activation.ToShortName()}");
+                Console.WriteLine($"{"batch",6} {"prompt",7} {"prefill s",10} {"prefill tok/s",14} {"decode ms/tok",14} {"decode tok/s",13} {"peak MiB",9}");
+            }
+            var rng = new Random(7);
+            int steps = parse.GetValue(newTokens), reps = Math.Max(1, parse.GetValue(repeat));
+            foreach (var batch in ParseList(parse.GetValue(batches)!))
+                foreach (var length in ParseList(parse.GetValue(prompts)!))
+                {
+                    var ids = new int[batch, length];
+                    for (int b = 0; b < batch; b++)
+                        for (int t = 0; t < length; t++) ids[b, t] = rng.Next(lm.Config.VocabSize);
+                    var prefill = new List<double>();
+                    var decode = new List<double>();
+                    long baseline = UsedBytes(backend), peak = baseline;
+                    for (int r = 0; r < reps + 1; r++) // the first round warms up (JIT, cuBLAS heuristics)
+                    {
+                        using var cache = lm.CreateCache(batch);
+                        var clock = Stopwatch.StartNew();
+                        var next = lm.ForwardArgMax(ids, cache);
+                        backend.Synchronize();
+                        double tPrefill = clock.Elapsed.TotalSeconds;
+                        peak = Math.Max(peak, UsedBytes(backend));
+                        clock.Restart();
+                        var step = new int[batch, 1];
+                        for (int s = 0; s < steps; s++)
+                        {
+                            for (int b = 0; b < batch; b++) step[b, 0] = next[b];
+                            next = lm.ForwardArgMax(step, cache);
+                        }
+                        backend.Synchronize();
+                        double tDecode = clock.Elapsed.TotalSeconds;
+                        peak = Math.Max(peak, UsedBytes(backend));
+                        if (r == 0) continue;
+                        prefill.Add(tPrefill);
+                        decode.Add(tDecode);
+                    }
+                    double p = Median(prefill), d = Median(decode);
+                    var row = new Row(name, backend.Kind.ToString().ToLowerInvariant(), activation.ToShortName(), batch, length, steps,
+                        p, batch * length / p, steps > 0 ? d * 1000 / steps : 0, steps > 0 ? batch * steps / d : 0, peak);
+                    if (asJson) Console.WriteLine(JsonSerializer.Serialize(row, new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower }));
+                    else Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                        $"{batch,6} {length,7} {p,10:F4} {row.PrefillTokensPerSecond,14:N0} {row.DecodeMsPerToken,14:F3} {row.DecodeTokensPerSecond,13:N0} {peak / 1048576.0,9:F0}"));
+                }
+            return 0;
+        });
+        return command;
+    }
+
+    /// <summary>Device memory in use (CUDA) or the process's peak working set (CPU).</summary>
+    private static long UsedBytes(Mamba.Compute.IMambaBackend backend)
+    {
+        if (backend is CudaBackend cuda)
+        {
+            var (free, total) = cuda.MemoryInfo();
+            return total - free;
+        }
+        return Process.GetCurrentProcess().PeakWorkingSet64;
+    }
+
+    private static double Median(List<double> values)
+    {
+        values.Sort();
+        return values[values.Count / 2];
+    }
+
+    private static int[] ParseList(string text) =>
+        text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(x => int.Parse(x, CultureInfo.InvariantCulture)).ToArray();
+}
