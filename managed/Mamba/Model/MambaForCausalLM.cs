@@ -176,13 +176,8 @@ public sealed class MambaForCausalLM : IDisposable
         var c = Config;
         int rows = batch * length, d = c.HiddenSize, e = c.IntermediateSize;
         var be = Backend;
-        var created = new List<DeviceTensor>();
-        DeviceTensor Alloc(DType t, params int[] shape)
-        {
-            var tensor = be.Allocate(t, shape);
-            created.Add(tensor);
-            return tensor;
-        }
+        var created = new Scratch(this, pooled: length == 1);
+        DeviceTensor Alloc(DType t, params int[] shape) => created.Rent(t, shape);
         try
         {
             var h = Alloc(DType.F32, batch, length, d);           // residual stream, float32
@@ -281,9 +276,43 @@ public sealed class MambaForCausalLM : IDisposable
         }
         finally
         {
-            foreach (var t in created) t.Dispose();
+            created.Release();
         }
     }
+
+    /// <summary>
+    /// Scratch tensors of one forward call. Decode steps (L = 1) rent them from a pool kept by the model, so
+    /// a generation loop allocates no device memory per token; prefills allocate and free (their sizes vary).
+    /// Every scratch tensor is fully overwritten by the op that produces it, so pooled ones need no zeroing.
+    /// </summary>
+    private sealed class Scratch(MambaForCausalLM owner, bool pooled) : List<DeviceTensor>
+    {
+        private readonly List<DeviceTensor> _rented = [];
+
+        public DeviceTensor Rent(DType dtype, params int[] shape)
+        {
+            if (pooled && owner._pool.TryGetValue(Key(dtype, shape), out var bag) && bag.TryTake(out var tensor))
+            {
+                _rented.Add(tensor);
+                return tensor;
+            }
+            tensor = owner.Backend.Allocate(dtype, shape);
+            if (pooled) _rented.Add(tensor);
+            else Add(tensor);
+            return tensor;
+        }
+
+        public void Release()
+        {
+            foreach (var t in this) t.Dispose();
+            foreach (var t in _rented)
+                owner._pool.GetOrAdd(Key(t.DType, t.Shape), _ => new System.Collections.Concurrent.ConcurrentBag<DeviceTensor>()).Add(t);
+        }
+
+        private static string Key(DType dtype, int[] shape) => $"{dtype}:{string.Join("x", shape)}";
+    }
+
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, System.Collections.Concurrent.ConcurrentBag<DeviceTensor>> _pool = new();
 
     /// <summary>
     /// Runs ids [B, L] (a prefill, or one decode step on a filled cache) and returns the argmax of the last
@@ -356,11 +385,11 @@ public sealed class MambaForCausalLM : IDisposable
         }
         int k = options.LogitsToKeep;
         if (k < 0) throw new ArgumentOutOfRangeException(nameof(options), k, "LogitsToKeep must be >= 0");
-        if (k == 0 || k >= length) return k == 0 ? null : Enumerable.Range(0, length).ToArray();
+        if (k == 0 || k >= length) return null; // every position, in order
         return Enumerable.Range(length - k, k).ToArray();
     }
 
-    private DeviceTensor Logits(DeviceTensor last, int batch, int length, int[]? keep, List<DeviceTensor> created)
+    private DeviceTensor Logits(DeviceTensor last, int batch, int length, int[]? keep, Scratch created)
     {
         int d = Config.HiddenSize, v = Config.VocabSize;
         var source = last;
@@ -371,12 +400,10 @@ public sealed class MambaForCausalLM : IDisposable
             var rows = new int[batch * kept];
             for (int b = 0; b < batch; b++)
                 for (int j = 0; j < kept; j++) rows[b * kept + j] = b * length + keep[j];
-            source = Backend.Allocate(DType.F32, batch, kept, d);
-            created.Add(source);
+            source = created.Rent(DType.F32, batch, kept, d);
             Backend.GatherRows(last, rows, source);
         }
-        var logits = Backend.Allocate(DType.F32, batch, kept, v);
-        created.Add(logits);
+        var logits = created.Rent(DType.F32, batch, kept, v);
         Backend.Linear(source, _lmHead, null, logits);
         return logits;
     }
@@ -465,6 +492,8 @@ public sealed class MambaForCausalLM : IDisposable
             foreach (var t in new[] { l.Norm, l.InProj, l.InProjBias, l.Conv, l.ConvBias, l.XProj, l.Ssm.DtProjWeight, l.Ssm.DtProjBias, l.Ssm.A, l.Ssm.D, l.OutProj, l.OutProjBias })
                 if (t is not null) all.Add(t);
         foreach (var t in all) t.Dispose();
+        foreach (var bag in _pool.Values)
+            while (bag.TryTake(out var t)) t.Dispose();
         if (_ownsBackend) Backend.Dispose();
     }
 }
