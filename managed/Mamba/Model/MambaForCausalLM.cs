@@ -49,7 +49,7 @@ public sealed record CausalLMOutput
 /// The orchestration here is backend-agnostic: it only calls backend ops. A model may be shared across
 /// threads; per-sequence state lives in <see cref="MambaCache"/>.
 /// </summary>
-public sealed class MambaForCausalLM : IDisposable
+public sealed partial class MambaForCausalLM : IDisposable
 {
     private readonly LayerTensors[] _layers;
     private readonly DeviceTensor _embeddings;
@@ -327,6 +327,11 @@ public sealed class MambaForCausalLM : IDisposable
         var ids = new int[batch * length];
         Buffer.BlockCopy(inputIds, 0, ids, 0, ids.Length * sizeof(int));
         var result = new int[batch];
+        if (length == 1 && cache is { HasPreviousState: true } && TryFastDecode(ids, cache, result))
+        {
+            cache.SeenTokens += 1;
+            return result;
+        }
         Run(batch, length, ids, null, new ForwardOptions { Cache = cache, AttentionMask = attentionMask, LogitsToKeep = 1 }, result);
         return result;
     }
