@@ -92,6 +92,24 @@ public interface IMambaBackend : IDisposable
     /// <summary>One decode step of the scan from <paramref name="ssmState"/> [B, E, N] (updated in place); u [B, E], dbc [B, R+2N], xz [B, 2E], y [B, E].</summary>
     void SelectiveStateStep(SsmParameters ssm, DeviceTensor u, DeviceTensor dbc, DeviceTensor xz, DeviceTensor ssmState, DeviceTensor y);
 
+    /// <summary>
+    /// True when <see cref="CausalConv1dContinue"/> and <see cref="SelectiveScanContinue"/> are implemented, so a
+    /// filled cache can take a whole chunk of tokens at once (chunked prefill with flat memory). Otherwise the
+    /// model continues a cache one decode step at a time.
+    /// </summary>
+    bool SupportsContinuation => false;
+
+    /// <summary>
+    /// <see cref="CausalConv1d"/> continuing from <paramref name="convState"/> [B, E, K]: its last K−1 columns are
+    /// the inputs before t = 0; afterwards it holds the last K inputs of the combined sequence. No mask.
+    /// </summary>
+    void CausalConv1dContinue(DeviceTensor xz, DeviceTensor weight, DeviceTensor? bias, DeviceTensor u, DeviceTensor convState) =>
+        throw new NotSupportedException($"{GetType().Name} cannot continue a conv state over several tokens");
+
+    /// <summary><see cref="SelectiveScan"/> starting from <paramref name="ssmState"/> [B, E, N] (F32) instead of zero; the final state overwrites it.</summary>
+    void SelectiveScanContinue(SsmParameters ssm, DeviceTensor u, DeviceTensor dbc, DeviceTensor xz, DeviceTensor y, DeviceTensor ssmState) =>
+        throw new NotSupportedException($"{GetType().Name} cannot continue an SSM state over several tokens");
+
     /// <summary>For each row of logits [M, V], the index of the largest value (lowest index on ties).</summary>
     void ArgMax(DeviceTensor logits, Span<int> result);
 

@@ -164,8 +164,10 @@ public sealed partial class MambaForCausalLM : IDisposable
         var cache = options.Cache;
         if (cache is not null && cache.BatchSize != batch)
             throw new ArgumentException($"cache holds {cache.BatchSize} sequences, input has {batch}", nameof(options));
-        bool decode = cache is { HasPreviousState: true };
-        if (decode && length > 1)
+        bool filled = cache is { HasPreviousState: true };
+        bool decode = filled && length == 1;
+        bool continuation = filled && length > 1;
+        if (continuation && !Backend.SupportsContinuation)
             return Continue(batch, length, ids, embeds, options);
         if (options.Labels is { } labels && (labels.GetLength(0) != batch || labels.GetLength(1) != length))
             throw new ArgumentException($"labels are [{labels.GetLength(0)}, {labels.GetLength(1)}], input is [{batch}, {length}]", nameof(options));
@@ -189,7 +191,7 @@ public sealed partial class MambaForCausalLM : IDisposable
                 be.Copy(upload, h);
             }
             DeviceTensor? mask = null;
-            if (!decode && options.AttentionMask is { } am)
+            if (!filled && options.AttentionMask is { } am)
             {
                 if (am.GetLength(0) != batch || am.GetLength(1) != length)
                     throw new ArgumentException($"attention_mask is [{am.GetLength(0)}, {am.GetLength(1)}], input is [{batch}, {length}]", nameof(options));
@@ -229,6 +231,12 @@ public sealed partial class MambaForCausalLM : IDisposable
                     be.CausalConv1dStep((xz), L.Conv, L.ConvBias, cache!.Conv(i), (u));
                     be.Linear(u, L.XProj, null, dbc);
                     be.SelectiveStateStep(L.Ssm, (u), (dbc), (xz), cache.Ssm(i), (y));
+                }
+                else if (continuation)
+                {
+                    be.CausalConv1dContinue(xz, L.Conv, L.ConvBias, u, cache!.Conv(i));
+                    be.Linear(u, L.XProj, null, dbc);
+                    be.SelectiveScanContinue(L.Ssm, u, dbc, xz, y, cache.Ssm(i));
                 }
                 else
                 {
@@ -322,8 +330,8 @@ public sealed partial class MambaForCausalLM : IDisposable
     {
         ArgumentNullException.ThrowIfNull(inputIds);
         int batch = inputIds.GetLength(0), length = inputIds.GetLength(1);
-        if (cache is { HasPreviousState: true } && length > 1)
-            throw new NotSupportedException("ForwardArgMax continues a filled cache one token at a time; pass [B, 1] ids");
+        if (cache is { HasPreviousState: true } && length > 1 && !Backend.SupportsContinuation)
+            throw new NotSupportedException($"{Backend.Kind} continues a filled cache one token at a time; pass [B, 1] ids");
         var ids = new int[batch * length];
         Buffer.BlockCopy(inputIds, 0, ids, 0, ids.Length * sizeof(int));
         var result = new int[batch];
@@ -333,6 +341,32 @@ public sealed partial class MambaForCausalLM : IDisposable
             return result;
         }
         Run(batch, length, ids, null, new ForwardOptions { Cache = cache, AttentionMask = attentionMask, LogitsToKeep = 1 }, result);
+        return result;
+    }
+
+    /// <summary>
+    /// Feeds a long prompt [B, L] into <paramref name="cache"/> in chunks of <paramref name="chunkTokens"/>, so
+    /// device memory stays that of one chunk whatever L is (time is linear in L). Returns the argmax of the last
+    /// position per row. Backends without continuation support fall back to one step per token after the first chunk.
+    /// </summary>
+    public int[] PrefillChunked(int[,] inputIds, MambaCache cache, int chunkTokens = 2048)
+    {
+        ArgumentNullException.ThrowIfNull(inputIds);
+        ArgumentNullException.ThrowIfNull(cache);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(chunkTokens);
+        int batch = inputIds.GetLength(0), length = inputIds.GetLength(1);
+        int[] result = [];
+        for (int start = 0; start < length; start += chunkTokens)
+        {
+            int n = Math.Min(chunkTokens, length - start);
+            var chunk = new int[batch, n];
+            for (int b = 0; b < batch; b++)
+                for (int t = 0; t < n; t++) chunk[b, t] = inputIds[b, start + t];
+            result = cache.HasPreviousState && !Backend.SupportsContinuation
+                ? Continue(batch, n, chunk.Cast<int>().ToArray(), null, new ForwardOptions { Cache = cache, LogitsToKeep = 1 }).Logits is var l
+                    ? Enumerable.Range(0, batch).Select(b => CpuBackend.ArgMaxRow(l.Row(b, l.Shape[1] - 1))).ToArray() : []
+                : ForwardArgMax(chunk, cache);
+        }
         return result;
     }
 

@@ -68,6 +68,20 @@ internal static unsafe partial class NativeMethods
     internal static partial int mamba_argmax(MambaContextHandle context, IntPtr logits, int dtype, long rows, long cols, int* hostResult);
 
     [LibraryImport(Library)]
+    internal static partial int mamba_embedding_device_ids(MambaContextHandle context, IntPtr table, int tableDType, long vocab, long dim,
+        IntPtr deviceIds, long count, IntPtr output, int outputDType);
+
+    [LibraryImport(Library)]
+    internal static partial int mamba_argmax_device(MambaContextHandle context, IntPtr logits, int dtype, long rows, long cols, IntPtr deviceResult);
+
+    [LibraryImport(Library)] internal static partial int mamba_graph_begin_capture(MambaContextHandle context);
+    [LibraryImport(Library)] internal static partial int mamba_graph_end_capture(MambaContextHandle context, IntPtr* graph);
+    [LibraryImport(Library)]
+    internal static partial int mamba_graph_launch(MambaContextHandle context, IntPtr graph, void* hostIn, IntPtr deviceIn, long inBytes,
+        void* hostOut, IntPtr deviceOut, long outBytes);
+    [LibraryImport(Library)] internal static partial int mamba_graph_destroy(IntPtr context, IntPtr graph);
+
+    [LibraryImport(Library)]
     internal static partial int mamba_cross_entropy_sum(MambaContextHandle context, IntPtr logits, int dtype, long rows, long cols,
         int* hostTargets, int ignoreIndex, out double lossSum, out long count);
 }

@@ -60,3 +60,31 @@ internal sealed class MambaBufferHandle : SafeHandle
         return status == 0;
     }
 }
+
+/// <summary>
+/// Owns one instantiated CUDA graph (<c>mamba_graph*</c>). Like a buffer, it holds a reference on its context,
+/// so the context outlives it whatever order the two are released in.
+/// </summary>
+internal sealed class MambaGraphHandle : SafeHandle
+{
+    private readonly MambaContextHandle _context;
+    private readonly bool _contextRef;
+
+    internal MambaGraphHandle(MambaContextHandle context, IntPtr graph) : base(IntPtr.Zero, ownsHandle: true)
+    {
+        _context = context;
+        bool added = false;
+        context.DangerousAddRef(ref added);
+        _contextRef = added;
+        SetHandle(graph);
+    }
+
+    public override bool IsInvalid => handle == IntPtr.Zero;
+
+    protected override bool ReleaseHandle()
+    {
+        int status = NativeMethods.mamba_graph_destroy(_context.DangerousGetHandle(), handle);
+        if (_contextRef) _context.DangerousRelease();
+        return status == 0;
+    }
+}

@@ -196,6 +196,54 @@ public class CpuBackendTests
         AssertClose(expectedState, Get(state), 2e-5, "state after step");
     }
 
+    // Continuing from a state over a chunk equals running the whole sequence at once (lengths below and above K).
+    [TestCase(1, 1, 2, 8, 4, 16)]
+    [TestCase(2, 5, 2, 13, 4, 5)]
+    [TestCase(3, 7, 9, 24, 3, 16)]
+    [TestCase(1, 40, 33, 37, 4, 8)]
+    public void ContinuationOpsEqualOneLongRun(int batch, int first, int second, int inner, int kernel, int n)
+    {
+        var rng = new Random(batch * 101 + first * 7 + second);
+        const int rank = 3;
+        int total = first + second;
+        var xz = Random(rng, batch * total * 2 * inner, 2);
+        var u = Random(rng, batch * total * inner);
+        var dbc = Random(rng, batch * total * (rank + 2 * n));
+        var w = Random(rng, inner * kernel);
+        var bias = Random(rng, inner);
+        var wdt = Random(rng, inner * rank);
+        var bdt = Random(rng, inner);
+        var aLog = Random(rng, inner * n);
+        var d = Random(rng, inner);
+        float[] Slice(float[] data, int width, int start, int count)
+        {
+            var part = new float[batch * count * width];
+            for (int b = 0; b < batch; b++) Array.Copy(data, (b * total + start) * width, part, b * count * width, count * width);
+            return part;
+        }
+        var (convFull, convStateFull) = Float64Oracle.Conv(xz, w, bias, null, batch, total, inner, kernel);
+        var (scanFull, stateFull) = Float64Oracle.Scan(u, dbc, xz, wdt, bdt, aLog, d, null, batch, total, inner, n, rank);
+        var wt = Backend.Upload(w, DType.F32, inner, kernel);
+        var bt = Backend.Upload(bias, DType.F32, inner);
+        var ssm = Ssm(wdt, bdt, aLog, d, inner, n, rank);
+        var convState = Backend.Allocate(DType.F32, batch, inner, kernel);
+        var ssmState = Backend.Allocate(DType.F32, batch, inner, n);
+        var u2 = Backend.Allocate(DType.F32, batch, second, inner);
+        var y2 = Backend.Allocate(DType.F32, batch, second, inner);
+        Backend.CausalConv1d(Backend.Upload(Slice(xz, 2 * inner, 0, first), DType.F32, batch, first, 2 * inner), wt, bt, null, Backend.Allocate(DType.F32, batch, first, inner), convState);
+        Backend.SelectiveScan(ssm, Backend.Upload(Slice(u, inner, 0, first), DType.F32, batch, first, inner), Backend.Upload(Slice(dbc, rank + 2 * n, 0, first), DType.F32, batch, first, rank + 2 * n),
+            Backend.Upload(Slice(xz, 2 * inner, 0, first), DType.F32, batch, first, 2 * inner), Backend.Allocate(DType.F32, batch, first, inner), ssmState);
+        var xz2 = Backend.Upload(Slice(xz, 2 * inner, first, second), DType.F32, batch, second, 2 * inner);
+        Backend.CausalConv1dContinue(xz2, wt, bt, u2, convState);
+        Backend.SelectiveScanContinue(ssm, Backend.Upload(Slice(u, inner, first, second), DType.F32, batch, second, inner),
+            Backend.Upload(Slice(dbc, rank + 2 * n, first, second), DType.F32, batch, second, rank + 2 * n), xz2, y2, ssmState);
+        double[] Tail(double[] full, int width) { var part = new double[batch * second * width]; for (int b = 0; b < batch; b++) Array.Copy(full, (b * total + first) * width, part, b * second * width, second * width); return part; }
+        AssertClose(Tail(convFull, inner), Get(u2), 1e-5, "conv continuation");
+        AssertClose(convStateFull, Get(convState), 0, "conv state after continuation");
+        AssertClose(Tail(scanFull, inner), Get(y2), 2e-5, "scan continuation");
+        AssertClose(stateFull, Get(ssmState), 2e-5, "ssm state after continuation");
+    }
+
     private static SsmParameters Ssm(float[] wdt, float[] bdt, float[] aLog, float[] d, int inner, int n, int rank) =>
         new(Backend.Upload(wdt, DType.F32, inner, rank), Backend.Upload(bdt, DType.F32, inner),
             Backend.Upload(aLog.Select(v => -MathF.Exp(v)).ToArray(), DType.F32, inner, n), Backend.Upload(d, DType.F32, inner));

@@ -72,6 +72,33 @@ public class ModelBehaviourTests
         Assert.That(output.Logits.Row(1, 4).ToArray(), Is.EqualTo(full.Row(1, 6).ToArray()).Within(1e-4f));
     }
 
+    [TestCase("tiny", 1)]
+    [TestCase("tiny", 3)]
+    [TestCase("small-long", 7)]
+    [TestCase("small-long", 64)]
+    [TestCase("small-long", 299)]
+    public void ChunkedPrefillEqualsOneFullPrefill(string name, int chunk)
+    {
+        using var model = MambaForCausalLM.FromPretrained(Path.Combine(TestFixtures.Model(name), "model"));
+        using var reference = Mamba.IO.SafeTensorsFile.Open(Path.Combine(TestFixtures.Model(name), "reference.safetensors"));
+        var info = reference.GetInfo("input_ids");
+        var flat = reference.ReadInt64("input_ids");
+        var ids = new int[info.Shape[0], info.Shape[1]];
+        for (int b = 0; b < ids.GetLength(0); b++)
+            for (int t = 0; t < ids.GetLength(1); t++) ids[b, t] = (int)flat[b * ids.GetLength(1) + t];
+        using var chunked = model.CreateCache(ids.GetLength(0));
+        var next = model.PrefillChunked(ids, chunked, chunk);
+        using var whole = model.CreateCache(ids.GetLength(0));
+        var expected = model.ForwardArgMax(ids, whole);
+        Assert.That(next, Is.EqualTo(expected));
+        Assert.That(chunked.SeenTokens, Is.EqualTo(ids.GetLength(1)));
+        for (int l = 0; l < model.Config.NumHiddenLayers; l++)
+        {
+            Assert.That(chunked.GetConvState(l).Data, Is.EqualTo(reference.ReadFloat32($"cache.conv.{l}")).Within(1e-4f), $"conv {l}");
+            Assert.That(chunked.GetSsmState(l).Data, Is.EqualTo(reference.ReadFloat32($"cache.ssm.{l}")).Within(2e-4f), $"ssm {l}");
+        }
+    }
+
     [Test]
     public void LossIsNaNWhenEveryLabelIsIgnoredAndRejectsKeptLogits()
     {

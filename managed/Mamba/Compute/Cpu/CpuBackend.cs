@@ -227,13 +227,51 @@ public sealed class CpuBackend : IMambaBackend
 
     /// <inheritdoc />
     public void SelectiveScan(SsmParameters ssm, DeviceTensor u, DeviceTensor dbc, DeviceTensor xz, DeviceTensor y, DeviceTensor? ssmState) =>
-        Scan(ssm, u, dbc, xz, y, ssmState, useInitialState: false);
+        Scan(ssm, u, dbc, xz, y, ssmState, useInitialState: false, step: false);
 
     /// <inheritdoc />
     public void SelectiveStateStep(SsmParameters ssm, DeviceTensor u, DeviceTensor dbc, DeviceTensor xz, DeviceTensor ssmState, DeviceTensor y) =>
-        Scan(ssm, u, dbc, xz, y, ssmState, useInitialState: true);
+        Scan(ssm, u, dbc, xz, y, ssmState, useInitialState: true, step: true);
 
-    private void Scan(SsmParameters ssm, DeviceTensor u, DeviceTensor dbc, DeviceTensor xz, DeviceTensor y, DeviceTensor? ssmState, bool useInitialState)
+    /// <inheritdoc />
+    public bool SupportsContinuation => true;
+
+    /// <inheritdoc />
+    public void SelectiveScanContinue(SsmParameters ssm, DeviceTensor u, DeviceTensor dbc, DeviceTensor xz, DeviceTensor y, DeviceTensor ssmState) =>
+        Scan(ssm, u, dbc, xz, y, ssmState, useInitialState: true, step: false);
+
+    /// <inheritdoc />
+    public void CausalConv1dContinue(DeviceTensor xz, DeviceTensor weight, DeviceTensor? bias, DeviceTensor u, DeviceTensor convState)
+    {
+        var (batch, length, inner) = Dims3(xz, nameof(xz), half: true);
+        var w = Cpu(weight, nameof(weight));
+        int kernel = w.Dim(-1);
+        if (w.ElementCount != (long)inner * kernel) throw new ArgumentException($"weight {w.ShapeText} is not [{inner}, K]", nameof(weight));
+        var ut = Cpu(u, nameof(u));
+        Expect(ut, nameof(u), batch * length, inner);
+        var st = Cpu(convState, nameof(convState));
+        Expect(st, nameof(convState), batch * inner, kernel);
+        // History [B, K−1, E] (token-major) from the state's last K−1 columns.
+        var history = new float[(long)batch * (kernel - 1) * inner];
+        for (int b = 0; b < batch; b++)
+            for (int e = 0; e < inner; e++)
+                for (int j = 0; j < kernel - 1; j++)
+                    history[((long)b * (kernel - 1) + j) * inner + e] = st.Data[((long)b * inner + e) * kernel + 1 + j];
+        var x = Cpu(xz, nameof(xz)).Data;
+        CpuCausalConv1d.Forward(x, Transpose(w.Data, inner, kernel), BiasOf(bias, inner), default, ut.Data, history, batch, length, inner, kernel, _parallel);
+        // New state: the last K inputs of [history, x].
+        for (int b = 0; b < batch; b++)
+            for (int e = 0; e < inner; e++)
+                for (int k = 0; k < kernel; k++)
+                {
+                    int time = length - kernel + k;
+                    st.Data[((long)b * inner + e) * kernel + k] = time >= 0
+                        ? x[((long)b * length + time) * 2 * inner + e]
+                        : history[((long)b * (kernel - 1) + (kernel - 1 + time)) * inner + e];
+                }
+    }
+
+    private void Scan(SsmParameters ssm, DeviceTensor u, DeviceTensor dbc, DeviceTensor xz, DeviceTensor y, DeviceTensor? ssmState, bool useInitialState, bool step)
     {
         var a = Cpu(ssm.A, "ssm.A");
         var wdt = Cpu(ssm.DtProjWeight, "ssm.DtProjWeight");
@@ -248,7 +286,7 @@ public sealed class CpuBackend : IMambaBackend
         Expect(yt, nameof(y), rows, inner);
         Expect(wdt, "ssm.DtProjWeight", inner, rank);
         int batch, length;
-        if (useInitialState) { batch = rows; length = 1; }
+        if (step) { batch = rows; length = 1; }
         else { batch = u.Shape.Length == 3 ? u.Dim(0) : 1; length = rows / batch; }
         Span<float> state = default;
         if (ssmState is not null)
