@@ -13,8 +13,9 @@ namespace Mamba.Cli.Commands;
 /// </summary>
 internal static class BenchCommand
 {
-    private sealed record Row(string Model, string Device, string DType, int Batch, int PromptTokens, int NewTokens,
-        double PrefillSeconds, double PrefillTokensPerSecond, double DecodeMsPerToken, double DecodeTokensPerSecond, long PeakBytes);
+    private sealed record Row(string Model, string Device, string DType, int Batch, int PromptTokens, int NewTokens, int ChunkTokens,
+        double PrefillSeconds, double PrefillTokensPerSecond, double DecodeMsPerToken, double DecodeTokensPerSecond, long PeakBytes,
+        long WeightBytes, long StateBytes, long WorkspaceBytes);
 
     public static Command Create()
     {
@@ -28,13 +29,15 @@ internal static class BenchCommand
         var newTokens = new Option<int>("--new-tokens") { Description = "Decode steps to time", DefaultValueFactory = _ => 128 };
         var repeat = new Option<int>("--repeat") { Description = "Timed repetitions (the median is reported)", DefaultValueFactory = _ => 3 };
         var json = new Option<bool>("--json") { Description = "Print one JSON object per measurement" };
+        var chunk = new Option<int>("--chunk") { Description = "Prefill chunk in tokens (0 = the whole prompt at once); memory stays that of one chunk", DefaultValueFactory = _ => 0 };
         var command = new Command("bench", "Measure prefill and decode speed and peak memory.")
         {
-            model, config, device, dtype, threads, batches, prompts, newTokens, repeat, json,
+            model, config, device, dtype, threads, batches, prompts, newTokens, repeat, json, chunk,
         };
         command.SetAction(parse =>
         {
             using var backend = CommonOptions.CreateBackend(parse.GetValue(device)!, parse.GetValue(dtype)!, parse.GetValue(threads), out var activation);
+            long beforeWeights = UsedBytes(backend);
             string name;
             MambaWeights weights;
             if (parse.GetValue(model) is { } dir)
@@ -49,12 +52,14 @@ internal static class BenchCommand
             }
             using var lm = new MambaForCausalLM(weights, backend, activation);
             weights = null!; // the host copy is no longer needed on GPUs
+            long weightBytes = UsedBytes(backend) - beforeWeights;
+            int chunkTokens = parse.GetValue(chunk);
             bool asJson = parse.GetValue(json);
             if (!asJson)
             {
                 Console.WriteLine($"model {name}: {lm.Config.Summary()}, {lm.ParameterCount:N0} parameters");
                 Console.WriteLine($"backend {backend.Description}, activations {activation.ToShortName()}");
-                Console.WriteLine($"{"batch",6} {"prompt",7} {"prefill s",10} {"prefill tok/s",14} {"decode ms/tok",14} {"decode tok/s",13} {"peak MiB",9}");
+                Console.WriteLine($"{"batch",6} {"prompt",7} {"prefill s",10} {"prefill tok/s",14} {"decode ms/tok",14} {"decode tok/s",13} {"peak MiB",9} {"weights",8} {"state",7} {"workspace",9}");
             }
             var rng = new Random(7);
             int steps = parse.GetValue(newTokens), reps = Math.Max(1, parse.GetValue(repeat));
@@ -66,12 +71,13 @@ internal static class BenchCommand
                         for (int t = 0; t < length; t++) ids[b, t] = rng.Next(lm.Config.VocabSize);
                     var prefill = new List<double>();
                     var decode = new List<double>();
-                    long baseline = UsedBytes(backend), peak = baseline;
+                    long baseline = UsedBytes(backend), peak = baseline, stateBytes = 0;
                     for (int r = 0; r < reps + 1; r++) // the first round warms up (JIT, cuBLAS heuristics)
                     {
                         using var cache = lm.CreateCache(batch);
+                        stateBytes = Math.Max(stateBytes, UsedBytes(backend) - baseline);
                         var clock = Stopwatch.StartNew();
-                        var next = lm.ForwardArgMax(ids, cache);
+                        var next = chunkTokens > 0 ? lm.PrefillChunked(ids, cache, chunkTokens) : lm.ForwardArgMax(ids, cache);
                         backend.Synchronize();
                         double tPrefill = clock.Elapsed.TotalSeconds;
                         peak = Math.Max(peak, UsedBytes(backend));
@@ -90,18 +96,20 @@ internal static class BenchCommand
                         decode.Add(tDecode);
                     }
                     double p = Median(prefill), d = Median(decode);
-                    var row = new Row(name, backend.Kind.ToString().ToLowerInvariant(), activation.ToShortName(), batch, length, steps,
-                        p, batch * length / p, steps > 0 ? d * 1000 / steps : 0, steps > 0 ? batch * steps / d : 0, peak);
+                    bool device = backend is CudaBackend;
+                    var row = new Row(name, backend.Kind.ToString().ToLowerInvariant(), activation.ToShortName(), batch, length, steps, chunkTokens,
+                        p, batch * length / p, steps > 0 ? d * 1000 / steps : 0, steps > 0 ? batch * steps / d : 0, peak,
+                        device ? weightBytes : 0, device ? stateBytes : 0, device ? Math.Max(0, peak - baseline - stateBytes) : 0);
                     if (asJson) Console.WriteLine(JsonSerializer.Serialize(row, new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower }));
                     else Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                        $"{batch,6} {length,7} {p,10:F4} {row.PrefillTokensPerSecond,14:N0} {row.DecodeMsPerToken,14:F3} {row.DecodeTokensPerSecond,13:N0} {peak / 1048576.0,9:F0}"));
+                        $"{batch,6} {length,7} {p,10:F4} {row.PrefillTokensPerSecond,14:N0} {row.DecodeMsPerToken,14:F3} {row.DecodeTokensPerSecond,13:N0} {peak / 1048576.0,9:F0} {Mib(row.WeightBytes),8} {Mib(row.StateBytes),7} {Mib(row.WorkspaceBytes),9}"));
                 }
             return 0;
         });
         return command;
     }
 
-    /// <summary>Device memory in use (CUDA) or the process's peak working set (CPU).</summary>
+    /// <summary>Device memory in use (CUDA; weights, state and workspace columns come from its differences) or the process's peak working set (CPU).</summary>
     private static long UsedBytes(Mamba.Compute.IMambaBackend backend)
     {
         if (backend is CudaBackend cuda)
@@ -111,6 +119,8 @@ internal static class BenchCommand
         }
         return Process.GetCurrentProcess().PeakWorkingSet64;
     }
+
+    private static string Mib(long bytes) => bytes > 0 ? (bytes / 1048576.0).ToString("F1", CultureInfo.InvariantCulture) : "-";
 
     private static double Median(List<double> values)
     {

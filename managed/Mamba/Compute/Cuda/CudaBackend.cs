@@ -399,11 +399,102 @@ public sealed class CudaBackend : IMambaBackend
     /// <inheritdoc />
     public void Synchronize() => Check(NativeMethods.mamba_synchronize(Ctx), "synchronize");
 
+    // ---- CUDA graphs and device-side ids (the captured greedy decode step) ------------------------
+
+    /// <summary>True while this backend's context is open.</summary>
+    internal bool IsOpen => !_context.IsClosed;
+
+    /// <summary>output[m, :] = table[ids[m], :] with ids read from the device buffer <paramref name="ids"/> (int32 [count]); the caller validated them.</summary>
+    internal void EmbeddingFromDevice(DeviceTensor table, CudaTensor ids, int count, DeviceTensor output)
+    {
+        var t = Cuda(table, nameof(table));
+        var o = Cuda(output, nameof(output));
+        if (t.Shape.Length != 2) throw new ArgumentException($"table must be [V, d], got {t.ShapeText}", nameof(table));
+        if (ids.ByteCount < 4L * count) throw new ArgumentException($"ids buffer holds {ids.ByteCount} bytes, need {4L * count}", nameof(ids));
+        int vocab = t.Dim(0), width = t.Dim(1);
+        Expect(o, nameof(output), count, width);
+        Check(NativeMethods.mamba_embedding_device_ids(Ctx, t.Pointer, (int)t.DType, vocab, width, Cuda(ids, nameof(ids)).Pointer, count, o.Pointer, (int)o.DType),
+            "embedding (device ids)");
+    }
+
+    /// <summary>Row-wise argmax of logits [M, V] into the device buffer <paramref name="result"/> (int32 [M]); no synchronization.</summary>
+    internal void ArgMaxToDevice(DeviceTensor logits, CudaTensor result)
+    {
+        var l = Cuda(logits, nameof(logits));
+        int vocab = l.Dim(-1);
+        if (vocab <= 0) throw new ArgumentException($"logits {l.ShapeText} are empty", nameof(logits));
+        long rows = l.ElementCount / vocab;
+        if (result.ByteCount < 4L * rows) throw new ArgumentException($"result buffer holds {result.ByteCount} bytes, need {4L * rows}", nameof(result));
+        Check(NativeMethods.mamba_argmax_device(Ctx, l.Pointer, (int)l.DType, rows, vocab, Cuda(result, nameof(result)).Pointer), "argmax (device)");
+    }
+
+    /// <summary>Starts capturing this backend's stream: ops queued until <see cref="EndCapture"/> are recorded, not run.</summary>
+    internal void BeginCapture() => Check(NativeMethods.mamba_graph_begin_capture(Ctx), "graph capture begin");
+
+    /// <summary>Ends the capture and instantiates the graph.</summary>
+    internal unsafe MambaGraphHandle EndCapture()
+    {
+        IntPtr graph;
+        Check(NativeMethods.mamba_graph_end_capture(Ctx, &graph), "graph capture end");
+        return new MambaGraphHandle(Ctx, graph);
+    }
+
+    /// <summary>Ends a capture and drops what it recorded (after an op failed while capturing); never throws.</summary>
+    internal unsafe void AbortCapture()
+    {
+        if (_context.IsClosed) return;
+        try { NativeMethods.mamba_graph_end_capture(_context, null); } catch (Exception) { /* best effort */ }
+    }
+
+    /// <summary>Copies <paramref name="input"/> into <paramref name="deviceInput"/>, replays the graph, copies <paramref name="deviceOutput"/> into <paramref name="output"/>, and waits.</summary>
+    internal unsafe void LaunchGraph(MambaGraphHandle graph, ReadOnlySpan<int> input, CudaTensor deviceInput, Span<int> output, CudaTensor deviceOutput)
+    {
+        if (deviceInput.ByteCount < 4L * input.Length) throw new ArgumentException("device input buffer too small", nameof(deviceInput));
+        if (deviceOutput.ByteCount < 4L * output.Length) throw new ArgumentException("device output buffer too small", nameof(deviceOutput));
+        bool added = false;
+        graph.DangerousAddRef(ref added);
+        try
+        {
+            fixed (int* pin = input)
+            fixed (int* pout = output)
+                Check(NativeMethods.mamba_graph_launch(Ctx, graph.DangerousGetHandle(), pin, deviceInput.Pointer, 4L * input.Length,
+                    pout, deviceOutput.Pointer, 4L * output.Length), "graph launch");
+        }
+        finally
+        {
+            if (added) graph.DangerousRelease();
+        }
+    }
+
+    private readonly List<IDisposable> _dependents = new();
+
+    /// <summary>Registers an object (e.g. a captured graph with its buffers) to dispose when this backend is disposed.</summary>
+    internal void AddDependent(IDisposable dependent)
+    {
+        lock (_dependents) _dependents.Add(dependent);
+    }
+
+    /// <summary>Forgets a dependent that was disposed by its owner.</summary>
+    internal void RemoveDependent(IDisposable dependent)
+    {
+        lock (_dependents) _dependents.Remove(dependent);
+    }
+
     /// <summary>Waits for queued work, then releases the context (it is destroyed once every tensor of it is freed too).</summary>
     public void Dispose()
     {
         if (_context.IsClosed) return;
         try { NativeMethods.mamba_synchronize(_context); } catch (Exception) { /* best effort */ }
+        IDisposable[] dependents;
+        lock (_dependents)
+        {
+            dependents = _dependents.ToArray();
+            _dependents.Clear();
+        }
+        foreach (var d in dependents)
+        {
+            try { d.Dispose(); } catch (Exception) { /* best effort */ }
+        }
         _context.Dispose();
     }
 
