@@ -34,7 +34,7 @@
 extern "C" {
 #endif
 
-#define MAMBA_ABI_VERSION 1
+#define MAMBA_ABI_VERSION 2
 
 /* Status codes (int32). */
 typedef int32_t mamba_status;
@@ -55,6 +55,8 @@ typedef int32_t mamba_dtype;
 
 /* Opaque context: device, stream, cuBLAS handle and workspaces. */
 typedef struct mamba_context mamba_context;
+/* Opaque instantiated CUDA graph (captured on a context's stream). */
+typedef struct mamba_graph mamba_graph;
 
 /* ---- library ------------------------------------------------------------------------------- */
 MAMBA_API int32_t mamba_abi_version(void);
@@ -89,6 +91,11 @@ MAMBA_API mamba_status mamba_convert(mamba_context* ctx, const void* src, mamba_
 /* out[m, :] = table[ids[m], :]; table [vocab, dim]; ids are host int32, checked against [0, vocab). */
 MAMBA_API mamba_status mamba_embedding(mamba_context* ctx, const void* table, mamba_dtype table_dtype, int64_t vocab, int64_t dim,
                                        const int32_t* host_ids, int64_t count, void* out, mamba_dtype out_dtype);
+
+/* Like mamba_embedding, but ids are a device int32 [count] buffer, read when the work runs; the caller
+ * guarantees they lie in [0, vocab). Nothing is synchronized (graph-capturable). */
+MAMBA_API mamba_status mamba_embedding_device_ids(mamba_context* ctx, const void* table, mamba_dtype table_dtype, int64_t vocab, int64_t dim,
+                                                  const int32_t* device_ids, int64_t count, void* out, mamba_dtype out_dtype);
 
 /* residual [rows, dim] += delta (if delta != NULL); out = RMSNorm(residual) * weight, fp32 math, one rounding. */
 MAMBA_API mamba_status mamba_add_rmsnorm(mamba_context* ctx, void* residual, mamba_dtype residual_dtype,
@@ -137,10 +144,28 @@ MAMBA_API mamba_status mamba_selective_state_update(mamba_context* ctx, const vo
 /* result[m] (host int32) = index of the largest value of logits row m (lowest index on ties; NaN ignored). */
 MAMBA_API mamba_status mamba_argmax(mamba_context* ctx, const void* logits, mamba_dtype dtype, int64_t rows, int64_t cols, int32_t* host_result);
 
+/* Like mamba_argmax, but result is a device int32 [rows] buffer; nothing is synchronized (graph-capturable). */
+MAMBA_API mamba_status mamba_argmax_device(mamba_context* ctx, const void* logits, mamba_dtype dtype, int64_t rows, int64_t cols, int32_t* device_result);
+
 /* *loss_sum (host) = sum over rows with targets[m] != ignore_index of -log softmax(logits[m])[targets[m]]
  * (per-row fp32 softmax, float64 sum); *count = number of such rows. targets are host int32. */
 MAMBA_API mamba_status mamba_cross_entropy_sum(mamba_context* ctx, const void* logits, mamba_dtype dtype, int64_t rows, int64_t cols,
                                                const int32_t* host_targets, int32_t ignore_index, double* loss_sum, int64_t* count);
+
+/* ---- CUDA graphs -------------------------------------------------------------------------------
+ * begin_capture starts capturing the context's stream (thread-local mode): the ops queued afterwards are
+ * recorded, not run. Only ops that neither synchronize nor copy host memory may be captured (linear on
+ * same-dtype operands, add_rmsnorm, conv/state updates, convert, embedding_device_ids, argmax_device,
+ * memset, copy_d2d); a context workspace that would have to grow fails with MAMBA_ERR_UNSUPPORTED.
+ * end_capture instantiates the graph into *out; with out == NULL it discards the capture (use it to abort
+ * after a failed op). graph_launch copies in_bytes from host_in to device_in, replays the graph, copies
+ * out_bytes from device_out to host_out and synchronizes (in/out copies are skipped when their size is 0).
+ * The graph bakes in every device address it touched: they must stay allocated while it lives. */
+MAMBA_API mamba_status mamba_graph_begin_capture(mamba_context* ctx);
+MAMBA_API mamba_status mamba_graph_end_capture(mamba_context* ctx, mamba_graph** out);
+MAMBA_API mamba_status mamba_graph_launch(mamba_context* ctx, mamba_graph* graph, const void* host_in, void* device_in, int64_t in_bytes,
+                                          void* host_out, const void* device_out, int64_t out_bytes);
+MAMBA_API mamba_status mamba_graph_destroy(mamba_context* ctx, mamba_graph* graph);  /* NULL is fine */
 
 #ifdef __cplusplus
 }

@@ -15,6 +15,9 @@ __global__ void add_rmsnorm_kernel(TR* __restrict__ residual, const void* __rest
   if (row >= rows) return;
   TR* r = residual + row * dim;
   float ss = 0.f;
+  // Unrolled so that several independent loads are in flight (one warp per row is otherwise latency-bound:
+  // ~12 µs for d = 768); the per-lane accumulation order is unchanged, so the results are the same bits.
+#pragma unroll 8
   for (int j = lane; j < dim; j += 32) {
     float v = to_f<TR>(r[j]);
     if (delta) {
@@ -28,6 +31,7 @@ __global__ void add_rmsnorm_kernel(TR* __restrict__ residual, const void* __rest
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
   float inv = rsqrtf(ss / dim + eps);
+#pragma unroll 8
   for (int j = lane; j < dim; j += 32) {
     float v = to_f<TR>(r[j]);
     store_any(out, odt, row * dim + j, (v * inv) * load_any(weight, wdt, j));

@@ -1,7 +1,12 @@
-// Row-wise argmax (lowest index on ties, NaN ignored), one block per row; result copied to the host.
+// Row-wise argmax (lowest index on ties, NaN ignored), one block per row; result copied to the host
+// (mamba_argmax) or left in a device buffer (mamba_argmax_device, graph-capturable).
 #include "common.cuh"
 
 namespace mamba {
+
+// 1024 threads a row (was 256: 80 µs for one 50280-wide row, latency-bound); the answer (lowest index of the
+// largest value, NaN ignored) does not depend on the reduction order.
+constexpr int kArgmaxThreads = 1024;
 
 __device__ __forceinline__ void better(float& bv, int& bi, float v, int i) {
   if (v > bv || (v == bv && i < bi)) { bv = v; bi = i; }
@@ -11,6 +16,7 @@ __global__ void argmax_kernel(const void* __restrict__ logits, mamba_dtype dt, i
   int64_t row = blockIdx.x;
   float bv = -INFINITY;
   int bi = 0x7fffffff;
+#pragma unroll 4
   for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
     float v = load_any(logits, dt, row * cols + j);
     if (v == v) better(bv, bi, v, static_cast<int>(j));
@@ -52,9 +58,21 @@ extern "C" MAMBA_API mamba_status mamba_argmax(mamba_context* ctx, const void* l
     if (!rows) return;
     require(logits && host_result, "null pointer");
     auto* res = static_cast<int32_t*>(workspace(ctx, kWsStaging, static_cast<size_t>(rows) * 4));
-    argmax_kernel<<<static_cast<unsigned>(rows), 256, 0, ctx->stream>>>(logits, dt, cols, res);
+    argmax_kernel<<<static_cast<unsigned>(rows), kArgmaxThreads, 0, ctx->stream>>>(logits, dt, cols, res);
     check_launch(ctx, "argmax_kernel");
     check_cuda(cudaMemcpyAsync(host_result, res, static_cast<size_t>(rows) * 4, cudaMemcpyDeviceToHost, ctx->stream), "cudaMemcpyAsync d2h");
     check_cuda(cudaStreamSynchronize(ctx->stream), "cudaStreamSynchronize");
+  });
+}
+
+extern "C" MAMBA_API mamba_status mamba_argmax_device(mamba_context* ctx, const void* logits, mamba_dtype dt, int64_t rows, int64_t cols, int32_t* device_result) {
+  return guard("mamba_argmax_device", [&] { return format("(rows %lld, cols %lld, %s)", (long long)rows, (long long)cols, dtype_name(dt)); }, [&] {
+    activate(ctx);
+    check_dtype(dt, "dtype");
+    require(rows >= 0 && cols > 0 && cols <= 2147483647LL && rows <= 2147483647LL, "bad shape");
+    if (!rows) return;
+    require(logits && device_result, "null pointer");
+    argmax_kernel<<<static_cast<unsigned>(rows), kArgmaxThreads, 0, ctx->stream>>>(logits, dt, cols, device_result);
+    check_launch(ctx, "argmax_kernel");
   });
 }

@@ -24,6 +24,14 @@ struct mamba_context {
   static constexpr int kSlots = 4;
   void* ws[kSlots] = {};
   size_t ws_bytes[kSlots] = {};
+  // cuBLAS workspace set once with cublasSetWorkspace, so captured GEMMs never allocate (graph-safe).
+  void* cublas_ws = nullptr;
+  size_t cublas_ws_bytes = 0;
+};
+
+struct mamba_graph {
+  cudaGraphExec_t exec = nullptr;
+  int device = 0;
 };
 
 namespace mamba {

@@ -85,6 +85,10 @@ void activate(mamba_context* ctx) {
 void* workspace(mamba_context* ctx, int slot, size_t bytes) {
   if (bytes == 0) bytes = 16;
   if (ctx->ws_bytes[slot] >= bytes) return ctx->ws[slot];
+  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+  check_cuda(cudaStreamIsCapturing(ctx->stream, &capturing), "cudaStreamIsCapturing");
+  if (capturing != cudaStreamCaptureStatusNone)
+    fail(MAMBA_ERR_UNSUPPORTED, format("workspace slot %d would have to grow to %zu bytes during graph capture", slot, bytes));
   if (ctx->ws[slot]) {
     check_cuda(cudaStreamSynchronize(ctx->stream), "workspace grow (sync)");
     cudaFree(ctx->ws[slot]);
@@ -210,10 +214,16 @@ MAMBA_API mamba_status mamba_context_create(int32_t device, mamba_context** out)
       check_cuda(cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking), "cudaStreamCreate");
       check_cublas(cublasCreate(&ctx->cublas), "cublasCreate");
       check_cublas(cublasSetStream(ctx->cublas, ctx->stream), "cublasSetStream");
+      // A fixed cuBLAS workspace (after SetStream, which resets it): captured GEMMs then never allocate, and
+      // eager and captured calls see the same workspace, hence the same algorithms and bits. 32 MiB (Hopper).
+      ctx->cublas_ws_bytes = size_t(32) << 20;
+      check_cuda(cudaMalloc(&ctx->cublas_ws, ctx->cublas_ws_bytes), "cuBLAS workspace allocation");
+      check_cublas(cublasSetWorkspace(ctx->cublas, ctx->cublas_ws, ctx->cublas_ws_bytes), "cublasSetWorkspace");
       // No TF32: fp32 GEMMs are true fp32 (spec §6, §11.6).
       check_cublas(cublasSetMathMode(ctx->cublas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
     } catch (...) {
       if (ctx->cublas) cublasDestroy(ctx->cublas);
+      if (ctx->cublas_ws) cudaFree(ctx->cublas_ws);
       if (ctx->stream) cudaStreamDestroy(ctx->stream);
       delete ctx;
       throw;
@@ -230,6 +240,7 @@ MAMBA_API mamba_status mamba_context_destroy(mamba_context* ctx) {
     for (int i = 0; i < mamba_context::kSlots; ++i)
       if (ctx->ws[i]) cudaFree(ctx->ws[i]);
     if (ctx->cublas) cublasDestroy(ctx->cublas);
+    if (ctx->cublas_ws) cudaFree(ctx->cublas_ws);
     if (ctx->stream) cudaStreamDestroy(ctx->stream);
     cudaGetLastError();
     delete ctx;

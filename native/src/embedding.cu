@@ -1,4 +1,5 @@
-// Embedding gather: out[m, :] = table[ids[m], :]. Ids are validated on the host, then staged on the device.
+// Embedding gather: out[m, :] = table[ids[m], :]. Ids are validated on the host, then staged on the device;
+// the _device_ids entry reads ids already on the device (validated by the caller; used inside CUDA graphs).
 #include "common.cuh"
 
 namespace mamba {
@@ -33,6 +34,22 @@ extern "C" MAMBA_API mamba_status mamba_embedding(mamba_context* ctx, const void
     check_cuda(cudaMemcpyAsync(ids, host_ids, static_cast<size_t>(count) * 4, cudaMemcpyHostToDevice, ctx->stream), "cudaMemcpyAsync ids");
     int threads = dim >= 256 ? 256 : 128;
     embedding_kernel<<<static_cast<unsigned>(count), threads, 0, ctx->stream>>>(table, tdt, ids, dim, out, odt, count);
+    check_launch(ctx, "embedding_kernel");
+  });
+}
+
+extern "C" MAMBA_API mamba_status mamba_embedding_device_ids(mamba_context* ctx, const void* table, mamba_dtype tdt, int64_t vocab, int64_t dim,
+                                                             const int32_t* device_ids, int64_t count, void* out, mamba_dtype odt) {
+  return guard("mamba_embedding_device_ids", [&] { return format("(table [%lld, %lld] %s, %lld ids)", (long long)vocab, (long long)dim, dtype_name(tdt), (long long)count); }, [&] {
+    activate(ctx);
+    check_dtype(tdt, "table_dtype");
+    check_dtype(odt, "out_dtype");
+    require(vocab > 0 && dim > 0 && count >= 0, "bad shape");
+    if (!count) return;
+    require(table && device_ids && out, "null pointer");
+    require(count <= 2147483647LL, "too many ids");
+    int threads = dim >= 256 ? 256 : 128;  // as mamba_embedding: the same kernel and launch
+    embedding_kernel<<<static_cast<unsigned>(count), threads, 0, ctx->stream>>>(table, tdt, device_ids, dim, out, odt, count);
     check_launch(ctx, "embedding_kernel");
   });
 }

@@ -2,6 +2,7 @@
 // Row-major y = x·wᵀ is column-major yᵀ = w·xᵀ: gemm(T, N, n, m, k, w (ld k), x (ld k), y (ld n)).
 // fp32: CUBLAS_COMPUTE_32F with CUBLAS_DEFAULT_MATH (the context never enables TF32).
 // A bias is broadcast into y first and the GEMM runs with beta = 1, so y is rounded once.
+// F32 x with 16-bit w: x is rounded to w's dtype and the 16-bit GEMM runs (F32 or 16-bit y).
 #include "common.cuh"
 
 namespace mamba {
@@ -50,11 +51,19 @@ extern "C" MAMBA_API mamba_status mamba_linear(mamba_context* ctx, const void* x
     require(m >= 0 && n > 0 && k > 0, "bad shape");
     if (!m) return;
     require(x && w && y, "null pointer");
-    // Operands of different dtypes: compute in fp32 on converted copies (slow path).
     mamba_dtype cdt = xdt;
     const void* xa = x;
     const void* wa = w;
-    if (xdt != wdt) {
+    if (xdt == MAMBA_DTYPE_F32 && wdt != MAMBA_DTYPE_F32) {
+      // F32 activations on 16-bit weights (the lm_head on the F32 norm_f output): round x to the weight dtype
+      // (round to nearest even, the interface's contract) and run the 16-bit tensor-core GEMM; the weights are
+      // never converted. Same launch_convert + gemm_ex as an explicit convert followed by a same-dtype linear.
+      void* t = workspace(ctx, kWsConvertA, static_cast<size_t>(m * k) * dtype_size(wdt));
+      launch_convert(ctx, x, xdt, t, wdt, m * k);
+      xa = t;
+      cdt = wdt;
+    } else if (xdt != wdt) {
+      // Other operand mixes: compute in fp32 on converted copies (slow path).
       cdt = MAMBA_DTYPE_F32;
       if (xdt != MAMBA_DTYPE_F32) {
         void* t = workspace(ctx, kWsConvertA, static_cast<size_t>(m * k) * 4);

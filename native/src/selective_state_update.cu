@@ -21,6 +21,8 @@ __global__ void __launch_bounds__(128) state_update_kernel(const T* __restrict__
   const int e = blockIdx.x * blockDim.x + threadIdx.x;
   if (e >= E) return;
   float dr = 0.f;
+  // Unrolled loops keep several loads in flight; the order of every sum is unchanged (same bits).
+#pragma unroll 8
   for (int r = 0; r < R; ++r) dr = fmaf(load_any(dt_w, wdt, (size_t)e * R + r), s_dbc[r], dr);
   const float dv = softplus_f(dr + load_any(dt_b, bdt, e));
   const float uv = to_f<T>(u[(size_t)b * E + e]);
@@ -30,6 +32,7 @@ __global__ void __launch_bounds__(128) state_update_kernel(const T* __restrict__
   float* st = state + ((size_t)b * E + e) * N;
   const float* Ae = A + (size_t)e * N;
   float acc = 0.f;
+#pragma unroll 4
   for (int n = 0; n < N; ++n) {
     float dA = ex2_approx(dv * (Ae[n] * kLog2eU));
     float h = fmaf(dA, st[n], duv * Bs[n]);

@@ -526,6 +526,7 @@ public sealed partial class MambaForCausalLM : IDisposable
     {
         if (_disposed) return;
         _disposed = true;
+        ReleaseFastDecode();
         var all = new HashSet<DeviceTensor> { _embeddings, _normF, _lmHead };
         foreach (var l in _layers)
             foreach (var t in new[] { l.Norm, l.InProj, l.InProjBias, l.Conv, l.ConvBias, l.XProj, l.Ssm.DtProjWeight, l.Ssm.DtProjBias, l.Ssm.A, l.Ssm.D, l.OutProj, l.OutProjBias })

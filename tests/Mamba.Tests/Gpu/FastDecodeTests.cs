@@ -1,0 +1,172 @@
+using Mamba.Compute;
+using Mamba.Compute.Cuda;
+using Mamba.Model;
+using Mamba.Native;
+
+namespace Mamba.Tests.Gpu;
+
+/// <summary>
+/// The captured CUDA-graph greedy decode step against the op-by-op path: the same tokens and the same cache
+/// bits, over many replays, several batch sizes, f32 and bf16, cache reuse after Reset and new caches.
+/// </summary>
+[Category("Gpu")]
+[NonParallelizable]
+public class FastDecodeTests
+{
+    private const int Steps = 12;
+
+    private static CudaBackend RequireGpu()
+    {
+        try
+        {
+            return CudaBackend.Create(0, DType.F32);
+        }
+        catch (MambaBackendUnavailableException e)
+        {
+            Assert.Ignore($"CUDA backend unavailable: {e.Reason}");
+            throw;
+        }
+    }
+
+    private static int[,] Prompt(int batch, int length, int vocab, int seed)
+    {
+        var rng = new Random(seed);
+        var ids = new int[batch, length];
+        for (int b = 0; b < batch; b++)
+            for (int t = 0; t < length; t++) ids[b, t] = rng.Next(vocab);
+        return ids;
+    }
+
+    /// <summary>Prefill, then <see cref="Steps"/> greedy decode steps through ForwardArgMax; returns every chosen id.</summary>
+    private static int[][] Decode(MambaForCausalLM lm, MambaCache cache, int[,] prompt, int steps = Steps)
+    {
+        int batch = prompt.GetLength(0);
+        var tokens = new List<int[]>();
+        var next = lm.ForwardArgMax(prompt, cache);
+        tokens.Add(next);
+        for (int s = 0; s < steps; s++)
+        {
+            var ids = new int[batch, 1];
+            for (int b = 0; b < batch; b++) ids[b, 0] = next[b];
+            next = lm.ForwardArgMax(ids, cache);
+            tokens.Add(next);
+        }
+        return tokens.ToArray();
+    }
+
+    private static void AssertSameState(MambaCache fast, MambaCache slow, int layers)
+    {
+        foreach (int l in new[] { 0, layers - 1 })
+        {
+            Assert.That(fast.GetSsmState(l).Data, Is.EqualTo(slow.GetSsmState(l).Data), $"ssm state of layer {l}");
+            Assert.That(fast.GetConvState(l).Data, Is.EqualTo(slow.GetConvState(l).Data), $"conv state of layer {l}");
+        }
+    }
+
+    private static void CompareOnModel(MambaForCausalLM lm, int batch, int seed)
+    {
+        var prompt = Prompt(batch, 7, lm.Config.VocabSize, seed);
+        long stepsBefore = lm.FastDecodeSteps;
+        lm.UseFastDecode = true;
+        using var fastCache = lm.CreateCache(batch);
+        var fast = Decode(lm, fastCache, prompt);
+        lm.UseFastDecode = false;
+        using var slowCache = lm.CreateCache(batch);
+        var slow = Decode(lm, slowCache, prompt);
+        lm.UseFastDecode = true;
+        Assert.That(lm.FastDecodeSteps - stepsBefore, Is.EqualTo(Steps - 1), "every decode step after the first should replay the graph");
+        Assert.That(fast, Is.EqualTo(slow), "graph replay tokens differ from the op-by-op path");
+        AssertSameState(fastCache, slowCache, lm.Config.NumHiddenLayers);
+    }
+
+    public static IEnumerable<TestCaseData> FixtureCases()
+    {
+        foreach (var model in TestFixtures.ModelNames)
+            foreach (var dt in new[] { DType.F32, DType.BF16 })
+                foreach (var batch in new[] { 1, 3, 8 })
+                    yield return new TestCaseData(model, dt, batch);
+    }
+
+    [TestCaseSource(nameof(FixtureCases))]
+    public void GraphReplayMatchesOpByOpOnFixtures(string model, DType dt, int batch)
+    {
+        using var backend = RequireGpu();
+        using var lm = MambaForCausalLM.FromPretrained(Path.Combine(TestFixtures.Model(model), "model"), backend, dt);
+        CompareOnModel(lm, batch, seed: 11 * batch + (int)dt);
+    }
+
+    [TestCase(DType.F32), TestCase(DType.BF16)]
+    public void GraphReplayMatchesOpByOpOnA130mShapedModel(DType dt)
+    {
+        using var backend = RequireGpu();
+        var weights = MambaInitializer.Create(MambaConfig.Preset("130m"), seed: 3);
+        using var lm = new MambaForCausalLM(weights, backend, dt);
+        foreach (var batch in new[] { 1, 3, 8 })
+            CompareOnModel(lm, batch, seed: 100 + batch);
+    }
+
+    [TestCase(DType.F32), TestCase(DType.BF16)]
+    public void CacheResetAndNewCachesReplayCorrectly(DType dt)
+    {
+        using var backend = RequireGpu();
+        using var lm = MambaForCausalLM.FromPretrained(Path.Combine(TestFixtures.Model("tiny"), "model"), backend, dt);
+        const int batch = 3;
+        var prompt = Prompt(batch, 5, lm.Config.VocabSize, 42);
+        var other = Prompt(batch, 9, lm.Config.VocabSize, 43);
+
+        lm.UseFastDecode = false;
+        int[][] expected, expectedOther;
+        using (var c = lm.CreateCache(batch)) expected = Decode(lm, c, prompt);
+        using (var c = lm.CreateCache(batch)) expectedOther = Decode(lm, c, other);
+        lm.UseFastDecode = true;
+
+        using var cache = lm.CreateCache(batch);
+        Assert.That(Decode(lm, cache, prompt), Is.EqualTo(expected), "first run");
+        int captures = lm.FastDecodeCaptures;
+        Assert.That(captures, Is.EqualTo(1));
+        cache.Reset();
+        Assert.That(Decode(lm, cache, other), Is.EqualTo(expectedOther), "same cache after Reset (graph reused)");
+        Assert.That(lm.FastDecodeCaptures, Is.EqualTo(captures), "a Reset keeps the cache's addresses, so the graph is reused");
+        using (var second = lm.CreateCache(batch))
+            Assert.That(Decode(lm, second, prompt), Is.EqualTo(expected), "a new cache");
+        Assert.That(lm.FastDecodeCaptures, Is.EqualTo(captures + 1), "a new cache captures a new graph");
+        cache.Reset();
+        Assert.That(Decode(lm, cache, prompt), Is.EqualTo(expected), "the first cache again");
+        using (var third = lm.CreateCache(batch))
+            Assert.That(Decode(lm, third, other), Is.EqualTo(expectedOther), "another new cache");
+        Assert.That(lm.FastDecodeSteps, Is.GreaterThan(0));
+    }
+
+    [Test]
+    public void GenerateGreedyIsTheSameWithAndWithoutGraphs()
+    {
+        using var backend = RequireGpu();
+        using var lm = MambaForCausalLM.FromPretrained(Path.Combine(TestFixtures.Model("small-long"), "model"), backend, DType.BF16);
+        var prompt = Prompt(2, 6, lm.Config.VocabSize, 5);
+        lm.UseFastDecode = false;
+        var slow = lm.GenerateGreedy(prompt, maxNewTokens: 16);
+        lm.UseFastDecode = true;
+        var fast = lm.GenerateGreedy(prompt, maxNewTokens: 16);
+        Assert.That(fast, Is.EqualTo(slow));
+    }
+
+    [Test]
+    public void DisposingTheBackendFreesTheGraph()
+    {
+        using var probe = RequireGpu();
+        var dir = Path.Combine(TestFixtures.Model("tiny"), "model");
+        // Warm-up: the runtime and cuBLAS allocate their own pools once per process.
+        using (var warm = new MambaForCausalLM(CheckpointLoader.LoadWeights(dir), CudaBackend.Create(0, DType.F32), DType.F32, ownsBackend: true))
+        using (var c = warm.CreateCache(2)) Decode(warm, c, Prompt(2, 4, warm.Config.VocabSize, 1));
+        var (before, _) = probe.MemoryInfo();
+        for (int i = 0; i < 5; i++)
+        {
+            using var lm = new MambaForCausalLM(CheckpointLoader.LoadWeights(dir), CudaBackend.Create(0, DType.F32), DType.F32, ownsBackend: true);
+            using var cache = lm.CreateCache(2);
+            Decode(lm, cache, Prompt(2, 4, lm.Config.VocabSize, i));
+            Assert.That(lm.FastDecodeCaptures, Is.EqualTo(1));
+        }
+        var (after, _) = probe.MemoryInfo();
+        Assert.That(before - after, Is.LessThanOrEqualTo(2L << 20), $"{(before - after) / 1048576.0:F1} MiB not returned");
+    }
+}
