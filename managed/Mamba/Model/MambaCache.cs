@@ -54,8 +54,11 @@ public sealed class MambaCache : IDisposable
     /// <summary>Zeroes every state and clears <see cref="HasPreviousState"/>.</summary>
     public void Reset()
     {
-        foreach (var t in _conv) _backend.Zero(t);
-        foreach (var t in _ssm) _backend.Zero(t);
+        lock (Gate)
+        {
+            foreach (var t in _conv) _backend.Zero(t);
+            foreach (var t in _ssm) _backend.Zero(t);
+        }
         HasPreviousState = false;
         SeenTokens = 0;
     }
@@ -64,12 +67,21 @@ public sealed class MambaCache : IDisposable
     {
         ObjectDisposedException.ThrowIf(t.IsDisposed, this);
         var data = new float[t.ElementCount];
-        _backend.Download(t, data);
+        lock (Gate) _backend.Download(t, data);
         return new HostTensor(data, (int[])t.Shape.Clone());
     }
 
     /// <summary>Copies every state to host memory (per layer: conv [B, E, K] then ssm [B, E, N]).</summary>
     public MambaCacheSnapshot Snapshot()
+    {
+        lock (Gate)
+            return SnapshotCore();
+    }
+
+    /// <summary>Device backends run one op sequence at a time (see MambaForCausalLM); the CPU needs no lock.</summary>
+    private object Gate => _backend.Kind == BackendKind.Cpu ? _conv : _backend;
+
+    private MambaCacheSnapshot SnapshotCore()
     {
         var conv = new float[_conv.Length][];
         var ssm = new float[_ssm.Length][];
@@ -89,11 +101,12 @@ public sealed class MambaCache : IDisposable
         ArgumentNullException.ThrowIfNull(snapshot);
         if (snapshot.BatchSize != BatchSize || snapshot.Conv.Length != _conv.Length)
             throw new ArgumentException($"snapshot holds {snapshot.BatchSize} rows × {snapshot.Conv.Length} layers, cache {BatchSize} × {_conv.Length}", nameof(snapshot));
-        for (int i = 0; i < _conv.Length; i++)
-        {
-            Overwrite(_conv[i], snapshot.Conv[i]);
-            Overwrite(_ssm[i], snapshot.Ssm[i]);
-        }
+        lock (Gate)
+            for (int i = 0; i < _conv.Length; i++)
+            {
+                Overwrite(_conv[i], snapshot.Conv[i]);
+                Overwrite(_ssm[i], snapshot.Ssm[i]);
+            }
         HasPreviousState = snapshot.HasPreviousState;
         SeenTokens = snapshot.SeenTokens;
     }
@@ -111,11 +124,12 @@ public sealed class MambaCache : IDisposable
         foreach (var r in rows)
             if ((uint)r >= (uint)BatchSize) throw new ArgumentOutOfRangeException(nameof(rows), r, $"row outside [0, {BatchSize})");
         var result = new MambaCache(_backend, Config, rows.Count, allocate: false) { HasPreviousState = HasPreviousState, SeenTokens = SeenTokens };
-        for (int i = 0; i < _conv.Length; i++)
-        {
-            result._conv[i] = Gather(_conv[i], rows);
-            result._ssm[i] = Gather(_ssm[i], rows);
-        }
+        lock (Gate)
+            for (int i = 0; i < _conv.Length; i++)
+            {
+                result._conv[i] = Gather(_conv[i], rows);
+                result._ssm[i] = Gather(_ssm[i], rows);
+            }
         return result;
     }
 

@@ -142,7 +142,7 @@ public sealed partial class MambaForCausalLM : IDisposable
         int batch = inputIds.GetLength(0), length = inputIds.GetLength(1);
         var ids = new int[batch * length];
         Buffer.BlockCopy(inputIds, 0, ids, 0, ids.Length * sizeof(int));
-        return Run(batch, length, ids, null, options ?? new ForwardOptions());
+        using (DeviceLock()) return Run(batch, length, ids, null, options ?? new ForwardOptions());
     }
 
     /// <summary>Runs the model on caller-given embeddings [B, L, d] instead of ids (<c>inputs_embeds</c>).</summary>
@@ -154,7 +154,7 @@ public sealed partial class MambaForCausalLM : IDisposable
         int batch = inputsEmbeds.GetLength(0), length = inputsEmbeds.GetLength(1);
         var data = new float[inputsEmbeds.Length];
         Buffer.BlockCopy(inputsEmbeds, 0, data, 0, data.Length * sizeof(float));
-        return Run(batch, length, null, data, options ?? new ForwardOptions());
+        using (DeviceLock()) return Run(batch, length, null, data, options ?? new ForwardOptions());
     }
 
     private CausalLMOutput Run(int batch, int length, int[]? ids, float[]? embeds, ForwardOptions options, int[]? argMaxOut = null)
@@ -335,6 +335,7 @@ public sealed partial class MambaForCausalLM : IDisposable
         var ids = new int[batch * length];
         Buffer.BlockCopy(inputIds, 0, ids, 0, ids.Length * sizeof(int));
         var result = new int[batch];
+        using var gate = DeviceLock();
         if (length == 1 && cache is { HasPreviousState: true } && TryFastDecode(ids, cache, result))
         {
             cache.SeenTokens += 1;
@@ -412,6 +413,29 @@ public sealed partial class MambaForCausalLM : IDisposable
             LastHiddenState = new HostTensor(last, [batch, length, d]),
             Cache = options.Cache,
         };
+    }
+
+    /// <summary>
+    /// Serialises whole forward passes on a device backend: its context keeps one stream, shared workspaces and
+    /// (for fast decode) a captured graph, so two threads must not interleave their op sequences. The lock is
+    /// the backend object, so models sharing a backend share it too. The CPU backend needs none.
+    /// </summary>
+    private DeviceGate DeviceLock() => new(Backend.Kind == BackendKind.Cpu ? null : Backend);
+
+    private readonly ref struct DeviceGate
+    {
+        private readonly object? _gate;
+
+        public DeviceGate(object? gate)
+        {
+            _gate = gate;
+            if (gate is not null) Monitor.Enter(gate);
+        }
+
+        public void Dispose()
+        {
+            if (_gate is not null) Monitor.Exit(_gate);
+        }
     }
 
     private static int[]? KeepRows(int length, ForwardOptions options)
