@@ -9,14 +9,16 @@ namespace Mamba.Model;
 /// </summary>
 public static class MambaInitializer
 {
-    /// <summary>Creates a randomly initialised model, reproducible for a given <paramref name="seed"/>.</summary>
+    /// <summary>
+    /// Creates a randomly initialised model, reproducible for a given <paramref name="seed"/> (each layer and the
+    /// embedding draw from their own seeded stream, so layers are initialised in parallel).
+    /// </summary>
     public static MambaWeights Create(MambaConfig config, int seed = 0)
     {
         config.Validate();
-        var rng = new Random(seed);
         int d = config.HiddenSize, e = config.IntermediateSize, n = config.StateSize, r = config.TimeStepRank, k = config.ConvKernel, v = config.VocabSize;
         float sigma = (float)config.InitializerRange;
-        float[] Normal(long count)
+        float[] Normal(Random rng, long count)
         {
             var data = new float[count];
             for (long i = 0; i < count; i += 2)
@@ -29,22 +31,25 @@ public static class MambaInitializer
             }
             return data;
         }
-        float[] Uniform(long count, double bound)
+        float[] Uniform(Random rng, long count, double bound)
         {
             var data = new float[count];
             for (long i = 0; i < count; i++) data[i] = (float)((rng.NextDouble() * 2 - 1) * bound);
             return data;
         }
         float[] Fill(long count, float value) => Enumerable.Repeat(value, (int)count).ToArray();
+        // A fixed mix (HashCode.Combine is randomised per process, so it cannot seed reproducible streams).
+        Random Stream(int index) => new(unchecked(seed * 1_000_003 + index * 7_919 + 0x5EED));
 
         var layers = new MambaLayerWeights[config.NumHiddenLayers];
-        for (int i = 0; i < layers.Length; i++)
+        Parallel.For(0, layers.Length, i =>
         {
+            var rng = Stream(i);
             var aLog = new float[(long)e * n];
             for (int row = 0; row < e; row++)
                 for (int j = 0; j < n; j++) aLog[(long)row * n + j] = MathF.Log(j + 1);
             double dtScale = Math.Pow(r, -0.5) * config.TimeStepScale;
-            var dtWeight = config.TimeStepInitScheme == "constant" ? Fill((long)e * r, (float)dtScale) : Uniform((long)e * r, dtScale);
+            var dtWeight = config.TimeStepInitScheme == "constant" ? Fill((long)e * r, (float)dtScale) : Uniform(rng, (long)e * r, dtScale);
             var dtBias = new float[e];
             double logMin = Math.Log(config.TimeStepMin), logMax = Math.Log(config.TimeStepMax);
             for (int row = 0; row < e; row++)
@@ -53,7 +58,7 @@ public static class MambaInitializer
                 // inverse softplus: dt + log(−expm1(−dt))
                 dtBias[row] = (float)(dt + Math.Log(-(Math.Exp(-dt) - 1.0)));
             }
-            var outProj = Uniform((long)d * e, 1.0 / Math.Sqrt(e));
+            var outProj = Uniform(rng, (long)d * e, 1.0 / Math.Sqrt(e));
             if (config.RescalePrenormResidual)
             {
                 float scale = 1f / MathF.Sqrt(config.NumHiddenLayers);
@@ -62,11 +67,11 @@ public static class MambaInitializer
             layers[i] = new MambaLayerWeights
             {
                 NormWeight = Fill(d, 1f),
-                InProjWeight = Normal(2L * e * d),
+                InProjWeight = Normal(rng, 2L * e * d),
                 InProjBias = config.UseBias ? new float[2 * e] : null,
-                ConvWeight = Uniform((long)e * k, 1.0 / Math.Sqrt(k)),
+                ConvWeight = Uniform(rng, (long)e * k, 1.0 / Math.Sqrt(k)),
                 ConvBias = config.UseConvBias ? new float[e] : null,
-                XProjWeight = Normal((long)(r + 2 * n) * e),
+                XProjWeight = Normal(rng, (long)(r + 2 * n) * e),
                 DtProjWeight = dtWeight,
                 DtProjBias = dtBias,
                 ALog = aLog,
@@ -74,14 +79,26 @@ public static class MambaInitializer
                 OutProjWeight = outProj,
                 OutProjBias = config.UseBias ? new float[d] : null,
             };
+        });
+        // The vocabulary tables are the largest tensors: filled in row blocks, each with its own stream.
+        float[] Table(int stream)
+        {
+            var table = new float[(long)v * d];
+            const int rowsPerBlock = 4096;
+            Parallel.For(0, (v + rowsPerBlock - 1) / rowsPerBlock, block =>
+            {
+                int rows = Math.Min(rowsPerBlock, v - block * rowsPerBlock);
+                Normal(Stream(stream * 1_000_003 + block), (long)rows * d).CopyTo(table, (long)block * rowsPerBlock * d);
+            });
+            return table;
         }
         return new MambaWeights
         {
             Config = config,
-            Embeddings = Normal((long)v * d),
+            Embeddings = Table(-1),
             Layers = layers,
             NormF = Fill(d, 1f),
-            LmHead = config.TieWordEmbeddings ? null : Normal((long)v * d),
+            LmHead = config.TieWordEmbeddings ? null : Table(-2),
         };
     }
 }

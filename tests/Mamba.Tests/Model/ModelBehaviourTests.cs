@@ -164,5 +164,10 @@ public class ModelBehaviourTests
         Assert.That(std, Is.EqualTo(config.InitializerRange).Within(0.01));
         using var model = new MambaForCausalLM(w);
         Assert.That(model.Forward(new int[,] { { 1, 2, 3 } }).Logits.Data, Has.None.NaN);
+        // Reproducible for a seed (layers are drawn in parallel from their own seeded streams), different across seeds.
+        var again = MambaInitializer.Create(config, seed: 3);
+        Assert.That(again.Embeddings, Is.EqualTo(w.Embeddings));
+        Assert.That(again.Layers[1].InProjWeight, Is.EqualTo(w.Layers[1].InProjWeight));
+        Assert.That(MambaInitializer.Create(config, seed: 4).Layers[1].InProjWeight, Is.Not.EqualTo(w.Layers[1].InProjWeight));
     }
 }
