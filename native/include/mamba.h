@@ -34,7 +34,7 @@
 extern "C" {
 #endif
 
-#define MAMBA_ABI_VERSION 2
+#define MAMBA_ABI_VERSION 3
 
 /* Status codes (int32). */
 typedef int32_t mamba_status;
@@ -119,6 +119,14 @@ MAMBA_API mamba_status mamba_causal_conv1d_fwd(mamba_context* ctx, const void* x
                                                const float* mask, void* u, void* conv_state, mamba_dtype state_dtype,
                                                int32_t batch, int32_t length, int32_t channels, int32_t width);
 
+/* mamba_causal_conv1d_fwd continuing from conv_state [B, E, K] (required, no mask): the K-1 inputs before
+ * t = 0 are its columns 1..K-1; afterwards it holds the last K inputs of [history, x] (also when L < K-1).
+ * L = 0 leaves it unchanged. Chunked prefill: a long prompt runs as several calls with the same state. */
+MAMBA_API mamba_status mamba_causal_conv1d_fwd_continue(mamba_context* ctx, const void* xz, mamba_dtype act_dtype,
+                                                        const void* weight, mamba_dtype weight_dtype, const void* bias, mamba_dtype bias_dtype,
+                                                        void* u, void* conv_state, mamba_dtype state_dtype,
+                                                        int32_t batch, int32_t length, int32_t channels, int32_t width);
+
 /* One decode step: conv_state [B, E, K] shifts left and takes x (x half of xz [B, 2E]);
  * u [B, E] = SiLU(bias + sum_k w[e, k] * conv_state[e, k]). */
 MAMBA_API mamba_status mamba_causal_conv1d_update(mamba_context* ctx, const void* xz, mamba_dtype act_dtype,
@@ -134,6 +142,14 @@ MAMBA_API mamba_status mamba_selective_scan_fwd(mamba_context* ctx, const void* 
                                                 const void* dt_bias, mamba_dtype dt_bias_dtype, const float* A, const float* D,
                                                 float* state_out, int32_t batch, int32_t length, int32_t channels,
                                                 int32_t d_state, int32_t dt_rank);
+
+/* mamba_selective_scan_fwd starting from state [B, E, N] f32 (required) as s_{-1} instead of zero; the final
+ * state overwrites it in place. L = 0 leaves it unchanged. */
+MAMBA_API mamba_status mamba_selective_scan_continue(mamba_context* ctx, const void* u, const void* dbc, const void* xz, void* y,
+                                                     mamba_dtype act_dtype, const void* dt_weight, mamba_dtype dt_weight_dtype,
+                                                     const void* dt_bias, mamba_dtype dt_bias_dtype, const float* A, const float* D,
+                                                     float* state, int32_t batch, int32_t length, int32_t channels,
+                                                     int32_t d_state, int32_t dt_rank);
 
 /* One decode step from state [B, E, N] f32 (updated in place); u, y [B, E], dbc [B, R+2N], xz [B, 2E]. */
 MAMBA_API mamba_status mamba_selective_state_update(mamba_context* ctx, const void* u, const void* dbc, const void* xz, void* y,

@@ -3,6 +3,9 @@
 // One thread per channel walks a tile of TT time steps keeping the K-1 previous inputs in registers;
 // consecutive threads take consecutive channels, so every row access is coalesced. A second small kernel
 // writes the conv state (last K inputs, zero-padded on the left when L < K).
+// Continuation (mamba_causal_conv1d_fwd_continue): the inputs before t = 0 are conv_state columns 1..K-1
+// instead of zeros; a separate kernel, queued after the conv, then shifts the state in place (so every conv
+// block has read the old history before any column is overwritten).
 #include "common.cuh"
 
 namespace mamba {
@@ -13,7 +16,7 @@ constexpr int kConvTile = 32;
 template <class T, int K>
 __global__ void __launch_bounds__(kConvThreads) conv_fwd_kernel(const T* __restrict__ xz, const void* __restrict__ w, mamba_dtype wdt,
                                                                const void* __restrict__ bias, mamba_dtype bdt, const float* __restrict__ mask,
-                                                               T* __restrict__ u, int L, int E) {
+                                                               T* __restrict__ u, const void* __restrict__ hist, mamba_dtype hdt, int L, int E) {
   int e = blockIdx.x * kConvThreads + threadIdx.x;
   int t0 = blockIdx.y * kConvTile;
   int b = blockIdx.z;
@@ -28,7 +31,8 @@ __global__ void __launch_bounds__(kConvThreads) conv_fwd_kernel(const T* __restr
 #pragma unroll
   for (int k = 0; k < K - 1; ++k) {
     int t = t0 - (K - 1) + k;
-    win[k] = t >= 0 ? to_f<T>(xrow[(size_t)t * ld]) : 0.f;
+    // Before t = 0: zero, or (continuation) conv_state column t + K of this (b, e).
+    win[k] = t >= 0 ? to_f<T>(xrow[(size_t)t * ld]) : (hist ? load_any(hist, hdt, ((size_t)b * E + e) * K + (t + K)) : 0.f);
   }
   // Fully unrolled so every row load of the tile is in flight at once (the loop is latency-bound otherwise).
   float xv[kConvTile];
@@ -53,7 +57,8 @@ __global__ void __launch_bounds__(kConvThreads) conv_fwd_kernel(const T* __restr
 // Any width: reads the window from memory (used only for K outside 2..4).
 template <class T>
 __global__ void conv_fwd_generic_kernel(const T* __restrict__ xz, const void* __restrict__ w, mamba_dtype wdt, const void* __restrict__ bias,
-                                        mamba_dtype bdt, const float* __restrict__ mask, T* __restrict__ u, int L, int E, int K) {
+                                        mamba_dtype bdt, const float* __restrict__ mask, T* __restrict__ u, const void* __restrict__ hist,
+                                        mamba_dtype hdt, int L, int E, int K) {
   int e = blockIdx.x * kConvThreads + threadIdx.x;
   int t0 = blockIdx.y * kConvTile;
   int b = blockIdx.z;
@@ -67,6 +72,7 @@ __global__ void conv_fwd_generic_kernel(const T* __restrict__ xz, const void* __
     for (int k = 0; k < K; ++k) {
       int tt = t - K + 1 + k;
       if (tt >= 0) acc = fmaf(load_any(w, wdt, (size_t)e * K + k), to_f<T>(xrow[(size_t)tt * ld]), acc);
+      else if (hist) acc = fmaf(load_any(w, wdt, (size_t)e * K + k), load_any(hist, hdt, ((size_t)b * E + e) * K + (tt + K)), acc);
     }
     float v = silu_f(acc);
     if (mask) v *= mask[(size_t)b * L + t];
@@ -88,6 +94,66 @@ __global__ void conv_state_write_kernel(const T* __restrict__ xz, void* __restri
   store_any(state, sdt, i, v);
 }
 
+// Continuation: the new state is the last K inputs of [old state columns 1..K-1, x]. One thread per (b, e)
+// walks k upwards; column k takes x[L-K+k] or, when L-K+k < 0, old column L+k (> k, so not yet overwritten):
+// safe in place. Launched after the conv kernel, which read the old columns as its history.
+template <class T>
+__global__ void conv_state_continue_kernel(const T* __restrict__ xz, void* state, mamba_dtype sdt, int B, int L, int E, int K) {
+  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i >= (size_t)B * E) return;
+  int e = static_cast<int>(i % E);
+  int b = static_cast<int>(i / E);
+  size_t base = i * K;
+  for (int k = 0; k < K; ++k) {
+    int t = L - K + k;
+    float v = t >= 0 ? to_f<T>(xz[((size_t)b * L + t) * 2 * E + e]) : load_any(state, sdt, base + (t + K));
+    store_any(state, sdt, base + k, v);
+  }
+}
+
+static void conv_fwd(mamba_context* ctx, const void* xz, mamba_dtype adt, const void* w, mamba_dtype wdt, const void* bias, mamba_dtype bdt,
+                     const float* mask, void* u, void* state, mamba_dtype sdt, int32_t B, int32_t L, int32_t E, int32_t K, bool cont) {
+  activate(ctx);
+  check_dtype(adt, "act_dtype");
+  check_dtype(wdt, "weight_dtype");
+  if (bias) check_dtype(bdt, "bias_dtype");
+  if (state) check_dtype(sdt, "state_dtype");
+  require(B >= 0 && L >= 0 && E > 0 && K >= 1, "bad shape");
+  require(B <= 65535, "batch exceeds 65535");
+  if (!B) return;
+  require(xz && w && (u || L == 0), "null pointer");
+  require(!cont || state, "continuation needs conv_state");
+  if (cont && L == 0) return;  // nothing to add: the state stays as it is
+  const void* hist = cont ? state : nullptr;
+  if (L > 0) {
+    dim3 grid(static_cast<unsigned>((E + kConvThreads - 1) / kConvThreads), static_cast<unsigned>((L + kConvTile - 1) / kConvTile), static_cast<unsigned>(B));
+    MAMBA_DISPATCH_DTYPE(adt, T, {
+      auto* x = static_cast<const T*>(xz);
+      auto* uo = static_cast<T*>(u);
+      switch (K) {
+        case 2: conv_fwd_kernel<T, 2><<<grid, kConvThreads, 0, ctx->stream>>>(x, w, wdt, bias, bdt, mask, uo, hist, sdt, L, E); break;
+        case 3: conv_fwd_kernel<T, 3><<<grid, kConvThreads, 0, ctx->stream>>>(x, w, wdt, bias, bdt, mask, uo, hist, sdt, L, E); break;
+        case 4: conv_fwd_kernel<T, 4><<<grid, kConvThreads, 0, ctx->stream>>>(x, w, wdt, bias, bdt, mask, uo, hist, sdt, L, E); break;
+        default: conv_fwd_generic_kernel<T><<<grid, kConvThreads, 0, ctx->stream>>>(x, w, wdt, bias, bdt, mask, uo, hist, sdt, L, E, K); break;
+      }
+    });
+    check_launch(ctx, "conv_fwd_kernel");
+  }
+  if (state && cont) {
+    size_t n = (size_t)B * E;
+    MAMBA_DISPATCH_DTYPE(adt, T, {
+      conv_state_continue_kernel<T><<<blocks_for((int64_t)n, 256), 256, 0, ctx->stream>>>(static_cast<const T*>(xz), state, sdt, B, L, E, K);
+    });
+    check_launch(ctx, "conv_state_continue_kernel");
+  } else if (state) {
+    size_t n = (size_t)B * E * K;
+    MAMBA_DISPATCH_DTYPE(adt, T, {
+      conv_state_write_kernel<T><<<blocks_for((int64_t)n, 256), 256, 0, ctx->stream>>>(static_cast<const T*>(xz), state, sdt, B, L, E, K);
+    });
+    check_launch(ctx, "conv_state_write_kernel");
+  }
+}
+
 }  // namespace mamba
 
 using namespace mamba;
@@ -95,36 +161,13 @@ using namespace mamba;
 extern "C" MAMBA_API mamba_status mamba_causal_conv1d_fwd(mamba_context* ctx, const void* xz, mamba_dtype adt, const void* w, mamba_dtype wdt,
                                                           const void* bias, mamba_dtype bdt, const float* mask, void* u, void* state,
                                                           mamba_dtype sdt, int32_t B, int32_t L, int32_t E, int32_t K) {
-  return guard("mamba_causal_conv1d_fwd", [&] { return format("(B %d, L %d, E %d, K %d, %s)", B, L, E, K, dtype_name(adt)); }, [&] {
-    activate(ctx);
-    check_dtype(adt, "act_dtype");
-    check_dtype(wdt, "weight_dtype");
-    if (bias) check_dtype(bdt, "bias_dtype");
-    if (state) check_dtype(sdt, "state_dtype");
-    require(B >= 0 && L >= 0 && E > 0 && K >= 1, "bad shape");
-    require(B <= 65535, "batch exceeds 65535");
-    if (!B) return;
-    require(xz && w && (u || L == 0), "null pointer");
-    if (L > 0) {
-      dim3 grid(static_cast<unsigned>((E + kConvThreads - 1) / kConvThreads), static_cast<unsigned>((L + kConvTile - 1) / kConvTile), static_cast<unsigned>(B));
-      MAMBA_DISPATCH_DTYPE(adt, T, {
-        auto* x = static_cast<const T*>(xz);
-        auto* uo = static_cast<T*>(u);
-        switch (K) {
-          case 2: conv_fwd_kernel<T, 2><<<grid, kConvThreads, 0, ctx->stream>>>(x, w, wdt, bias, bdt, mask, uo, L, E); break;
-          case 3: conv_fwd_kernel<T, 3><<<grid, kConvThreads, 0, ctx->stream>>>(x, w, wdt, bias, bdt, mask, uo, L, E); break;
-          case 4: conv_fwd_kernel<T, 4><<<grid, kConvThreads, 0, ctx->stream>>>(x, w, wdt, bias, bdt, mask, uo, L, E); break;
-          default: conv_fwd_generic_kernel<T><<<grid, kConvThreads, 0, ctx->stream>>>(x, w, wdt, bias, bdt, mask, uo, L, E, K); break;
-        }
-      });
-      check_launch(ctx, "conv_fwd_kernel");
-    }
-    if (state) {
-      size_t n = (size_t)B * E * K;
-      MAMBA_DISPATCH_DTYPE(adt, T, {
-        conv_state_write_kernel<T><<<blocks_for((int64_t)n, 256), 256, 0, ctx->stream>>>(static_cast<const T*>(xz), state, sdt, B, L, E, K);
-      });
-      check_launch(ctx, "conv_state_write_kernel");
-    }
-  });
+  return guard("mamba_causal_conv1d_fwd", [&] { return format("(B %d, L %d, E %d, K %d, %s)", B, L, E, K, dtype_name(adt)); },
+               [&] { conv_fwd(ctx, xz, adt, w, wdt, bias, bdt, mask, u, state, sdt, B, L, E, K, false); });
+}
+
+extern "C" MAMBA_API mamba_status mamba_causal_conv1d_fwd_continue(mamba_context* ctx, const void* xz, mamba_dtype adt, const void* w,
+                                                                   mamba_dtype wdt, const void* bias, mamba_dtype bdt, void* u, void* state,
+                                                                   mamba_dtype sdt, int32_t B, int32_t L, int32_t E, int32_t K) {
+  return guard("mamba_causal_conv1d_fwd_continue", [&] { return format("(B %d, L %d, E %d, K %d, %s)", B, L, E, K, dtype_name(adt)); },
+               [&] { conv_fwd(ctx, xz, adt, w, wdt, bias, bdt, nullptr, u, state, sdt, B, L, E, K, true); });
 }

@@ -55,6 +55,9 @@ void activate(mamba_context* ctx);  // validates ctx and makes its device curren
 size_t dtype_size(mamba_dtype dt);
 void check_dtype(mamba_dtype dt, const char* name);
 const char* dtype_name(mamba_dtype dt);
+// MAMBA_LEGACY_KERNELS=1 (read once): the pre-ABI-3 decode kernels (warp-per-row add+RMSNorm, thread-per-channel
+// state update, cuBLAS for every linear). For A/B benchmarking and bisecting only.
+bool legacy_kernels();
 inline void require(bool cond, const char* what) {
   if (!cond) fail(MAMBA_ERR_INVALID_ARGUMENT, what);
 }

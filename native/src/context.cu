@@ -2,6 +2,8 @@
 // context (device, non-blocking stream, cuBLAS handle, grow-only workspaces).
 #include "common.cuh"
 
+#include <cstdlib>
+
 #include <cstring>
 #include <vector>
 
@@ -128,6 +130,16 @@ void check_dtype(mamba_dtype dt, const char* name) {
 }  // namespace mamba
 
 using namespace mamba;
+
+namespace mamba {
+bool legacy_kernels() {
+  static const bool v = [] {
+    const char* s = std::getenv("MAMBA_LEGACY_KERNELS");
+    return s && s[0] && s[0] != '0';
+  }();
+  return v;
+}
+}  // namespace mamba
 
 extern "C" {
 

@@ -3,7 +3,14 @@
 // fp32: CUBLAS_COMPUTE_32F with CUBLAS_DEFAULT_MATH (the context never enables TF32).
 // A bias is broadcast into y first and the GEMM runs with beta = 1, so y is rounded once.
 // F32 x with 16-bit w: x is rounded to w's dtype and the 16-bit GEMM runs (F32 or 16-bit y).
+// m = 1 row (a batch-1 decode step; up to MAMBA_GEMV_MAX_ROWS <= 8 rows if set — measured slower than cuBLAS
+// at 8 rows, where x is re-read with scalar loads) takes a GEMV kernel instead of cuBLAS: one warp per output column reads its weight
+// row with 16-byte loads, every lane accumulates all m rows in fp32 (x rounded to w's dtype on the fly), a
+// butterfly sum over the warp, + bias, one rounding. No workspace, so it is graph-capturable.
+// MAMBA_LEGACY_KERNELS=1 keeps cuBLAS for every shape.
 #include "common.cuh"
+
+#include <cstdlib>
 
 namespace mamba {
 
@@ -36,6 +43,95 @@ void gemm_ex(mamba_context* ctx, cublasOperation_t ta, cublasOperation_t tb, int
                "cublasGemmEx");
 }
 
+constexpr int kGemvMaxRows = 8;
+constexpr int kGemvWarps = 8;  // warps (output columns) per 256-thread block
+
+// Rounds v to TW's precision (identity for float).
+template <class TW> __device__ __forceinline__ float round_to(float v) { return to_f<TW>(from_f<TW>(v)); }
+
+template <class TW, class TX, class TY, int M>
+__global__ void __launch_bounds__(256) gemv_kernel(const TX* __restrict__ x, const TW* __restrict__ w, const void* __restrict__ bias,
+                                                   mamba_dtype bdt, TY* __restrict__ y, int m, int n, int k, bool vec) {
+  const int col = blockIdx.x * kGemvWarps + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (col >= n) return;  // whole warps only
+  const TW* __restrict__ wr = w + (size_t)col * k;
+  float acc[M];
+#pragma unroll
+  for (int r = 0; r < M; ++r) acc[r] = 0.f;
+  if (vec) {
+    constexpr int V = 16 / sizeof(TW);
+#pragma unroll 2
+    for (int base = lane * V; base < k; base += 32 * V) {
+      const uint4 raw = __ldg(reinterpret_cast<const uint4*>(wr + base));
+      const TW* wv = reinterpret_cast<const TW*>(&raw);
+#pragma unroll
+      for (int i = 0; i < V; ++i) {
+        const float wf = to_f<TW>(wv[i]);
+#pragma unroll
+        for (int r = 0; r < M; ++r)
+          if (r < m) acc[r] = fmaf(wf, round_to<TW>(to_f<TX>(x[(size_t)r * k + base + i])), acc[r]);
+      }
+    }
+  } else {
+    for (int j = lane; j < k; j += 32) {
+      const float wf = to_f<TW>(wr[j]);
+#pragma unroll
+      for (int r = 0; r < M; ++r)
+        if (r < m) acc[r] = fmaf(wf, round_to<TW>(to_f<TX>(x[(size_t)r * k + j])), acc[r]);
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < M; ++r) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], o);
+  }
+  if (lane == 0) {
+    const float bv = bias ? load_any(bias, bdt, col) : 0.f;
+#pragma unroll
+    for (int r = 0; r < M; ++r)
+      if (r < m) y[(size_t)r * n + col] = from_f<TY>(acc[r] + bv);
+  }
+}
+
+template <class TW, class TX, class TY>
+void launch_gemv(mamba_context* ctx, const void* x, const void* w, const void* bias, mamba_dtype bdt, void* y, int m, int n, int k) {
+  constexpr int V = 16 / sizeof(TW);
+  const bool vec = k % V == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0;
+  const unsigned blocks = static_cast<unsigned>((n + kGemvWarps - 1) / kGemvWarps);
+  auto* xp = static_cast<const TX*>(x);
+  auto* wp = static_cast<const TW*>(w);
+  auto* yp = static_cast<TY*>(y);
+  if (m == 1) gemv_kernel<TW, TX, TY, 1><<<blocks, 256, 0, ctx->stream>>>(xp, wp, bias, bdt, yp, m, n, k, vec);
+  else gemv_kernel<TW, TX, TY, kGemvMaxRows><<<blocks, 256, 0, ctx->stream>>>(xp, wp, bias, bdt, yp, m, n, k, vec);
+  check_launch(ctx, "gemv_kernel");
+}
+
+// y (ydt, = wdt or F32) = x (xdt, = wdt or F32) · wᵀ + bias for m <= 8. Returns false when the combination is not covered.
+static int gemv_max_rows() {
+  static const int v = [] {
+    const char* s = std::getenv("MAMBA_GEMV_MAX_ROWS");
+    int r = s ? std::atoi(s) : 1;
+    return r < 0 ? 0 : (r > kGemvMaxRows ? kGemvMaxRows : r);
+  }();
+  return v;
+}
+
+bool try_gemv(mamba_context* ctx, const void* x, mamba_dtype xdt, const void* w, mamba_dtype wdt, const void* bias, mamba_dtype bdt,
+              void* y, mamba_dtype ydt, int64_t m, int64_t n, int64_t k) {
+  if (legacy_kernels() || m > gemv_max_rows() || n > 2147483647LL || k > 2147483647LL) return false;
+  if (!(xdt == wdt || xdt == MAMBA_DTYPE_F32) || !(ydt == wdt || ydt == MAMBA_DTYPE_F32)) return false;
+  const int mi = static_cast<int>(m), ni = static_cast<int>(n), ki = static_cast<int>(k);
+  const bool xf = xdt == MAMBA_DTYPE_F32, yf = ydt == MAMBA_DTYPE_F32;
+  MAMBA_DISPATCH_DTYPE(wdt, TW, {
+    if (xf && yf) launch_gemv<TW, float, float>(ctx, x, w, bias, bdt, y, mi, ni, ki);
+    else if (xf) launch_gemv<TW, float, TW>(ctx, x, w, bias, bdt, y, mi, ni, ki);
+    else if (yf) launch_gemv<TW, TW, float>(ctx, x, w, bias, bdt, y, mi, ni, ki);
+    else launch_gemv<TW, TW, TW>(ctx, x, w, bias, bdt, y, mi, ni, ki);
+  });
+  return true;
+}
+
 }  // namespace mamba
 
 using namespace mamba;
@@ -51,6 +147,7 @@ extern "C" MAMBA_API mamba_status mamba_linear(mamba_context* ctx, const void* x
     require(m >= 0 && n > 0 && k > 0, "bad shape");
     if (!m) return;
     require(x && w && y, "null pointer");
+    if (try_gemv(ctx, x, xdt, w, wdt, bias, bdt, y, ydt, m, n, k)) return;
     mamba_dtype cdt = xdt;
     const void* xa = x;
     const void* wa = w;

@@ -13,7 +13,8 @@
 //               is one MUFU.EX2; per-thread partial readouts go to shared memory;
 //      phase 3  y = Σ partials + D·u, gated by SiLU(z) in fp32, rounded once and stored coalesced.
 //    B and C are read once per block per tile (shared by its CH channels), not once per channel.
-//    The final state (fp32) is written if asked.
+//    The final state (fp32) is written if asked. mamba_selective_scan_continue starts from that state
+//    instead of zero (chunked prefill) and overwrites it in place.
 #include "common.cuh"
 
 #include <cstdlib>
@@ -37,6 +38,7 @@ struct ScanArgs {
   const float* A;
   const float* D;
   float* state;
+  int init_state;  // 1: state is also the initial state s_{-1} (continuation), read before it is overwritten
   int B, L, E, N, R, ld;
   int mode;  // diagnostics only (MAMBA_SCAN_MODE): bit 0 skips the recurrence, bit 1 uses libm softplus/SiLU
 };
@@ -91,7 +93,8 @@ __global__ void __launch_bounds__(128) scan_fwd_kernel(const ScanArgs a) {
   for (int s = 0; s < SPT; ++s) {
     int n = j * SPT + s;
     Ap[s] = (e2 < E && n < N) ? a.A[(size_t)e2 * N + n] * kLog2e : 0.f;
-    h[s] = 0.f;
+    // Continuation: each thread reads exactly the state entries it writes at the end (no cross-thread hazard).
+    h[s] = (a.init_state && e2 < E && n < N) ? a.state[((size_t)b * E + e2) * N + n] : 0.f;
   }
 
   // Registers holding the next tile's inputs in their storage type (software pipelining: the loads fly
@@ -308,6 +311,35 @@ float* dt_proj(mamba_context* ctx, const void* dbc, mamba_dtype adt, int64_t row
   return delta;
 }
 
+static void scan_impl(mamba_context* ctx, const void* u, const void* dbc, const void* xz, void* y, mamba_dtype adt, const void* dt_w,
+                      mamba_dtype wdt, const void* dt_b, mamba_dtype bdt, const float* A, const float* D, float* state, int32_t B,
+                      int32_t L, int32_t E, int32_t N, int32_t R, bool cont) {
+  activate(ctx);
+  check_dtype(adt, "act_dtype");
+  check_dtype(wdt, "dt_weight_dtype");
+  check_dtype(bdt, "dt_bias_dtype");
+  require(B >= 0 && L >= 0 && E > 0 && N > 0 && R > 0, "bad shape");
+  require(B <= 65535, "batch exceeds 65535");
+  if (N > 256) fail(MAMBA_ERR_UNSUPPORTED, format("d_state %d > 256 is not supported", N));
+  if (!B) return;
+  require(dt_w && dt_b && A, "null parameter pointer");
+  require(!cont || state, "continuation needs a state");
+  if (L == 0) {
+    if (state && !cont) check_cuda(cudaMemsetAsync(state, 0, (size_t)B * E * N * 4, ctx->stream), "cudaMemsetAsync state");
+    return;
+  }
+  require(u && dbc && xz && y, "null activation pointer");
+  const int ld = R + 2 * N;
+  ScanArgs a{};
+  a.u = u; a.dbc = dbc; a.xz = xz; a.y = y;
+  a.delta = dt_proj(ctx, dbc, adt, (int64_t)B * L, ld, dt_w, wdt, E, R);
+  a.dt_bias = dt_b; a.dt_bias_dtype = bdt; a.A = A; a.D = D; a.state = state;
+  a.init_state = cont ? 1 : 0;
+  a.B = B; a.L = L; a.E = E; a.N = N; a.R = R; a.ld = ld;
+  a.mode = scan_mode();
+  MAMBA_DISPATCH_DTYPE(adt, T, { dispatch_scan<T>(ctx, a); });
+}
+
 }  // namespace mamba
 
 using namespace mamba;
@@ -316,28 +348,14 @@ extern "C" MAMBA_API mamba_status mamba_selective_scan_fwd(mamba_context* ctx, c
                                                            mamba_dtype adt, const void* dt_w, mamba_dtype wdt, const void* dt_b, mamba_dtype bdt,
                                                            const float* A, const float* D, float* state, int32_t B, int32_t L, int32_t E,
                                                            int32_t N, int32_t R) {
-  return guard("mamba_selective_scan_fwd", [&] { return format("(B %d, L %d, E %d, N %d, R %d, %s)", B, L, E, N, R, dtype_name(adt)); }, [&] {
-    activate(ctx);
-    check_dtype(adt, "act_dtype");
-    check_dtype(wdt, "dt_weight_dtype");
-    check_dtype(bdt, "dt_bias_dtype");
-    require(B >= 0 && L >= 0 && E > 0 && N > 0 && R > 0, "bad shape");
-    require(B <= 65535, "batch exceeds 65535");
-    if (N > 256) fail(MAMBA_ERR_UNSUPPORTED, format("d_state %d > 256 is not supported", N));
-    if (!B) return;
-    require(dt_w && dt_b && A, "null parameter pointer");
-    if (L == 0) {
-      if (state) check_cuda(cudaMemsetAsync(state, 0, (size_t)B * E * N * 4, ctx->stream), "cudaMemsetAsync state");
-      return;
-    }
-    require(u && dbc && xz && y, "null activation pointer");
-    const int ld = R + 2 * N;
-    ScanArgs a{};
-    a.u = u; a.dbc = dbc; a.xz = xz; a.y = y;
-    a.delta = dt_proj(ctx, dbc, adt, (int64_t)B * L, ld, dt_w, wdt, E, R);
-    a.dt_bias = dt_b; a.dt_bias_dtype = bdt; a.A = A; a.D = D; a.state = state;
-    a.B = B; a.L = L; a.E = E; a.N = N; a.R = R; a.ld = ld;
-    a.mode = scan_mode();
-    MAMBA_DISPATCH_DTYPE(adt, T, { dispatch_scan<T>(ctx, a); });
-  });
+  return guard("mamba_selective_scan_fwd", [&] { return format("(B %d, L %d, E %d, N %d, R %d, %s)", B, L, E, N, R, dtype_name(adt)); },
+               [&] { scan_impl(ctx, u, dbc, xz, y, adt, dt_w, wdt, dt_b, bdt, A, D, state, B, L, E, N, R, false); });
+}
+
+extern "C" MAMBA_API mamba_status mamba_selective_scan_continue(mamba_context* ctx, const void* u, const void* dbc, const void* xz, void* y,
+                                                                mamba_dtype adt, const void* dt_w, mamba_dtype wdt, const void* dt_b,
+                                                                mamba_dtype bdt, const float* A, const float* D, float* state, int32_t B,
+                                                                int32_t L, int32_t E, int32_t N, int32_t R) {
+  return guard("mamba_selective_scan_continue", [&] { return format("(B %d, L %d, E %d, N %d, R %d, %s)", B, L, E, N, R, dtype_name(adt)); },
+               [&] { scan_impl(ctx, u, dbc, xz, y, adt, dt_w, wdt, dt_b, bdt, A, D, state, B, L, E, N, R, true); });
 }

@@ -2,6 +2,10 @@
 // Δ = softplus(W_dt[e, :]·δ̃ + b_dt[e]); s ← ex2(Δ·A·log2 e)⊙s + (Δ·u)·B; y = (Σ_n s·C + D·u)·SiLU(z).
 // One thread per (b, e); δ̃, B and C of the batch row are staged in shared memory; the fp32 state is
 // updated in place. Same arithmetic order as the prefill scan, so decode continues it exactly.
+// For N <= 32 (the default path) a group of G = pow2 >= N lanes owns one channel: lane n holds state n, so the
+// state and W_dt row reads/writes of a warp are contiguous (coalesced), and the Δ dot product and the C readout
+// are butterfly sums over the group (every lane gets the same bits). MAMBA_LEGACY_KERNELS=1 selects the
+// thread-per-channel kernel (also used for N > 32).
 #include "common.cuh"
 
 namespace mamba {
@@ -44,6 +48,54 @@ __global__ void __launch_bounds__(128) state_update_kernel(const T* __restrict__
   y[(size_t)b * E + e] = from_f<T>(yv * silu_f(z));
 }
 
+template <class T, int G>
+__global__ void __launch_bounds__(128) state_update_group_kernel(const T* __restrict__ u, const T* __restrict__ dbc, const T* __restrict__ xz,
+                                                                 T* __restrict__ y, const void* __restrict__ dt_w, mamba_dtype wdt,
+                                                                 const void* __restrict__ dt_b, mamba_dtype bdt, const float* __restrict__ A,
+                                                                 const float* __restrict__ D, float* __restrict__ state, int E, int N, int R) {
+  extern __shared__ float s_dbc[];  // [R + 2N]
+  constexpr int CPB = 128 / G;      // channels per block
+  const int b = blockIdx.y;
+  const int ld = R + 2 * N;
+  for (int i = threadIdx.x; i < ld; i += blockDim.x) s_dbc[i] = to_f<T>(dbc[(size_t)b * ld + i]);
+  __syncthreads();
+  const int n = threadIdx.x % G;
+  const int e = blockIdx.x * CPB + threadIdx.x / G;
+  const bool e_ok = e < E;  // no early return: the whole warp takes part in the shuffles
+  float dr = 0.f;
+  if (e_ok)
+    for (int r = n; r < R; r += G) dr = fmaf(load_any(dt_w, wdt, (size_t)e * R + r), s_dbc[r], dr);
+#pragma unroll
+  for (int o = G / 2; o > 0; o >>= 1) dr += __shfl_xor_sync(0xffffffffu, dr, o, G);
+  const float dv = softplus_f(dr + (e_ok ? load_any(dt_b, bdt, e) : 0.f));
+  const float uv = e_ok ? to_f<T>(u[(size_t)b * E + e]) : 0.f;
+  const float duv = dv * uv;
+  float part = 0.f;
+  if (e_ok && n < N) {
+    float* st = state + ((size_t)b * E + e) * N + n;
+    const float dA = ex2_approx(dv * (A[(size_t)e * N + n] * kLog2eU));
+    const float h = fmaf(dA, *st, duv * s_dbc[R + n]);
+    *st = h;
+    part = h * s_dbc[R + N + n];
+  }
+#pragma unroll
+  for (int o = G / 2; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o, G);
+  if (e_ok && n == 0) {
+    float yv = part + (D ? D[e] : 0.f) * uv;
+    float z = to_f<T>(xz[(size_t)b * 2 * E + E + e]);
+    y[(size_t)b * E + e] = from_f<T>(yv * silu_f(z));
+  }
+}
+
+template <class T, int G>
+void launch_group(mamba_context* ctx, const T* u, const T* dbc, const T* xz, T* y, const void* dt_w, mamba_dtype wdt, const void* dt_b,
+                  mamba_dtype bdt, const float* A, const float* D, float* state, int B, int E, int N, int R) {
+  constexpr int CPB = 128 / G;
+  dim3 grid(static_cast<unsigned>((E + CPB - 1) / CPB), static_cast<unsigned>(B));
+  size_t smem = sizeof(float) * (R + 2 * N);
+  state_update_group_kernel<T, G><<<grid, 128, smem, ctx->stream>>>(u, dbc, xz, y, dt_w, wdt, dt_b, bdt, A, D, state, E, N, R);
+}
+
 }  // namespace mamba
 
 using namespace mamba;
@@ -61,6 +113,22 @@ extern "C" MAMBA_API mamba_status mamba_selective_state_update(mamba_context* ct
     require(R + 2 * N <= 12000, "dt_rank + 2*d_state too large");
     if (!B) return;
     require(u && dbc && xz && y && dt_w && dt_b && A && state, "null pointer");
+    if (N <= 32 && !legacy_kernels()) {
+      MAMBA_DISPATCH_DTYPE(adt, T, {
+        auto* up = static_cast<const T*>(u);
+        auto* dp = static_cast<const T*>(dbc);
+        auto* xp = static_cast<const T*>(xz);
+        auto* yp = static_cast<T*>(y);
+        if (N <= 1) launch_group<T, 1>(ctx, up, dp, xp, yp, dt_w, wdt, dt_b, bdt, A, D, state, B, E, N, R);
+        else if (N <= 2) launch_group<T, 2>(ctx, up, dp, xp, yp, dt_w, wdt, dt_b, bdt, A, D, state, B, E, N, R);
+        else if (N <= 4) launch_group<T, 4>(ctx, up, dp, xp, yp, dt_w, wdt, dt_b, bdt, A, D, state, B, E, N, R);
+        else if (N <= 8) launch_group<T, 8>(ctx, up, dp, xp, yp, dt_w, wdt, dt_b, bdt, A, D, state, B, E, N, R);
+        else if (N <= 16) launch_group<T, 16>(ctx, up, dp, xp, yp, dt_w, wdt, dt_b, bdt, A, D, state, B, E, N, R);
+        else launch_group<T, 32>(ctx, up, dp, xp, yp, dt_w, wdt, dt_b, bdt, A, D, state, B, E, N, R);
+      });
+      check_launch(ctx, "state_update_group_kernel");
+      return;
+    }
     dim3 grid(static_cast<unsigned>((E + 127) / 128), static_cast<unsigned>(B));
     size_t smem = sizeof(float) * (R + 2 * N);
     MAMBA_DISPATCH_DTYPE(adt, T, {

@@ -51,12 +51,21 @@ internal static unsafe partial class NativeMethods
         IntPtr bias, int biasDType, IntPtr mask, IntPtr u, IntPtr convState, int stateDType, int batch, int length, int channels, int width);
 
     [LibraryImport(Library)]
+    internal static partial int mamba_causal_conv1d_fwd_continue(MambaContextHandle context, IntPtr xz, int actDType, IntPtr weight, int weightDType,
+        IntPtr bias, int biasDType, IntPtr u, IntPtr convState, int stateDType, int batch, int length, int channels, int width);
+
+    [LibraryImport(Library)]
     internal static partial int mamba_causal_conv1d_update(MambaContextHandle context, IntPtr xz, int actDType, IntPtr weight, int weightDType,
         IntPtr bias, int biasDType, IntPtr convState, int stateDType, IntPtr u, int batch, int channels, int width);
 
     [LibraryImport(Library)]
     internal static partial int mamba_selective_scan_fwd(MambaContextHandle context, IntPtr u, IntPtr dbc, IntPtr xz, IntPtr y, int actDType,
         IntPtr dtWeight, int dtWeightDType, IntPtr dtBias, int dtBiasDType, IntPtr a, IntPtr d, IntPtr stateOut,
+        int batch, int length, int channels, int dState, int dtRank);
+
+    [LibraryImport(Library)]
+    internal static partial int mamba_selective_scan_continue(MambaContextHandle context, IntPtr u, IntPtr dbc, IntPtr xz, IntPtr y, int actDType,
+        IntPtr dtWeight, int dtWeightDType, IntPtr dtBias, int dtBiasDType, IntPtr a, IntPtr d, IntPtr state,
         int batch, int length, int channels, int dState, int dtRank);
 
     [LibraryImport(Library)]

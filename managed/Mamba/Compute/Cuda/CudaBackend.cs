@@ -309,6 +309,29 @@ public sealed class CudaBackend : IMambaBackend
     }
 
     /// <inheritdoc />
+    public bool SupportsContinuation => true;
+
+    /// <inheritdoc />
+    public void CausalConv1dContinue(DeviceTensor xz, DeviceTensor weight, DeviceTensor? bias, DeviceTensor u, DeviceTensor convState)
+    {
+        var x = Cuda(xz, nameof(xz));
+        if (x.Shape.Length != 3) throw new ArgumentException($"xz must be [B, L, 2E], got {x.ShapeText}", nameof(xz));
+        if (x.Dim(2) % 2 != 0) throw new ArgumentException($"xz must have an even last dimension (x and z), got {x.ShapeText}", nameof(xz));
+        int batch = x.Dim(0), length = x.Dim(1), inner = x.Dim(2) / 2;
+        var w = Cuda(weight, nameof(weight));
+        int kernel = w.Dim(-1);
+        if (w.ElementCount != (long)inner * kernel) throw new ArgumentException($"weight {w.ShapeText} is not [{inner}, K]", nameof(weight));
+        var ut = Cuda(u, nameof(u));
+        Expect(ut, nameof(u), (long)batch * length, inner);
+        SameDType(x, ut, nameof(u));
+        var (bp, bdt) = Optional(bias, inner, nameof(bias));
+        var st = Cuda(convState, nameof(convState));
+        Expect(st, nameof(convState), (long)batch * inner, kernel);
+        Check(NativeMethods.mamba_causal_conv1d_fwd_continue(Ctx, x.Pointer, (int)x.DType, w.Pointer, (int)w.DType, bp, bdt, ut.Pointer,
+            st.Pointer, (int)st.DType, batch, length, inner, kernel), "causal_conv1d_continue");
+    }
+
+    /// <inheritdoc />
     public void CausalConv1dStep(DeviceTensor xz, DeviceTensor weight, DeviceTensor? bias, DeviceTensor convState, DeviceTensor u)
     {
         var x = Cuda(xz, nameof(xz));
@@ -347,6 +370,22 @@ public sealed class CudaBackend : IMambaBackend
         Check(NativeMethods.mamba_selective_scan_fwd(Ctx, ut.Pointer, Cuda(dbc, nameof(dbc)).Pointer, Cuda(xz, nameof(xz)).Pointer, Cuda(y, nameof(y)).Pointer,
             (int)ut.DType, p.W.Pointer, (int)p.W.DType, p.Bias.Pointer, (int)p.Bias.DType, p.A.Pointer, p.D.Pointer, sp,
             batch, length, p.Inner, p.State, p.Rank), "selective_scan");
+    }
+
+    /// <inheritdoc />
+    public void SelectiveScanContinue(SsmParameters ssm, DeviceTensor u, DeviceTensor dbc, DeviceTensor xz, DeviceTensor y, DeviceTensor ssmState)
+    {
+        var p = Ssm(ssm, u, dbc, xz, y, out int rows);
+        var ut = Cuda(u, nameof(u));
+        int batch = ut.Shape.Length == 3 ? ut.Dim(0) : 1;
+        if (batch <= 0 || rows % batch != 0) throw new ArgumentException($"u {ut.ShapeText} has no whole batch rows", nameof(u));
+        int length = rows / batch;
+        var st = Cuda(ssmState, nameof(ssmState));
+        RequireF32(st, nameof(ssmState));
+        Expect(st, nameof(ssmState), (long)batch * p.Inner, p.State);
+        Check(NativeMethods.mamba_selective_scan_continue(Ctx, ut.Pointer, Cuda(dbc, nameof(dbc)).Pointer, Cuda(xz, nameof(xz)).Pointer, Cuda(y, nameof(y)).Pointer,
+            (int)ut.DType, p.W.Pointer, (int)p.W.DType, p.Bias.Pointer, (int)p.Bias.DType, p.A.Pointer, p.D.Pointer, st.Pointer,
+            batch, length, p.Inner, p.State, p.Rank), "selective_scan_continue");
     }
 
     /// <inheritdoc />
