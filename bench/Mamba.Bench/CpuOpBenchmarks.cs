@@ -50,6 +50,32 @@ public class CpuOpBenchmarks
     /// <summary>Selective scan (Δ projection, softplus, D skip, gating) over [L, 1536] with N = 16.</summary>
     [Benchmark] public void SelectiveScan() => _cpu.SelectiveScan(_ssm, _u, _dbc, _xz, _y, null);
 
+    private float[] _delta = null!, _aT = null!;
+
+    [GlobalSetup(Targets = [nameof(ScanRecurrenceOnly), nameof(DeltaSoftplusOnly)])]
+    public void SetupParts()
+    {
+        Setup();
+        _delta = new float[Tokens * E];
+        var rng = new Random(3);
+        for (int i = 0; i < _delta.Length; i++) _delta[i] = (float)(rng.NextDouble() * 0.1);
+        _aT = new float[N * E];
+        for (int i = 0; i < _aT.Length; i++) _aT[i] = -(i / E + 1);
+    }
+
+    /// <summary>The scan's recurrence alone (Δ given): the exp-bound part of <see cref="SelectiveScan"/>.</summary>
+    [Benchmark]
+    public void ScanRecurrenceOnly() => CpuSelectiveScan.Run(((CpuTensor)_u).Data, _delta, ((CpuTensor)_dbc).Data, ((CpuTensor)_xz).Data, _aT,
+        ((CpuTensor)_ssm.D).Data, ((CpuTensor)_y).Data, default, false, 1, Tokens, E, R, N, new ParallelOptions());
+
+    /// <summary>Δ = softplus(δ̃·W_dtᵀ + b): the GEMM and the bias + softplus pass in front of the recurrence.</summary>
+    [Benchmark]
+    public void DeltaSoftplusOnly()
+    {
+        CpuGemm.Linear(((CpuTensor)_dbc).Data, R + 2 * N, ((CpuTensor)_ssm.DtProjWeight).Data, default, _delta, Tokens, E, R, new ParallelOptions());
+        CpuMath.AddBiasSoftplusRows(_delta, ((CpuTensor)_ssm.DtProjBias).Data);
+    }
+
     /// <summary>Residual add + RMSNorm over [L, 768].</summary>
     [Benchmark] public void AddRmsNorm() => _cpu.AddRmsNorm(_residual, _a, _norm, 1e-5f, _a);
 }

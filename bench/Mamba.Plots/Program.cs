@@ -39,7 +39,8 @@ byBatch.ShowLegend(Alignment.UpperLeft);
 byBatch.SavePng(Path.Combine(args[0], "tokens-vs-batch.png"), 1000, 650);
 
 var byLength = new Plot();
-foreach (var group in rows.GroupBy(r => Label(r, $"B={Int(r, "batch")}")))
+foreach (var group in rows.Where(r => r.TryGetProperty("chunk_tokens", out var c) && c.GetInt32() > 0)
+             .GroupBy(r => Label(r, $"B={Int(r, "batch")} chunk={Int(r, "chunk_tokens")}")))
 {
     var points = group.OrderBy(r => Int(r, "prompt_tokens")).ToArray();
     if (points.Length < 2) continue;
@@ -56,6 +57,14 @@ byLength.XLabel("log2(prompt tokens)");
 byLength.YLabel("tokens/s");
 byLength.Axes.Right.Label.Text = "peak device MiB";
 byLength.ShowLegend(Alignment.LowerLeft);
+// From zero: flat memory and linear time should look flat, not be magnified by auto-scaling.
+var chunkedRows = rows.Where(r => r.TryGetProperty("chunk_tokens", out var c) && c.GetInt32() > 0).ToArray();
+if (chunkedRows.Length > 0)
+{
+    byLength.Axes.AutoScale();
+    byLength.Axes.SetLimitsY(0, chunkedRows.Max(r => Num(r, "prefill_tokens_per_second")) * 1.15, byLength.Axes.Left);
+    byLength.Axes.SetLimitsY(0, chunkedRows.Max(r => Num(r, "peak_bytes")) / 1048576.0 * 1.15, byLength.Axes.Right);
+}
 byLength.SavePng(Path.Combine(args[0], "tokens-vs-length.png"), 1000, 650);
 Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{rows.Count} measurements -> {args[0]}/tokens-vs-batch.png, tokens-vs-length.png"));
 return 0;

@@ -296,11 +296,21 @@ public sealed class CpuBackend : IMambaBackend
             state = st.Data;
         }
         // Δ = softplus(δ̃·W_dtᵀ + b_dt): a GEMM over the δ̃ columns of dbc (row stride R+2N), then a fused bias + softplus pass.
-        var delta = new float[(long)rows * inner];
-        CpuGemm.Linear(dbcT.Data, rank + 2 * n, wdt.Data, default, delta, rows, inner, rank, _parallel);
-        CpuMath.AddBiasSoftplusRows(delta, Cpu(ssm.DtProjBias, "ssm.DtProjBias").Data);
-        CpuSelectiveScan.Run(ut.Data, delta, dbcT.Data, Cpu(xz, nameof(xz)).Data, Transpose(a.Data, inner, n), Cpu(ssm.D, "ssm.D").Data,
-            yt.Data, state, useInitialState, batch, length, inner, rank, n, _parallel);
+        // Pooled: a fresh multi-megabyte array per layer would land on the large-object heap and cost gen-2 collections.
+        int count = checked(rows * inner);
+        var delta = System.Buffers.ArrayPool<float>.Shared.Rent(count);
+        try
+        {
+            var deltaSpan = delta.AsSpan(0, count);
+            CpuGemm.Linear(dbcT.Data, rank + 2 * n, wdt.Data, default, deltaSpan, rows, inner, rank, _parallel);
+            CpuMath.AddBiasSoftplusRows(deltaSpan, Cpu(ssm.DtProjBias, "ssm.DtProjBias").Data);
+            CpuSelectiveScan.Run(ut.Data, deltaSpan, dbcT.Data, Cpu(xz, nameof(xz)).Data, Transpose(a.Data, inner, n), Cpu(ssm.D, "ssm.D").Data,
+                yt.Data, state, useInitialState, batch, length, inner, rank, n, _parallel);
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<float>.Shared.Return(delta);
+        }
     }
 
     /// <inheritdoc />
