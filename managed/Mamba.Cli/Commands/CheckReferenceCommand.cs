@@ -36,7 +36,7 @@ internal static class CheckReferenceCommand
             Console.WriteLine($"backend   {backend.Description}, activations {activation.ToShortName()}");
             Console.WriteLine();
             Console.WriteLine($"{"tensor",-34} {"max abs err",12} {"rel err",12} {"tolerance",10}  result");
-            var rows = ReferenceCheck.Run(lm, fixtureDir, groups);
+            var rows = ReferenceCheck.Run(lm, fixtureDir, groups, modelDir);
             foreach (var row in rows) Console.WriteLine(row.Format());
             int failed = rows.Count(r => !r.Passed);
             Console.WriteLine();

@@ -27,9 +27,14 @@ public static class ReferenceCheck
     /// <summary>The default selection: everything except grad (training is a later feature).</summary>
     public static readonly string[] DefaultGroups = ["forward", "cache", "step", "loss", "padded", "generate"];
 
-    /// <summary>Runs the selected <paramref name="groups"/> of the fixture in <paramref name="fixtureDir"/> against <paramref name="model"/>.</summary>
-    public static IReadOnlyList<ReferenceRow> Run(MambaForCausalLM model, string fixtureDir, IReadOnlyCollection<string> groups)
+    /// <summary>
+    /// Runs the selected <paramref name="groups"/> of the fixture in <paramref name="fixtureDir"/> against <paramref name="model"/>.
+    /// <paramref name="modelDir"/> (default <c>&lt;fixtureDir&gt;/model</c>) is where the model came from: the low-precision
+    /// generate rule reloads it in float32 on the CPU as its judge.
+    /// </summary>
+    public static IReadOnlyList<ReferenceRow> Run(MambaForCausalLM model, string fixtureDir, IReadOnlyCollection<string> groups, string? modelDir = null)
     {
+        modelDir ??= Path.Combine(fixtureDir, "model");
         foreach (var g in groups)
             if (!AllGroups.Contains(g)) throw new ArgumentException($"unknown group '{g}' (expected {string.Join(", ", AllGroups)})", nameof(groups));
         var referencePath = Path.Combine(fixtureDir, "reference.safetensors");
@@ -137,7 +142,7 @@ public static class ReferenceCheck
             else rows.Add(new ReferenceRow("padded", "padded.logits", double.NaN, double.NaN, forwardTol, true, "not in this fixture") { Compared = false });
         }
         if (groups.Contains("generate"))
-            rows.Add(CheckGenerate(model, reference, Ids("generate.prompt"), Ids("generate.greedy"), lowPrecision, forwardTol, fixtureDir));
+            rows.Add(CheckGenerate(model, reference, Ids("generate.prompt"), Ids("generate.greedy"), lowPrecision, forwardTol, modelDir));
         if (groups.Contains("grad"))
             foreach (var name in reference.Tensors.Keys.Where(n => n.StartsWith("grad.", StringComparison.Ordinal)).Order(StringComparer.Ordinal))
                 rows.Add(new ReferenceRow("grad", name, double.NaN, double.NaN, gradTol, false, "gradients are not implemented yet"));
@@ -145,7 +150,7 @@ public static class ReferenceCheck
     }
 
     private static ReferenceRow CheckGenerate(MambaForCausalLM model, SafeTensorsFile reference, int[,] prompt, int[,] greedy, bool lowPrecision,
-        double tolerance, string fixtureDir)
+        double tolerance, string modelDir)
     {
         int newTokens = greedy.GetLength(1) - prompt.GetLength(1);
         var got = model.GenerateGreedy(prompt, maxNewTokens: Math.Max(newTokens, 0));
@@ -159,7 +164,7 @@ public static class ReferenceCheck
         }
         // Low precision: along the model's own greedy sequence, each chosen token's float32 logit must be
         // within tolerance·max|logit| of that step's float32 maximum (rounding may flip near-ties).
-        using var exact = MambaForCausalLM.FromPretrained(Path.Combine(fixtureDir, "model"));
+        using var exact = MambaForCausalLM.FromPretrained(modelDir);
         int p = prompt.GetLength(1), total = got.GetLength(1);
         var sequence = new int[1, total];
         for (int j = 0; j < total; j++) sequence[0, j] = got[0, j];
