@@ -363,10 +363,12 @@ public sealed partial class MambaForCausalLM : IDisposable
             var chunk = new int[batch, n];
             for (int b = 0; b < batch; b++)
                 for (int t = 0; t < n; t++) chunk[b, t] = inputIds[b, start + t];
-            result = cache.HasPreviousState && !Backend.SupportsContinuation
-                ? Continue(batch, n, chunk.Cast<int>().ToArray(), null, new ForwardOptions { Cache = cache, LogitsToKeep = 1 }).Logits is var l
-                    ? Enumerable.Range(0, batch).Select(b => CpuBackend.ArgMaxRow(l.Row(b, l.Shape[1] - 1))).ToArray() : []
-                : ForwardArgMax(chunk, cache);
+            if (cache.HasPreviousState && !Backend.SupportsContinuation)
+            {
+                var logits = Forward(chunk, new ForwardOptions { Cache = cache, LogitsToKeep = 1 }).Logits; // one step per token
+                result = Enumerable.Range(0, batch).Select(b => CpuBackend.ArgMaxRow(logits.Row(b, 0))).ToArray();
+            }
+            else result = ForwardArgMax(chunk, cache);
         }
         return result;
     }
