@@ -1,4 +1,5 @@
 // Device buffers: allocation, zeroing, copies, and float32 upload/download through the staging workspace.
+#include <algorithm>
 #include "common.cuh"
 
 using namespace mamba;
@@ -74,9 +75,16 @@ MAMBA_API mamba_status mamba_upload_f32(mamba_context* ctx, const float* src, in
     if (ddt == MAMBA_DTYPE_F32) {
       check_cuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, ctx->stream), "cudaMemcpyAsync h2d");
     } else {
-      void* stage = workspace(ctx, kWsStaging, bytes);
-      check_cuda(cudaMemcpyAsync(stage, src, bytes, cudaMemcpyHostToDevice, ctx->stream), "cudaMemcpyAsync h2d");
-      launch_convert(ctx, stage, MAMBA_DTYPE_F32, dst, ddt, count);
+      // Staged in bounded pieces: the grow-only staging slot then never exceeds kStagingElements floats, instead of
+      // keeping a buffer the size of the largest weight (the embedding) for the context's lifetime. Stream order
+      // makes reusing the slot safe (each copy starts after the previous conversion).
+      const int64_t piece = std::min<int64_t>(count, kStagingElements);
+      void* stage = workspace(ctx, kWsStaging, static_cast<size_t>(piece) * 4);
+      for (int64_t offset = 0; offset < count; offset += piece) {
+        int64_t n = std::min<int64_t>(piece, count - offset);
+        check_cuda(cudaMemcpyAsync(stage, src + offset, static_cast<size_t>(n) * 4, cudaMemcpyHostToDevice, ctx->stream), "cudaMemcpyAsync h2d");
+        launch_convert(ctx, stage, MAMBA_DTYPE_F32, static_cast<char*>(dst) + offset * static_cast<int64_t>(dtype_size(ddt)), ddt, n);
+      }
     }
     check_cuda(cudaStreamSynchronize(ctx->stream), "cudaStreamSynchronize");
   });
@@ -89,13 +97,18 @@ MAMBA_API mamba_status mamba_download_f32(mamba_context* ctx, const void* src, m
     require(count >= 0 && ((dst && src) || count == 0), "bad pointers");
     if (!count) return;
     size_t bytes = static_cast<size_t>(count) * 4;
-    const void* from = src;
-    if (sdt != MAMBA_DTYPE_F32) {
-      void* stage = workspace(ctx, kWsStaging, bytes);
-      launch_convert(ctx, src, sdt, stage, MAMBA_DTYPE_F32, count);
-      from = stage;
+    if (sdt == MAMBA_DTYPE_F32) {
+      check_cuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, ctx->stream), "cudaMemcpyAsync d2h");
+    } else {
+      // Bounded pieces, as in mamba_upload_f32.
+      const int64_t piece = std::min<int64_t>(count, kStagingElements);
+      void* stage = workspace(ctx, kWsStaging, static_cast<size_t>(piece) * 4);
+      for (int64_t offset = 0; offset < count; offset += piece) {
+        int64_t n = std::min<int64_t>(piece, count - offset);
+        launch_convert(ctx, static_cast<const char*>(src) + offset * static_cast<int64_t>(dtype_size(sdt)), sdt, stage, MAMBA_DTYPE_F32, n);
+        check_cuda(cudaMemcpyAsync(dst + offset, stage, static_cast<size_t>(n) * 4, cudaMemcpyDeviceToHost, ctx->stream), "cudaMemcpyAsync d2h");
+      }
     }
-    check_cuda(cudaMemcpyAsync(dst, from, bytes, cudaMemcpyDeviceToHost, ctx->stream), "cudaMemcpyAsync d2h");
     check_cuda(cudaStreamSynchronize(ctx->stream), "cudaStreamSynchronize");
   });
 }

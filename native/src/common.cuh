@@ -38,6 +38,9 @@ namespace mamba {
 
 enum WorkspaceSlot { kWsStaging = 0, kWsDelta = 1, kWsConvertA = 2, kWsConvertB = 3 };
 
+// Largest piece (in floats, 4 MiB) that uploads and downloads with a dtype conversion stage at once.
+constexpr int64_t kStagingElements = int64_t{1} << 20;
+
 struct Error {
   mamba_status status;
   std::string message;
