@@ -28,8 +28,13 @@ internal static class CpuGemm
         {
             fixed (float* px = x, pw = w, py = y, pb = bias)
             {
-                var state = new GemmArgs(px, xStride, pw, pb, bias.Length > 0, py, m, n, k);
-                int panels = (n + PanelRows - 1) / PanelRows;
+                // A few rows (decode) only stream W: a few large panels per thread keep the task overhead small
+                // next to the read (the 50280-row lm_head would otherwise be ~800 tasks per token).
+                int panelRows = m <= 4
+                    ? Math.Max(PanelRows, (n / (parallel.MaxDegreeOfParallelism > 0 ? parallel.MaxDegreeOfParallelism * 4 : 8) + 3) / 4 * 4)
+                    : PanelRows;
+                var state = new GemmArgs(px, xStride, pw, pb, bias.Length > 0, py, m, n, k, panelRows);
+                int panels = (n + panelRows - 1) / panelRows;
                 int blocks = (m + RowBlock - 1) / RowBlock;
                 int tasks = panels * blocks;
                 if (tasks == 1 || (long)m * n * k < 1 << 18)
@@ -44,16 +49,16 @@ internal static class CpuGemm
         }
     }
 
-    private readonly unsafe struct GemmArgs(float* x, int xStride, float* w, float* bias, bool hasBias, float* y, int m, int n, int k)
+    private readonly unsafe struct GemmArgs(float* x, int xStride, float* w, float* bias, bool hasBias, float* y, int m, int n, int k, int panelRows)
     {
         public readonly float* X = x, W = w, Bias = bias, Y = y;
-        public readonly int XStride = xStride, M = m, N = n, K = k;
+        public readonly int XStride = xStride, M = m, N = n, K = k, PanelRows = panelRows;
         public readonly bool HasBias = hasBias;
     }
 
     private static unsafe void RunTile(in GemmArgs a, int panel, int block)
     {
-        int n0 = panel * PanelRows, n1 = Math.Min(a.N, n0 + PanelRows);
+        int n0 = panel * a.PanelRows, n1 = Math.Min(a.N, n0 + a.PanelRows);
         int m0 = block * RowBlock, m1 = Math.Min(a.M, m0 + RowBlock);
         int k = a.K;
         int i = m0;
