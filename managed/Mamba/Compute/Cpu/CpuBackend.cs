@@ -181,7 +181,8 @@ public sealed class CpuBackend : IMambaBackend
         if (mask is not null && maskData.Length != batch * length)
             throw new ArgumentException($"mask {mask.ShapeText} is not [{batch}, {length}]", nameof(mask));
         var biasData = BiasOf(bias, inner);
-        CpuCausalConv1d.Forward(Cpu(xz, nameof(xz)).Data, Transpose(w.Data, inner, kernel), biasData, maskData, ut.Data, default,
+        using var weightT = Transpose(w.Data, inner, kernel);
+        CpuCausalConv1d.Forward(Cpu(xz, nameof(xz)).Data, weightT.Span, biasData, maskData, ut.Data, default,
             batch, length, inner, kernel, _parallel);
         if (convState is not null)
         {
@@ -212,7 +213,7 @@ public sealed class CpuBackend : IMambaBackend
         Expect(x, nameof(xz), batch, 2 * inner);
         Expect(st, nameof(convState), batch * inner, kernel);
         if (w.ElementCount != (long)inner * kernel) throw new ArgumentException($"weight {w.ShapeText} is not [{inner}, {kernel}]", nameof(weight));
-        var biasData = BiasOf(bias, inner).ToArray();
+        var biasData = BiasOf(bias, inner);
         for (int b = 0; b < batch; b++)
             for (int e = 0; e < inner; e++)
             {
@@ -258,7 +259,8 @@ public sealed class CpuBackend : IMambaBackend
                 for (int j = 0; j < kernel - 1; j++)
                     history[((long)b * (kernel - 1) + j) * inner + e] = st.Data[((long)b * inner + e) * kernel + 1 + j];
         var x = Cpu(xz, nameof(xz)).Data;
-        CpuCausalConv1d.Forward(x, Transpose(w.Data, inner, kernel), BiasOf(bias, inner), default, ut.Data, history, batch, length, inner, kernel, _parallel);
+        using (var weightT = Transpose(w.Data, inner, kernel))
+            CpuCausalConv1d.Forward(x, weightT.Span, BiasOf(bias, inner), default, ut.Data, history, batch, length, inner, kernel, _parallel);
         // New state: the last K inputs of [history, x].
         for (int b = 0; b < batch; b++)
             for (int e = 0; e < inner; e++)
@@ -304,7 +306,8 @@ public sealed class CpuBackend : IMambaBackend
             var deltaSpan = delta.AsSpan(0, count);
             CpuGemm.Linear(dbcT.Data, rank + 2 * n, wdt.Data, default, deltaSpan, rows, inner, rank, _parallel);
             CpuMath.AddBiasSoftplusRows(deltaSpan, Cpu(ssm.DtProjBias, "ssm.DtProjBias").Data);
-            CpuSelectiveScan.Run(ut.Data, deltaSpan, dbcT.Data, Cpu(xz, nameof(xz)).Data, Transpose(a.Data, inner, n), Cpu(ssm.D, "ssm.D").Data,
+            using var aT = Transpose(a.Data, inner, n);
+            CpuSelectiveScan.Run(ut.Data, deltaSpan, dbcT.Data, Cpu(xz, nameof(xz)).Data, aT.Span, Cpu(ssm.D, "ssm.D").Data,
                 yt.Data, state, useInitialState, batch, length, inner, rank, n, _parallel);
         }
         finally
@@ -367,13 +370,27 @@ public sealed class CpuBackend : IMambaBackend
     /// <inheritdoc />
     public void Dispose() { }
 
-    private static float[] Transpose(float[] source, int rows, int cols)
+    /// <summary>
+    /// source [rows, cols] transposed into a pooled buffer (A is E × N floats per layer and call: a fresh array of
+    /// that size would land on the large-object heap on every decode step). Dispose returns it.
+    /// </summary>
+    private static PooledArray Transpose(float[] source, int rows, int cols)
     {
-        var result = new float[source.Length];
+        var result = new PooledArray(source.Length);
+        var span = result.Span;
         for (int r = 0; r < rows; r++)
             for (int c = 0; c < cols; c++)
-                result[c * rows + r] = source[r * cols + c];
+                span[c * rows + r] = source[r * cols + c];
         return result;
+    }
+
+    private readonly struct PooledArray(int length) : IDisposable
+    {
+        private readonly float[] _array = System.Buffers.ArrayPool<float>.Shared.Rent(length);
+
+        public Span<float> Span => _array.AsSpan(0, length);
+
+        public void Dispose() => System.Buffers.ArrayPool<float>.Shared.Return(_array);
     }
 
     private static ReadOnlySpan<float> BiasOf(DeviceTensor? bias, int size)
