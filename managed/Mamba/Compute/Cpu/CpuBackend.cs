@@ -171,12 +171,7 @@ public sealed class CpuBackend : IMambaBackend
     /// <inheritdoc />
     public void CausalConv1d(DeviceTensor xz, DeviceTensor weight, DeviceTensor? bias, DeviceTensor? mask, DeviceTensor u, DeviceTensor? convState)
     {
-        var (batch, length, inner) = Dims3(xz, nameof(xz), half: true);
-        var w = Cpu(weight, nameof(weight));
-        int kernel = w.Dim(-1);
-        if (w.ElementCount != (long)inner * kernel) throw new ArgumentException($"weight {w.ShapeText} is not [{inner}, K]", nameof(weight));
-        var ut = Cpu(u, nameof(u));
-        Expect(ut, nameof(u), batch * length, inner);
+        var (batch, length, inner, kernel, w, ut) = ConvShapes(xz, weight, u);
         var maskData = mask is null ? default : (ReadOnlySpan<float>)Cpu(mask, nameof(mask)).Data;
         if (mask is not null && maskData.Length != batch * length)
             throw new ArgumentException($"mask {mask.ShapeText} is not [{batch}, {length}]", nameof(mask));
@@ -244,12 +239,7 @@ public sealed class CpuBackend : IMambaBackend
     /// <inheritdoc />
     public void CausalConv1dContinue(DeviceTensor xz, DeviceTensor weight, DeviceTensor? bias, DeviceTensor u, DeviceTensor convState)
     {
-        var (batch, length, inner) = Dims3(xz, nameof(xz), half: true);
-        var w = Cpu(weight, nameof(weight));
-        int kernel = w.Dim(-1);
-        if (w.ElementCount != (long)inner * kernel) throw new ArgumentException($"weight {w.ShapeText} is not [{inner}, K]", nameof(weight));
-        var ut = Cpu(u, nameof(u));
-        Expect(ut, nameof(u), batch * length, inner);
+        var (batch, length, inner, kernel, w, ut) = ConvShapes(xz, weight, u);
         var st = Cpu(convState, nameof(convState));
         Expect(st, nameof(convState), batch * inner, kernel);
         // History [B, K−1, E] (token-major) from the state's last K−1 columns.
@@ -391,6 +381,18 @@ public sealed class CpuBackend : IMambaBackend
         public Span<float> Span => _array.AsSpan(0, length);
 
         public void Dispose() => System.Buffers.ArrayPool<float>.Shared.Return(_array);
+    }
+
+    /// <summary>The checks shared by the conv forms: xz [B, L, 2E], weight [E, K], u [B, L, E].</summary>
+    private static (int Batch, int Length, int Inner, int Kernel, CpuTensor Weight, CpuTensor U) ConvShapes(DeviceTensor xz, DeviceTensor weight, DeviceTensor u)
+    {
+        var (batch, length, inner) = Dims3(xz, nameof(xz), half: true);
+        var w = Cpu(weight, nameof(weight));
+        int kernel = w.Dim(-1);
+        if (w.ElementCount != (long)inner * kernel) throw new ArgumentException($"weight {w.ShapeText} is not [{inner}, K]", nameof(weight));
+        var ut = Cpu(u, nameof(u));
+        Expect(ut, nameof(u), batch * length, inner);
+        return (batch, length, inner, kernel, w, ut);
     }
 
     private static ReadOnlySpan<float> BiasOf(DeviceTensor? bias, int size)
