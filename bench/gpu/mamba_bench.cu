@@ -80,7 +80,8 @@ static double rel_err(const std::vector<float>& a, const std::vector<float>& b) 
 static int self_check() {
   std::mt19937 g(1);
   int fails = 0;
-  struct S { int B, L, E, N, R; } shapes[] = {{2, 37, 40, 16, 5}, {1, 1, 9, 3, 2}, {3, 130, 33, 64, 7}, {2, 3, 17, 1, 1}};
+  struct S { int B, L, E, N, R; } shapes[] = {{2, 37, 40, 16, 5}, {1, 1, 9, 3, 2}, {3, 130, 33, 64, 7}, {2, 3, 17, 1, 1},
+                                            {1, 1000, 64, 16, 4}, {2, 515, 96, 16, 6}, {1, 300, 1536, 16, 48}};
   for (auto sh : shapes) {
     for (mamba_dtype dt : {MAMBA_DTYPE_F32, MAMBA_DTYPE_BF16}) {
       int B = sh.B, L = sh.L, E = sh.E, N = sh.N, R = sh.R, ld = R + 2 * N;
@@ -145,9 +146,15 @@ int main(int argc, char** argv) {
   int fails = self_check();
   // The context's stream is non-blocking, so the events sit on the legacy stream with host syncs around
   // a burst of launches; launch overhead is amortised over the burst.
-  const int B = 8, L = 2048, E = 1536, N = 16, R = 48, K = 4, ld = R + 2 * N;
+  const int E = 1536, N = 16, R = 48, K = 4, ld = R + 2 * N;
   std::mt19937 g(7);
+  // Shapes: argv pairs "B L" (default: the issue's 8 x 2048, then 1 x 2048).
+  std::vector<std::pair<int, int>> shapes;
+  for (int i = 1; i + 1 < argc; i += 2) shapes.push_back({std::atoi(argv[i]), std::atoi(argv[i + 1])});
+  if (shapes.empty()) shapes = {{8, 2048}, {1, 2048}};
+  for (auto shape : shapes)
   for (mamba_dtype dt : {MAMBA_DTYPE_F32, MAMBA_DTYPE_BF16}) {
+    const int B = shape.first, L = shape.second;
     const char* nm = dt == MAMBA_DTYPE_F32 ? "f32" : "bf16";
     auto u = rnd((size_t)B * L * E, -1, 1, g), dbc = rnd((size_t)B * L * ld, -1, 1, g), xz = rnd((size_t)B * L * 2 * E, -1, 1, g);
     auto W = rnd((size_t)E * R, -0.1f, 0.1f, g), bias = rnd(E, -4, -2, g), A = rnd((size_t)E * N, -16, -1, g), D = rnd(E, 1, 1, g);
@@ -162,9 +169,9 @@ int main(int argc, char** argv) {
     float t_scan = time_median([&] {
       CK(mamba_selective_scan_fwd(g_ctx, du, ddbc, dxz, dy, dt, dW, dt, db, dt, (float*)dA, (float*)dD, (float*)ds, B, L, E, N, R));
     });
-    // dt_proj alone (same GEMM shape, contiguous δ̃ instead of a strided one): [BL, R]·[E, R]ᵀ -> f32
+    // dt_proj alone (same GEMM shape and output dtype, contiguous δ̃ instead of a strided one): [BL, R]·[E, R]ᵀ
     float t_gemm = time_median([&] {
-      CK(mamba_linear(g_ctx, ddbc, dt, dW, dt, nullptr, dt, dlin, MAMBA_DTYPE_F32, (int64_t)B * L, E, R));
+      CK(mamba_linear(g_ctx, ddbc, dt, dW, dt, nullptr, dt, dlin, dt, (int64_t)B * L, E, R));
     });
     float t_conv = time_median([&] {
       CK(mamba_causal_conv1d_fwd(g_ctx, dxz, dt, dcw, dt, dcb, dt, nullptr, du, nullptr, dt, B, L, E, K));

@@ -34,7 +34,7 @@
 extern "C" {
 #endif
 
-#define MAMBA_ABI_VERSION 3
+#define MAMBA_ABI_VERSION 4
 
 /* Status codes (int32). */
 typedef int32_t mamba_status;
@@ -182,6 +182,49 @@ MAMBA_API mamba_status mamba_graph_end_capture(mamba_context* ctx, mamba_graph**
 MAMBA_API mamba_status mamba_graph_launch(mamba_context* ctx, mamba_graph* graph, const void* host_in, void* device_in, int64_t in_bytes,
                                           void* host_out, const void* device_out, int64_t out_bytes);
 MAMBA_API mamba_status mamba_graph_destroy(mamba_context* ctx, mamba_graph* graph);  /* NULL is fine */
+
+/* ---- Fused greedy decode step (batch 1) -----------------------------------------------------------
+ * One persistent cooperative kernel runs a whole greedy decode step of one sequence: embedding, every layer
+ * (add + RMSNorm, in_proj, conv update, x_proj, dt_proj + state update, out_proj), norm_f, lm_head, argmax.
+ * It gives the same bits as the same ops queued one by one (mamba_add_rmsnorm, mamba_linear with m = 1,
+ * mamba_causal_conv1d_update, mamba_selective_state_update, mamba_argmax_device) and updates the conv and
+ * ssm states in place. Weights: `dtype` for the matrices (embedding, in/x/dt/out_proj, lm_head [vocab, hidden])
+ * and the activations; F32 for every vector (norm weights, norm_f, biases, conv weight [E, K] and bias, dt
+ * bias, A = -exp(A_log) [E, N], D). States: conv [E, K] in conv_state_dtype, ssm [E, N] F32. Optional pointers
+ * (in/out_proj bias, conv bias, D) may be NULL. d_state <= 32. The plan keeps the pointers (they must stay
+ * allocated while it lives) and copies the layer table. Unsupported shapes or devices (no cooperative launch)
+ * return MAMBA_ERR_UNSUPPORTED. */
+typedef struct mamba_decode_plan mamba_decode_plan;
+typedef struct mamba_decode_layer {
+  const void* norm_weight;
+  const void* in_proj_weight;
+  const void* in_proj_bias;
+  const void* conv_weight;
+  const void* conv_bias;
+  void* conv_state;
+  const void* x_proj_weight;
+  const void* dt_proj_weight;
+  const void* dt_proj_bias;
+  const float* A;
+  const float* D;
+  float* ssm_state;
+  const void* out_proj_weight;
+  const void* out_proj_bias;
+} mamba_decode_layer;
+typedef struct mamba_decode_model {
+  int32_t num_layers, hidden, inner, state, rank, conv_kernel, vocab;
+  mamba_dtype dtype;
+  mamba_dtype conv_state_dtype;
+  float eps;
+  const void* embedding;
+  const void* norm_f;
+  const void* lm_head;
+  const mamba_decode_layer* layers; /* host array of num_layers entries */
+} mamba_decode_model;
+MAMBA_API mamba_status mamba_decode_plan_create(mamba_context* ctx, const mamba_decode_model* model, mamba_decode_plan** out);
+/* Runs one step for `token` (0 <= token < vocab) and writes the greedy next token; synchronizes the stream. */
+MAMBA_API mamba_status mamba_decode_plan_step(mamba_context* ctx, mamba_decode_plan* plan, int32_t token, int32_t* next_token);
+MAMBA_API mamba_status mamba_decode_plan_destroy(mamba_context* ctx, mamba_decode_plan* plan); /* NULL is fine */
 
 #ifdef __cplusplus
 }

@@ -19,7 +19,7 @@ __global__ void conv_update_kernel(const T* __restrict__ xz, const void* __restr
     v = load_any(state, sdt, base + k);  // the value as stored (the state's dtype), as the sequence form sees it
     acc = fmaf(load_any(w, wdt, (size_t)e * K + k), v, acc);
   }
-  u[(size_t)b * E + e] = from_f<T>(silu_f(acc));
+  u[(size_t)b * E + e] = from_f<T>(silu_fast(acc));  // the same SiLU as the sequence kernels
 }
 
 }  // namespace mamba

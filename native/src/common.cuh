@@ -21,7 +21,7 @@ struct mamba_context {
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;
   // Grow-only workspaces, reused across calls (no per-call allocation once warm).
-  static constexpr int kSlots = 4;
+  static constexpr int kSlots = 5;
   void* ws[kSlots] = {};
   size_t ws_bytes[kSlots] = {};
   // cuBLAS workspace set once with cublasSetWorkspace, so captured GEMMs never allocate (graph-safe).
@@ -36,7 +36,7 @@ struct mamba_graph {
 
 namespace mamba {
 
-enum WorkspaceSlot { kWsStaging = 0, kWsDelta = 1, kWsConvertA = 2, kWsConvertB = 3 };
+enum WorkspaceSlot { kWsStaging = 0, kWsDelta = 1, kWsConvertA = 2, kWsConvertB = 3, kWsScanChunks = 4 };
 
 // Largest piece (in floats, 4 MiB) that uploads and downloads with a dtype conversion stage at once.
 constexpr int64_t kStagingElements = int64_t{1} << 20;
@@ -131,6 +131,40 @@ __device__ __forceinline__ float softplus_fast(float x) {
   return x < -15.f ? e : __logf(1.f + e);
 }
 __device__ __forceinline__ float silu_fast(float x) { return __fdividef(x, 1.f + __expf(-x)); }
+
+// Rounds v to what storing it in dtype dt and reading it back gives.
+__device__ __forceinline__ float round_any(float v, mamba_dtype dt) {
+  switch (dt) {
+    case MAMBA_DTYPE_BF16: return __bfloat162float(__float2bfloat16_rn(v));
+    case MAMBA_DTYPE_F16: return __half2float(__float2half_rn(v));
+    default: return v;
+  }
+}
+
+// One conv update step of one channel (spec §11.2): the state [K] at `base` shifts left and takes x as its newest
+// column (each value as the state dtype stores it); acc += Σ_k w[k]·state[k] in tap order. The old columns are
+// all read before any is written, so the loads are in flight together (the step is latency-bound).
+__device__ __forceinline__ void conv_step_taps(void* state, mamba_dtype sdt, size_t base, int K, float x, const float* w, float& acc) {
+  constexpr int kMaxTaps = 8;
+  if (K <= kMaxTaps) {
+    float v[kMaxTaps];
+#pragma unroll
+    for (int k = 0; k < kMaxTaps; ++k)
+      if (k < K) v[k] = k + 1 < K ? load_any(state, sdt, base + k + 1) : round_any(x, sdt);
+#pragma unroll
+    for (int k = 0; k < kMaxTaps; ++k)
+      if (k < K) {
+        store_any(state, sdt, base + k, v[k]);
+        acc = fmaf(w[k], v[k], acc);
+      }
+  } else {
+    for (int k = 0; k < K; ++k) {
+      const float v = k + 1 < K ? load_any(state, sdt, base + k + 1) : round_any(x, sdt);
+      store_any(state, sdt, base + k, v);
+      acc = fmaf(w[k], v, acc);
+    }
+  }
+}
 
 inline unsigned blocks_for(int64_t n, int threads) {
   int64_t b = (n + threads - 1) / threads;

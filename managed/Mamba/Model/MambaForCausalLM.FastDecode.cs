@@ -9,12 +9,30 @@ public sealed partial class MambaForCausalLM
     /// <summary>Environment variable that, set to 1, turns the captured decode step off (the op-by-op path runs).</summary>
     internal const string DisableGraphsVariable = "MAMBA_DISABLE_CUDA_GRAPHS";
 
+    /// <summary>
+    /// Environment variable that, set to 1, runs batch-1 decode steps as the fused decode kernel instead of the captured
+    /// graph. Off by default: on the H200 the fused kernel (97 grid barriers a step for 130m) measured slower than the graph
+    /// (bench/RESULTS.md); both give the same bits.
+    /// </summary>
+    internal const string FusedDecodeVariable = "MAMBA_FUSED_DECODE";
+
     private static readonly bool GraphsDisabledByEnvironment = Environment.GetEnvironmentVariable(DisableGraphsVariable) == "1";
+    private static readonly bool FusedByEnvironment = Environment.GetEnvironmentVariable(FusedDecodeVariable) == "1";
 
     private readonly object _decodeGate = new();
-    private DecodeGraph? _decodeGraph;
+    private IFastDecodeStep? _decodeGraph;
     private WeakReference<MambaCache>? _decodeCandidate;
     private bool _decodeGraphFailed;
+    private bool _fusedDecodeFailed;
+
+    /// <summary>True runs batch-1 fast steps as the fused decode kernel instead of the captured graph (same bits either way).</summary>
+    internal bool UseFusedDecode { get; set; } = FusedByEnvironment;
+
+    /// <summary>How many decode steps ran as the fused batch-1 kernel (also counted in <see cref="FastDecodeSteps"/>).</summary>
+    internal long FusedDecodeSteps { get; private set; }
+
+    /// <summary>Why the fused decode kernel was not used, when it was refused (null while it works or was not tried).</summary>
+    internal string? FusedDecodeUnavailableReason { get; private set; }
 
     /// <summary>
     /// False runs every greedy decode step op by op (tests compare the two paths; both give the same bits).
@@ -64,7 +82,17 @@ public sealed partial class MambaForCausalLM
                     _decodeCandidate = new WeakReference<MambaCache>(cache);
                     return false;
                 }
-                graph = DecodeGraph.TryCapture(this, cuda, cache);
+                if (ids.Length == 1 && UseFusedDecode && !_fusedDecodeFailed)
+                {
+                    graph = FusedDecodePlan.TryCreate(this, cuda, cache, out var reason);
+                    if (graph is null)
+                    {
+                        // A plan the library refuses (unsupported shape/device) is remembered; the captured graph runs instead.
+                        _fusedDecodeFailed = true;
+                        FusedDecodeUnavailableReason = reason;
+                    }
+                }
+                graph ??= DecodeGraph.TryCapture(this, cuda, cache);
                 if (graph is null)
                 {
                     _decodeGraphFailed = true; // something in the step cannot be captured here: stay on the generic path
@@ -76,6 +104,7 @@ public sealed partial class MambaForCausalLM
             }
             graph.Launch(ids, result);
             FastDecodeSteps++;
+            if (graph is FusedDecodePlan) FusedDecodeSteps++;
             return true;
         }
     }
@@ -91,8 +120,102 @@ public sealed partial class MambaForCausalLM
         }
     }
 
+    /// <summary>A backend-specific greedy decode step bound to one cache.</summary>
+    private interface IFastDecodeStep : IDisposable
+    {
+        MambaCache Cache { get; }
+        bool IsDisposed { get; }
+        void Launch(int[] ids, int[] result);
+    }
+
+    /// <summary>
+    /// The fused batch-1 decode kernel (<c>mamba_decode_plan_*</c>): one cooperative launch per step that runs every
+    /// layer, norm_f, lm_head and argmax; same bits as the op-by-op step. Bound to one cache's state tensors.
+    /// </summary>
+    private sealed class FusedDecodePlan : IFastDecodeStep
+    {
+        private readonly CudaBackend _backend;
+        private MambaDecodePlanHandle? _plan;
+
+        private FusedDecodePlan(CudaBackend backend, MambaCache cache, MambaDecodePlanHandle plan)
+        {
+            _backend = backend;
+            Cache = cache;
+            _plan = plan;
+        }
+
+        public MambaCache Cache { get; }
+
+        public bool IsDisposed { get; private set; }
+
+        /// <summary>The plan, or null with the reason when this model or device is not covered.</summary>
+        public static FusedDecodePlan? TryCreate(MambaForCausalLM m, CudaBackend backend, MambaCache cache, out string? reason)
+        {
+            reason = null;
+            var c = m.Config;
+            var dt = m.ActivationDType;
+            static IntPtr P(DeviceTensor? t) => t is null ? IntPtr.Zero : ((CudaTensor)t).Pointer;
+            bool Is(DeviceTensor? t, DType d) => t is null || (t is CudaTensor && t.DType == d);
+            bool ok = Is(m._embeddings, dt) && Is(m._lmHead, dt) && Is(m._normF, DType.F32);
+            var layers = new DecodeLayerDesc[m._layers.Length];
+            for (int i = 0; i < layers.Length && ok; i++)
+            {
+                var L = m._layers[i];
+                ok = Is(L.Norm, DType.F32) && Is(L.InProj, dt) && Is(L.InProjBias, DType.F32) && Is(L.Conv, DType.F32) && Is(L.ConvBias, DType.F32)
+                    && Is(L.XProj, dt) && Is(L.Ssm.DtProjWeight, dt) && Is(L.Ssm.DtProjBias, DType.F32) && Is(L.Ssm.A, DType.F32)
+                    && Is(L.Ssm.D, DType.F32) && Is(L.OutProj, dt) && Is(L.OutProjBias, DType.F32)
+                    && cache.Conv(i) is CudaTensor && Is(cache.Ssm(i), DType.F32) && cache.Conv(i).DType == cache.Conv(0).DType;
+                if (!ok) break;
+                layers[i] = new DecodeLayerDesc
+                {
+                    NormWeight = P(L.Norm), InProjWeight = P(L.InProj), InProjBias = P(L.InProjBias), ConvWeight = P(L.Conv), ConvBias = P(L.ConvBias),
+                    ConvState = P(cache.Conv(i)), XProjWeight = P(L.XProj), DtProjWeight = P(L.Ssm.DtProjWeight), DtProjBias = P(L.Ssm.DtProjBias),
+                    A = P(L.Ssm.A), D = P(L.Ssm.D), SsmState = P(cache.Ssm(i)), OutProjWeight = P(L.OutProj), OutProjBias = P(L.OutProjBias),
+                };
+            }
+            if (!ok)
+            {
+                reason = "the model's tensors are not in the layout the fused kernel reads (matrices in the activation dtype, vectors in F32)";
+                return null;
+            }
+            var model = new DecodeModelDesc
+            {
+                NumLayers = layers.Length, Hidden = c.HiddenSize, Inner = c.IntermediateSize, State = c.StateSize, Rank = c.TimeStepRank,
+                ConvKernel = c.ConvKernel, Vocab = c.VocabSize, DType = (int)dt, ConvStateDType = (int)(layers.Length > 0 ? cache.Conv(0).DType : DType.F32),
+                Eps = (float)c.LayerNormEpsilon, Embedding = P(m._embeddings), NormF = P(m._normF), LmHead = P(m._lmHead),
+            };
+            try
+            {
+                var handle = backend.CreateDecodePlan(ref model, layers);
+                var plan = new FusedDecodePlan(backend, cache, handle);
+                backend.AddDependent(plan);
+                return plan;
+            }
+            catch (MambaException ex)
+            {
+                reason = ex.Message;
+                return null;
+            }
+        }
+
+        public void Launch(int[] ids, int[] result)
+        {
+            ObjectDisposedException.ThrowIf(IsDisposed || _plan is null, this);
+            result[0] = _backend.DecodePlanStep(_plan!, ids[0]);
+        }
+
+        public void Dispose()
+        {
+            if (IsDisposed) return;
+            IsDisposed = true;
+            _backend.RemoveDependent(this);
+            _plan?.Dispose();
+            _plan = null;
+        }
+    }
+
     /// <summary>One captured greedy decode step for one cache: the graph and every buffer it reads or writes.</summary>
-    private sealed class DecodeGraph : IDisposable
+    private sealed class DecodeGraph : IFastDecodeStep
     {
         private readonly CudaBackend _backend;
         private readonly List<DeviceTensor> _buffers = new();

@@ -90,7 +90,30 @@ internal static unsafe partial class NativeMethods
         void* hostOut, IntPtr deviceOut, long outBytes);
     [LibraryImport(Library)] internal static partial int mamba_graph_destroy(IntPtr context, IntPtr graph);
 
+    [LibraryImport(Library)] internal static partial int mamba_decode_plan_create(MambaContextHandle context, DecodeModelDesc* model, IntPtr* plan);
+    [LibraryImport(Library)] internal static partial int mamba_decode_plan_step(MambaContextHandle context, IntPtr plan, int token, int* nextToken);
+    [LibraryImport(Library)] internal static partial int mamba_decode_plan_destroy(IntPtr context, IntPtr plan);
+
     [LibraryImport(Library)]
     internal static partial int mamba_cross_entropy_sum(MambaContextHandle context, IntPtr logits, int dtype, long rows, long cols,
         int* hostTargets, int ignoreIndex, out double lossSum, out long count);
 }
+
+/// <summary>One layer of <see cref="DecodeModelDesc"/> (C <c>mamba_decode_layer</c>): device addresses, optional ones zero.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct DecodeLayerDesc
+{
+    public IntPtr NormWeight, InProjWeight, InProjBias, ConvWeight, ConvBias, ConvState, XProjWeight, DtProjWeight, DtProjBias, A, D, SsmState,
+        OutProjWeight, OutProjBias;
+}
+
+/// <summary>C <c>mamba_decode_model</c>: what the fused batch-1 decode step reads and updates.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct DecodeModelDesc
+{
+    public int NumLayers, Hidden, Inner, State, Rank, ConvKernel, Vocab, DType, ConvStateDType;
+    public float Eps;
+    public IntPtr Embedding, NormF, LmHead;
+    public unsafe DecodeLayerDesc* Layers;
+}
+

@@ -88,3 +88,30 @@ internal sealed class MambaGraphHandle : SafeHandle
         return status == 0;
     }
 }
+
+/// <summary>
+/// Owns one fused batch-1 decode plan (<c>mamba_decode_plan*</c>). Holds a reference on its context, like a graph.
+/// </summary>
+internal sealed class MambaDecodePlanHandle : SafeHandle
+{
+    private readonly MambaContextHandle _context;
+    private readonly bool _contextRef;
+
+    internal MambaDecodePlanHandle(MambaContextHandle context, IntPtr plan) : base(IntPtr.Zero, ownsHandle: true)
+    {
+        _context = context;
+        bool added = false;
+        context.DangerousAddRef(ref added);
+        _contextRef = added;
+        SetHandle(plan);
+    }
+
+    public override bool IsInvalid => handle == IntPtr.Zero;
+
+    protected override bool ReleaseHandle()
+    {
+        int status = NativeMethods.mamba_decode_plan_destroy(_context.DangerousGetHandle(), handle);
+        if (_contextRef) _context.DangerousRelease();
+        return status == 0;
+    }
+}

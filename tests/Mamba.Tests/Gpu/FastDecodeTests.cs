@@ -95,6 +95,33 @@ public class FastDecodeTests
         CompareOnModel(lm, batch, seed: 11 * batch + (int)dt);
     }
 
+    /// <summary>
+    /// With the fused decode kernel on, the batch-1 fast step is one cooperative launch instead of the graph; it gives the
+    /// op-by-op tokens and cache bits on every fixture model and on a 130m-shaped one, f32 and bf16.
+    /// </summary>
+    [TestCase(DType.F32), TestCase(DType.BF16)]
+    public void FusedKernelRunsAtBatchOneAndMatchesOpByOp(DType dt)
+    {
+        using var backend = RequireGpu();
+        var models = TestFixtures.ModelNames.Select(name => MambaForCausalLM.FromPretrained(Path.Combine(TestFixtures.Model(name), "model"), backend, dt))
+            .Append(new MambaForCausalLM(MambaInitializer.Create(MambaConfig.Preset("130m"), seed: 5), backend, dt)).ToList();
+        try
+        {
+            foreach (var lm in models)
+            {
+                lm.UseFusedDecode = true;
+                long fused = lm.FusedDecodeSteps;
+                CompareOnModel(lm, 1, seed: 77 + (int)dt);
+                Assert.That(lm.FusedDecodeUnavailableReason, Is.Null, "the fused kernel was refused");
+                Assert.That(lm.FusedDecodeSteps - fused, Is.EqualTo(Steps - 1), "every decode step after the first should run the fused kernel");
+            }
+        }
+        finally
+        {
+            foreach (var lm in models) lm.Dispose();
+        }
+    }
+
     [TestCase(DType.F32), TestCase(DType.BF16)]
     public void GraphReplayMatchesOpByOpOnA130mShapedModel(DType dt)
     {

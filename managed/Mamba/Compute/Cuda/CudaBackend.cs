@@ -505,6 +505,37 @@ public sealed class CudaBackend : IMambaBackend
         }
     }
 
+    /// <summary>Creates a fused batch-1 decode plan over the given device tensors (see <c>mamba_decode_plan_create</c>).</summary>
+    internal unsafe MambaDecodePlanHandle CreateDecodePlan(ref DecodeModelDesc model, DecodeLayerDesc[] layers)
+    {
+        IntPtr plan;
+        fixed (DecodeLayerDesc* pl = layers)
+        fixed (DecodeModelDesc* pm = &model)
+        {
+            pm->Layers = pl;
+            Check(NativeMethods.mamba_decode_plan_create(Ctx, pm, &plan), "fused decode plan");
+            pm->Layers = null;
+        }
+        return new MambaDecodePlanHandle(Ctx, plan);
+    }
+
+    /// <summary>Runs one fused decode step for <paramref name="token"/> and returns the greedy next token.</summary>
+    internal unsafe int DecodePlanStep(MambaDecodePlanHandle plan, int token)
+    {
+        bool added = false;
+        plan.DangerousAddRef(ref added);
+        try
+        {
+            int next;
+            Check(NativeMethods.mamba_decode_plan_step(Ctx, plan.DangerousGetHandle(), token, &next), "fused decode step");
+            return next;
+        }
+        finally
+        {
+            if (added) plan.DangerousRelease();
+        }
+    }
+
     private readonly List<IDisposable> _dependents = new();
 
     /// <summary>Registers an object (e.g. a captured graph with its buffers) to dispose when this backend is disposed.</summary>

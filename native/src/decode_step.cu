@@ -1,0 +1,434 @@
+// Fused greedy decode step for one sequence (batch 1): embedding, every layer (add + RMSNorm, in_proj, conv update,
+// x_proj, dt_proj + state update, out_proj), norm_f, lm_head and argmax in ONE persistent cooperative kernel.
+//
+// Why: a batch-1 step is ~150 tiny dependent kernels; even replayed as a CUDA graph each costs a launch gap and
+// a memory-latency ramp (0.6 ms for 130m against a 0.06 ms weight-bytes floor). Here every block stays resident
+// and the phases are separated by a grid barrier (one atomic per block + a spin on one counter), 4 per layer:
+//   P1  residual += out (each block keeps its own copy of the fp32 residual row in shared memory and updates it
+//       redundantly, so no block waits for another to write it), RMSNorm, in_proj GEMV (one warp per output
+//       column); the warp that produced x[e] also runs the conv update of channel e (conv + SiLU → u[e]).
+//   P2  x_proj GEMV → dbc.          P3  dt_proj + softplus + state update + readout + gate → y (G lanes a channel).
+//   P4  out_proj GEMV → out.        Final: residual += out, norm_f, lm_head GEMV with a running argmax per warp,
+//       block partials, barrier, block 0 reduces them.
+// Same bits as the op-by-op path (and so as the captured graph): every stage reproduces the arithmetic of the
+// standalone kernel it replaces, in the same order — add_rmsnorm_row_kernel's thread mapping and warp-ordered
+// reduction (norm_threads logical threads), gemv_kernel's lane-strided 16-byte loads and butterfly, conv_update
+// and state_update_group_kernel's expressions; argmax's answer (lowest index of the largest non-NaN value) does not
+// depend on the order. The barrier counter only grows: the plan adds (4·layers + 1)·grid per step on the host and
+// passes the base, so nothing has to be reset between steps. The token comes in as a kernel argument and the
+// chosen id goes out through mapped pinned memory: one launch and one stream synchronisation per step.
+#include "common.cuh"
+
+#include <vector>
+
+struct mamba_decode_plan {
+  int device = 0;
+  mamba_dtype dtype = MAMBA_DTYPE_F32;
+  int grid = 0;
+  size_t smem = 0;
+  unsigned long long base = 0;  // barrier arrivals so far
+  int barriers_per_step = 0;
+  int vocab = 0;
+  void* scratch = nullptr;               // device: z, u, dbc, y, out (dtype), best values/indices, counter
+  mamba_decode_layer* layers = nullptr;  // device copy of the layer table
+  int32_t* host_result = nullptr;        // pinned, mapped
+  int32_t* device_result = nullptr;
+  // kernel parameters (device pointers into scratch/layers)
+  struct Params {
+    int layers, D, E, N, R, K, V, G, norm_threads;
+    float eps;
+    mamba_dtype conv_state_dtype;
+    const void* embed;
+    const float* norm_f;
+    const void* lm_head;
+    const mamba_decode_layer* layer;
+    void *z, *u, *dbc, *y, *out;
+    float* best_v;
+    int* best_i;
+    unsigned long long* counter;
+    int32_t* result;
+  } p{};
+};
+
+namespace mamba {
+
+constexpr int kDecodeThreads = 256;
+constexpr int kDecodeWarps = kDecodeThreads / 32;
+constexpr float kLog2eD = 1.4426950408889634f;
+using DecodeParams = mamba_decode_plan::Params;
+
+// All blocks arrive, then wait for the counter to reach `target` (monotonic across steps).
+__device__ __forceinline__ void grid_barrier(unsigned long long* counter, unsigned long long target) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    atomicAdd(counter, 1ull);
+    unsigned long long v;
+    do {
+      asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(counter) : "memory");
+    } while (v < target);
+    __threadfence();
+  }
+  __syncthreads();
+}
+
+// Loads written by other blocks during this kernel go through L2 only (never a stale L1 line).
+template <class T> __device__ __forceinline__ float ld_act(const T* p, int i) {
+  if constexpr (sizeof(T) == 4) return __ldcg(reinterpret_cast<const float*>(p) + i);
+  else {
+    const unsigned short bits = __ldcg(reinterpret_cast<const unsigned short*>(p) + i);
+    return to_f<T>(*reinterpret_cast<const T*>(&bits));
+  }
+}
+
+// One output column of y = x·wᵀ: gemv_kernel's arithmetic (lane-strided 16-byte weight loads when vec, per-lane
+// fmaf in index order, xor butterfly). x(i) returns x[i] already rounded to the weight dtype, as a float.
+template <class TW, class X>
+__device__ __forceinline__ float warp_dot(const TW* __restrict__ wr, int k, bool vec, int lane, X x) {
+  float acc = 0.f;
+  if (vec) {
+    constexpr int V = 16 / sizeof(TW);
+#pragma unroll 2
+    for (int base = lane * V; base < k; base += 32 * V) {
+      const uint4 raw = __ldg(reinterpret_cast<const uint4*>(wr + base));
+      const TW* wv = reinterpret_cast<const TW*>(&raw);
+#pragma unroll
+      for (int i = 0; i < V; ++i) acc = fmaf(to_f<TW>(wv[i]), x(base + i), acc);
+    }
+  } else {
+    for (int j = lane; j < k; j += 32) acc = fmaf(to_f<TW>(wr[j]), x(j), acc);
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+  return acc;
+}
+
+template <class TW> __device__ __forceinline__ bool vec_ok(const void* w, int k) {
+  return k % (16 / static_cast<int>(sizeof(TW))) == 0 && (reinterpret_cast<uintptr_t>(w) & 15) == 0;
+}
+
+// residual (+= delta) and RMSNorm statistics exactly as add_rmsnorm_row_kernel with `nt` threads; returns 1/rms.
+template <class T>
+__device__ float block_residual_norm(float* h, const T* delta, int D, int nt, float eps, float* s_part) {
+  const int tid = threadIdx.x;
+  float ss = 0.f;
+  if (tid < nt) {
+    for (int j = tid; j < D; j += nt) {
+      float v = h[j];
+      if (delta) {
+        v += ld_act(delta, j);
+        h[j] = v;
+      }
+      ss = fmaf(v, v, ss);
+    }
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+  if ((tid & 31) == 0) s_part[tid / 32] = ss;
+  __syncthreads();
+  float tot = 0.f;
+  for (int i = 0; i < nt / 32; ++i) tot += s_part[i];
+  __syncthreads();  // s_part is reused by the next call
+  return rsqrtf(tot / D + eps);
+}
+
+__device__ __forceinline__ void better_d(float& bv, int& bi, float v, int i) {
+  if (v > bv || (v == bv && i < bi)) { bv = v; bi = i; }
+}
+
+template <class T>
+__global__ void __launch_bounds__(kDecodeThreads) decode_step_kernel(const DecodeParams p, int token, unsigned long long base) {
+  extern __shared__ float smem[];
+  float* h = smem;                 // [D] residual row (fp32)
+  float* xs = h + p.D;             // [D] normed row rounded to T
+  float* s_dbc = xs + p.D;         // [R + 2N]
+  float* s_part = s_dbc + p.R + 2 * p.N;  // [8]
+  float* s_bv = s_part + 8;        // [8]
+  int* s_bi = reinterpret_cast<int*>(s_bv + 8);  // [8]
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int gwarp = blockIdx.x * kDecodeWarps + warp, nwarps = gridDim.x * kDecodeWarps;
+  const int D = p.D, E = p.E, N = p.N, R = p.R, K = p.K, G = p.G;
+  const int ldbc = R + 2 * N;
+  T* z = static_cast<T*>(p.z);
+  T* u = static_cast<T*>(p.u);
+  T* dbc = static_cast<T*>(p.dbc);
+  T* y = static_cast<T*>(p.y);
+  T* out = static_cast<T*>(p.out);
+  unsigned long long target = base;
+  const unsigned long long nb = gridDim.x;
+
+  const T* erow = static_cast<const T*>(p.embed) + (size_t)token * D;
+  for (int j = tid; j < D; j += kDecodeThreads) h[j] = to_f<T>(erow[j]);
+  __syncthreads();
+
+  for (int l = 0; l < p.layers; ++l) {
+    const mamba_decode_layer& Ly = p.layer[l];
+    // ---- P1: residual + norm (every block), in_proj + conv update --------------------------------------
+    const float inv = block_residual_norm<T>(h, l > 0 ? out : nullptr, D, p.norm_threads, p.eps, s_part);
+    const float* nw = static_cast<const float*>(Ly.norm_weight);
+    for (int j = tid; j < D; j += kDecodeThreads) xs[j] = to_f<T>(from_f<T>((h[j] * inv) * nw[j]));
+    __syncthreads();
+    {
+      const T* W = static_cast<const T*>(Ly.in_proj_weight);
+      const bool vec = vec_ok<T>(W, D);
+      const float* bias = static_cast<const float*>(Ly.in_proj_bias);
+      for (int col = gwarp; col < 2 * E; col += nwarps) {
+        const float acc = warp_dot<T>(W + (size_t)col * D, D, vec, lane, [&](int i) { return xs[i]; });
+        if (lane == 0) {
+          const T val = from_f<T>(acc + (bias ? bias[col] : 0.f));
+          if (col < E) {
+            // conv_update_kernel for channel col: shift the state, newest column = x, taps in order, SiLU.
+            const float x = to_f<T>(val);
+            const float* cw = static_cast<const float*>(Ly.conv_weight);
+            const float* cb = static_cast<const float*>(Ly.conv_bias);
+            const size_t sb = (size_t)col * K;
+            float cacc = cb ? cb[col] : 0.f;
+            conv_step_taps(Ly.conv_state, p.conv_state_dtype, sb, K, x, cw + (size_t)col * K, cacc);
+            u[col] = from_f<T>(silu_fast(cacc));
+          } else {
+            z[col - E] = val;
+          }
+        }
+      }
+    }
+    grid_barrier(p.counter, target += nb);
+    // ---- P2: x_proj ----------------------------------------------------------------------------------
+    {
+      const T* W = static_cast<const T*>(Ly.x_proj_weight);
+      const bool vec = vec_ok<T>(W, E);
+      for (int col = gwarp; col < ldbc; col += nwarps) {
+        const float acc = warp_dot<T>(W + (size_t)col * E, E, vec, lane, [&](int i) { return ld_act(u, i); });
+        if (lane == 0) dbc[col] = from_f<T>(acc + 0.f);
+      }
+    }
+    grid_barrier(p.counter, target += nb);
+    // ---- P3: dt_proj + state update (state_update_group_kernel, G lanes a channel) -----------------------
+    for (int i = tid; i < ldbc; i += kDecodeThreads) s_dbc[i] = ld_act(dbc, i);
+    __syncthreads();
+    {
+      const T* dtw = static_cast<const T*>(Ly.dt_proj_weight);
+      const float* dtb = static_cast<const float*>(Ly.dt_proj_bias);
+      const float* A = Ly.A;
+      const float* Dp = Ly.D;
+      float* state = Ly.ssm_state;
+      const int per_warp = 32 / G;
+      const int n = lane % G;
+      for (int e0 = gwarp * per_warp; e0 < E; e0 += nwarps * per_warp) {
+        const int e = e0 + lane / G;
+        const bool e_ok = e < E;
+        float dr = 0.f;
+        if (e_ok)
+          for (int r = n; r < R; r += G) dr = fmaf(to_f<T>(dtw[(size_t)e * R + r]), s_dbc[r], dr);
+        for (int o = G / 2; o > 0; o >>= 1) dr += __shfl_xor_sync(0xffffffffu, dr, o, G);
+        const float dv = softplus_f(dr + (e_ok ? dtb[e] : 0.f));
+        const float uv = e_ok ? ld_act(u, e) : 0.f;
+        const float duv = dv * uv;
+        float part = 0.f;
+        if (e_ok && n < N) {
+          float* st = state + (size_t)e * N + n;
+          const float dA = ex2_approx(dv * (A[(size_t)e * N + n] * kLog2eD));
+          const float hv = fmaf(dA, *st, duv * s_dbc[R + n]);
+          *st = hv;
+          part = hv * s_dbc[R + N + n];
+        }
+        for (int o = G / 2; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o, G);
+        if (e_ok && n == 0) {
+          const float yv = part + (Dp ? Dp[e] : 0.f) * uv;
+          const float zv = ld_act(z, e);
+          y[e] = from_f<T>(yv * silu_f(zv));
+        }
+      }
+    }
+    grid_barrier(p.counter, target += nb);
+    // ---- P4: out_proj ------------------------------------------------------------------------------
+    {
+      const T* W = static_cast<const T*>(Ly.out_proj_weight);
+      const bool vec = vec_ok<T>(W, E);
+      const float* bias = static_cast<const float*>(Ly.out_proj_bias);
+      for (int col = gwarp; col < D; col += nwarps) {
+        const float acc = warp_dot<T>(W + (size_t)col * E, E, vec, lane, [&](int i) { return ld_act(y, i); });
+        if (lane == 0) out[col] = from_f<T>(acc + (bias ? bias[col] : 0.f));
+      }
+    }
+    grid_barrier(p.counter, target += nb);
+  }
+  // ---- final: residual + norm_f (fp32 output, then rounded to the lm_head dtype), lm_head, argmax --------
+  const float inv = block_residual_norm<T>(h, p.layers > 0 ? out : nullptr, D, p.norm_threads, p.eps, s_part);
+  for (int j = tid; j < D; j += kDecodeThreads) xs[j] = to_f<T>(from_f<T>((h[j] * inv) * p.norm_f[j]));
+  __syncthreads();
+  float bv = -INFINITY;
+  int bi = 0x7fffffff;
+  {
+    const T* W = static_cast<const T*>(p.lm_head);
+    const bool vec = vec_ok<T>(W, D);
+    for (int col = gwarp; col < p.V; col += nwarps) {
+      const float v = warp_dot<T>(W + (size_t)col * D, D, vec, lane, [&](int i) { return xs[i]; }) + 0.f;
+      if (v == v) better_d(bv, bi, v, col);
+    }
+  }
+  if (lane == 0) {
+    s_bv[warp] = bv;
+    s_bi[warp] = bi;
+  }
+  __syncthreads();
+  if (tid == 0) {
+    for (int w = 1; w < kDecodeWarps; ++w) better_d(bv, bi, s_bv[w], s_bi[w]);
+    p.best_v[blockIdx.x] = bv;
+    p.best_i[blockIdx.x] = bi;
+  }
+  grid_barrier(p.counter, target += nb);
+  if (blockIdx.x == 0 && warp == 0) {
+    bv = -INFINITY;
+    bi = 0x7fffffff;
+    for (int b = lane; b < (int)gridDim.x; b += 32) better_d(bv, bi, __ldcg(p.best_v + b), __ldcg(p.best_i + b));
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+      const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+      better_d(bv, bi, ov, oi);
+    }
+    if (lane == 0) *reinterpret_cast<volatile int32_t*>(p.result) = bi == 0x7fffffff ? 0 : bi;
+  }
+}
+
+template <class T>
+void decode_step_launch(mamba_context* ctx, mamba_decode_plan* plan, int token) {
+  void* args[] = {&plan->p, &token, &plan->base};
+  check_cuda(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(decode_step_kernel<T>), dim3(plan->grid), dim3(kDecodeThreads), args,
+                                         plan->smem, ctx->stream),
+             "cudaLaunchCooperativeKernel(decode_step_kernel)");
+}
+
+template <class T>
+int decode_occupancy(size_t smem) {
+  if (smem > 48 * 1024)
+    check_cuda(cudaFuncSetAttribute(decode_step_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+               "cudaFuncSetAttribute(decode_step_kernel)");
+  int blocks = 0;
+  check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, decode_step_kernel<T>, kDecodeThreads, smem), "cudaOccupancy(decode)");
+  return blocks;
+}
+
+static void destroy_plan(mamba_decode_plan* plan) {
+  if (!plan) return;
+  if (plan->scratch) cudaFree(plan->scratch);
+  if (plan->layers) cudaFree(plan->layers);
+  if (plan->host_result) cudaFreeHost(plan->host_result);
+  cudaGetLastError();
+  delete plan;
+}
+
+}  // namespace mamba
+
+using namespace mamba;
+
+extern "C" MAMBA_API mamba_status mamba_decode_plan_create(mamba_context* ctx, const mamba_decode_model* m, mamba_decode_plan** out) {
+  return guard("mamba_decode_plan_create", [&] {
+    return m ? format("(layers %d, d %d, E %d, N %d, R %d, K %d, vocab %d, %s)", m->num_layers, m->hidden, m->inner, m->state, m->rank,
+                      m->conv_kernel, m->vocab, dtype_name(m->dtype))
+             : std::string();
+  }, [&] {
+    require(out != nullptr, "out is null");
+    *out = nullptr;
+    activate(ctx);
+    require(m != nullptr, "model is null");
+    check_dtype(m->dtype, "dtype");
+    check_dtype(m->conv_state_dtype, "conv_state_dtype");
+    require(m->num_layers >= 0 && m->hidden > 0 && m->inner > 0 && m->state > 0 && m->rank > 0 && m->conv_kernel >= 1 && m->vocab > 0,
+            "bad shape");
+    if (m->state > 32) fail(MAMBA_ERR_UNSUPPORTED, format("the fused decode step covers d_state <= 32 (got %d)", m->state));
+    if (m->hidden > 16384) fail(MAMBA_ERR_UNSUPPORTED, format("the fused decode step covers hidden <= 16384 (got %d)", m->hidden));
+    require(m->embedding && m->norm_f && m->lm_head && (m->num_layers == 0 || m->layers), "null pointer");
+    for (int l = 0; l < m->num_layers; ++l) {
+      const mamba_decode_layer& L = m->layers[l];
+      require(L.norm_weight && L.in_proj_weight && L.conv_weight && L.conv_state && L.x_proj_weight && L.dt_proj_weight && L.dt_proj_bias &&
+                  L.A && L.ssm_state && L.out_proj_weight,
+              "null layer pointer");
+    }
+    int coop = 0;
+    check_cuda(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, ctx->device), "cudaDeviceGetAttribute(cooperative)");
+    if (!coop) fail(MAMBA_ERR_UNSUPPORTED, "the device does not support cooperative launches");
+
+    auto* plan = new (std::nothrow) mamba_decode_plan();
+    if (!plan) fail(MAMBA_ERR_OUT_OF_MEMORY, "host out of memory");
+    try {
+      plan->device = ctx->device;
+      plan->dtype = m->dtype;
+      plan->vocab = m->vocab;
+      const int D = m->hidden, E = m->inner, N = m->state, R = m->rank;
+      plan->smem = sizeof(float) * (2 * (size_t)D + R + 2 * N + 24);
+      int occ = 0;
+      MAMBA_DISPATCH_DTYPE(m->dtype, T, { occ = decode_occupancy<T>(plan->smem); });
+      if (occ < 1) fail(MAMBA_ERR_UNSUPPORTED, "the fused decode kernel does not fit on one multiprocessor");
+      plan->grid = ctx->sm_count;  // one block a multiprocessor: fewer arrivals per barrier (2 a multiprocessor measured slower)
+      plan->barriers_per_step = 4 * m->num_layers + 1;
+      // scratch: z, u, y [E], dbc [R+2N], out [D] in dtype (each 256-byte aligned), best values/indices [grid], counter
+      const size_t es = dtype_size(m->dtype);
+      auto al = [](size_t b) { return (b + 255) / 256 * 256; };
+      const size_t oz = 0, ou = oz + al(E * es), oy = ou + al(E * es), odbc = oy + al(E * es), oout = odbc + al((R + 2 * N) * es);
+      const size_t obv = oout + al(D * es), obi = obv + al(plan->grid * 4), octr = obi + al(plan->grid * 4), total = octr + 256;
+      check_cuda(cudaMalloc(&plan->scratch, total), "cudaMalloc(decode scratch)");
+      check_cuda(cudaMemsetAsync(plan->scratch, 0, total, ctx->stream), "cudaMemsetAsync(decode scratch)");
+      char* s = static_cast<char*>(plan->scratch);
+      if (m->num_layers > 0) {
+        check_cuda(cudaMalloc(&plan->layers, sizeof(mamba_decode_layer) * m->num_layers), "cudaMalloc(decode layers)");
+        check_cuda(cudaMemcpyAsync(plan->layers, m->layers, sizeof(mamba_decode_layer) * m->num_layers, cudaMemcpyHostToDevice, ctx->stream),
+                   "cudaMemcpyAsync(decode layers)");
+      }
+      void* hr = nullptr;
+      check_cuda(cudaHostAlloc(&hr, sizeof(int32_t), cudaHostAllocMapped), "cudaHostAlloc(decode result)");
+      plan->host_result = static_cast<int32_t*>(hr);
+      void* dr = nullptr;
+      check_cuda(cudaHostGetDevicePointer(&dr, hr, 0), "cudaHostGetDevicePointer(decode result)");
+      plan->device_result = static_cast<int32_t*>(dr);
+      check_cuda(cudaStreamSynchronize(ctx->stream), "cudaStreamSynchronize");  // the host layer table is the caller's again
+
+      auto& p = plan->p;
+      p.layers = m->num_layers; p.D = D; p.E = E; p.N = N; p.R = R; p.K = m->conv_kernel; p.V = m->vocab;
+      int G = 1;
+      while (G < N) G *= 2;
+      p.G = G;
+      int nt = ((D + 2) / 3 + 31) / 32 * 32;  // add_rmsnorm's thread count for this width
+      p.norm_threads = nt < 32 ? 32 : (nt > 256 ? 256 : nt);
+      p.eps = m->eps;
+      p.conv_state_dtype = m->conv_state_dtype;
+      p.embed = m->embedding;
+      p.norm_f = static_cast<const float*>(m->norm_f);
+      p.lm_head = m->lm_head;
+      p.layer = plan->layers;
+      p.z = s + oz; p.u = s + ou; p.y = s + oy; p.dbc = s + odbc; p.out = s + oout;
+      p.best_v = reinterpret_cast<float*>(s + obv);
+      p.best_i = reinterpret_cast<int*>(s + obi);
+      p.counter = reinterpret_cast<unsigned long long*>(s + octr);
+      p.result = plan->device_result;
+    } catch (...) {
+      destroy_plan(plan);
+      throw;
+    }
+    *out = plan;
+  });
+}
+
+extern "C" MAMBA_API mamba_status mamba_decode_plan_step(mamba_context* ctx, mamba_decode_plan* plan, int32_t token, int32_t* next_token) {
+  return guard("mamba_decode_plan_step", [&] { return format("(token %d)", token); }, [&] {
+    activate(ctx);
+    require(plan != nullptr && next_token != nullptr, "null pointer");
+    require(plan->device == ctx->device, "the plan belongs to another device");
+    if (token < 0 || token >= plan->vocab) fail(MAMBA_ERR_INVALID_ARGUMENT, format("token %d is outside [0, %d)", token, plan->vocab));
+    MAMBA_DISPATCH_DTYPE(plan->dtype, T, { decode_step_launch<T>(ctx, plan, token); });
+    check_cuda(cudaStreamSynchronize(ctx->stream), "cudaStreamSynchronize(decode step)");
+    plan->base += static_cast<unsigned long long>(plan->barriers_per_step) * plan->grid;
+    *next_token = *reinterpret_cast<volatile int32_t*>(plan->host_result);
+  });
+}
+
+extern "C" MAMBA_API mamba_status mamba_decode_plan_destroy(mamba_context* ctx, mamba_decode_plan* plan) {
+  return guard("mamba_decode_plan_destroy", [] { return std::string(); }, [&] {
+    if (!plan) return;
+    if (ctx) {
+      cudaSetDevice(ctx->device);
+      if (ctx->stream) cudaStreamSynchronize(ctx->stream);
+    }
+    destroy_plan(plan);
+  });
+}
