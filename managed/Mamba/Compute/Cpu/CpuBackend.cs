@@ -209,16 +209,27 @@ public sealed class CpuBackend : IMambaBackend
         Expect(st, nameof(convState), batch * inner, kernel);
         if (w.ElementCount != (long)inner * kernel) throw new ArgumentException($"weight {w.ShapeText} is not [{inner}, {kernel}]", nameof(weight));
         var biasData = BiasOf(bias, inner);
+        var state = st.Data;
+        var wd = w.Data;
         for (int b = 0; b < batch; b++)
+        {
+            var outRow = ut.Data.AsSpan(b * inner, inner);
             for (int e = 0; e < inner; e++)
             {
-                var window = st.Data.AsSpan(((int)b * inner + e) * kernel, kernel);
-                window[1..].CopyTo(window);
-                window[kernel - 1] = x.Data[b * 2 * inner + e];
+                int at = (b * inner + e) * kernel;
                 float acc = biasData.Length > 0 ? biasData[e] : 0f;
-                for (int k = 0; k < kernel; k++) acc += w.Data[e * kernel + k] * window[k];
-                ut.Data[b * inner + e] = CpuMath.Silu(acc);
+                for (int k = 0; k < kernel - 1; k++)
+                {
+                    float v = state[at + k + 1];
+                    state[at + k] = v;
+                    acc += wd[e * kernel + k] * v;
+                }
+                float input = x.Data[b * 2 * inner + e];
+                state[at + kernel - 1] = input;
+                outRow[e] = acc + wd[e * kernel + kernel - 1] * input;
             }
+            CpuMath.SiluInPlace(outRow);
+        }
     }
 
     /// <inheritdoc />
@@ -277,6 +288,7 @@ public sealed class CpuBackend : IMambaBackend
         var yt = Cpu(y, nameof(y));
         Expect(yt, nameof(y), rows, inner);
         Expect(wdt, "ssm.DtProjWeight", inner, rank);
+        Expect(Cpu(ssm.DtProjBias, "ssm.DtProjBias"), "ssm.DtProjBias", 1, inner);
         int batch, length;
         if (step) { batch = rows; length = 1; }
         else { batch = u.Shape.Length == 3 ? u.Dim(0) : 1; length = rows / batch; }
@@ -287,23 +299,16 @@ public sealed class CpuBackend : IMambaBackend
             Expect(st, nameof(ssmState), batch * inner, n);
             state = st.Data;
         }
-        // Δ = softplus(δ̃·W_dtᵀ + b_dt): a GEMM over the δ̃ columns of dbc (row stride R+2N), then a fused bias + softplus pass.
-        // Pooled: a fresh multi-megabyte array per layer would land on the large-object heap and cost gen-2 collections.
-        int count = checked(rows * inner);
-        var delta = System.Buffers.ArrayPool<float>.Shared.Rent(count);
-        try
+        if (step)
         {
-            var deltaSpan = delta.AsSpan(0, count);
-            CpuGemm.Linear(dbcT.Data, rank + 2 * n, wdt.Data, default, deltaSpan, rows, inner, rank, _parallel);
-            CpuMath.AddBiasSoftplusRows(deltaSpan, Cpu(ssm.DtProjBias, "ssm.DtProjBias").Data);
-            using var aT = Transpose(a.Data, inner, n);
-            CpuSelectiveScan.Run(ut.Data, deltaSpan, dbcT.Data, Cpu(xz, nameof(xz)).Data, aT.Span, Cpu(ssm.D, "ssm.D").Data,
-                yt.Data, state, useInitialState, batch, length, inner, rank, n, _parallel);
+            // Decode: Δ, the state update and the gate fused per channel block, one parallel loop.
+            CpuSelectiveScan.Step(ut.Data, dbcT.Data, Cpu(xz, nameof(xz)).Data, wdt.Data, Cpu(ssm.DtProjBias, "ssm.DtProjBias").Data,
+                a.Data, Cpu(ssm.D, "ssm.D").Data, yt.Data, state, batch, inner, rank, n, _parallel);
+            return;
         }
-        finally
-        {
-            System.Buffers.ArrayPool<float>.Shared.Return(delta);
-        }
+        // Δ = softplus(δ̃·W_dtᵀ + b_dt) is computed inside the scan, per step and channel group.
+        CpuSelectiveScan.Run(ut.Data, dbcT.Data, wdt.Data, Cpu(ssm.DtProjBias, "ssm.DtProjBias").Data, Cpu(xz, nameof(xz)).Data, a.Data,
+            Cpu(ssm.D, "ssm.D").Data, yt.Data, state, useInitialState, batch, length, inner, rank, n, _parallel);
     }
 
     /// <inheritdoc />
