@@ -58,18 +58,28 @@ constexpr float kLog2eD = 1.4426950408889634f;
 using DecodeParams = mamba_decode_plan::Params;
 
 // All blocks arrive, then wait for the counter to reach `target` (monotonic across steps).
+// The block's writes are ordered before thread 0's release (bar.sync, then red.release is cumulative); the acquire
+// load that sees the target orders every block's earlier writes before this block's later reads.
 __device__ __forceinline__ void grid_barrier(unsigned long long* counter, unsigned long long target) {
   __syncthreads();
   if (threadIdx.x == 0) {
-    __threadfence();
-    atomicAdd(counter, 1ull);
+    asm volatile("red.release.gpu.global.add.u64 [%0], 1;" : : "l"(counter) : "memory");
     unsigned long long v;
     do {
       asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(counter) : "memory");
     } while (v < target);
-    __threadfence();
   }
   __syncthreads();
+}
+
+// Pulls `bytes` at p into L2 (spread over the grid's threads; no registers held, no ordering).
+__device__ __forceinline__ void prefetch_l2(const void* p, size_t bytes) {
+  if (!p) return;
+  const char* c = static_cast<const char*>(p);
+  const size_t lines = (bytes + 127) / 128;
+  const size_t stride = (size_t)gridDim.x * blockDim.x;
+  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < lines; i += stride)
+    asm volatile("prefetch.global.L2 [%0];" : : "l"(c + i * 128));
 }
 
 // Loads written by other blocks during this kernel go through L2 only (never a stale L1 line).
@@ -81,26 +91,62 @@ template <class T> __device__ __forceinline__ float ld_act(const T* p, int i) {
   }
 }
 
-// One output column of y = x·wᵀ: gemv_kernel's arithmetic (lane-strided 16-byte weight loads when vec, per-lane
-// fmaf in index order, xor butterfly). x(i) returns x[i] already rounded to the weight dtype, as a float.
-template <class TW, class X>
-__device__ __forceinline__ float warp_dot(const TW* __restrict__ wr, int k, bool vec, int lane, X x) {
-  float acc = 0.f;
+// Output columns of y = x·wᵀ: gemv_kernel's arithmetic (lane-strided 16-byte weight loads when vec, per-lane fmaf in
+// index order, xor butterfly), for C columns at once (independent accumulators, so C rows' loads are in flight
+// together; each column's own order is unchanged). x is in shared memory as floats already rounded to the weight
+// dtype (XS) or in global memory in the weight dtype (read 16 bytes at a time, through L2).
+template <class TW, bool XS, int C>
+__device__ __forceinline__ void warp_dots(const TW* const (&wr)[C], int k, bool vec, int lane, const void* x, float (&acc)[C]) {
+#pragma unroll
+  for (int c = 0; c < C; ++c) acc[c] = 0.f;
   if (vec) {
     constexpr int V = 16 / sizeof(TW);
 #pragma unroll 2
     for (int base = lane * V; base < k; base += 32 * V) {
-      const uint4 raw = __ldg(reinterpret_cast<const uint4*>(wr + base));
-      const TW* wv = reinterpret_cast<const TW*>(&raw);
+      float xv[V];
+      if constexpr (XS) {
+        const float4* xp = reinterpret_cast<const float4*>(static_cast<const float*>(x) + base);
 #pragma unroll
-      for (int i = 0; i < V; ++i) acc = fmaf(to_f<TW>(wv[i]), x(base + i), acc);
+        for (int q = 0; q < V / 4; ++q) {
+          const float4 f = xp[q];
+          xv[4 * q] = f.x; xv[4 * q + 1] = f.y; xv[4 * q + 2] = f.z; xv[4 * q + 3] = f.w;
+        }
+      } else {
+        const uint4 raw = __ldcg(reinterpret_cast<const uint4*>(static_cast<const TW*>(x) + base));
+        const TW* xt = reinterpret_cast<const TW*>(&raw);
+#pragma unroll
+        for (int i = 0; i < V; ++i) xv[i] = to_f<TW>(xt[i]);
+      }
+      uint4 raw[C];
+#pragma unroll
+      for (int c = 0; c < C; ++c) raw[c] = wr[c] ? __ldg(reinterpret_cast<const uint4*>(wr[c] + base)) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+      for (int c = 0; c < C; ++c) {
+        const TW* wv = reinterpret_cast<const TW*>(&raw[c]);
+#pragma unroll
+        for (int i = 0; i < V; ++i) acc[c] = fmaf(to_f<TW>(wv[i]), xv[i], acc[c]);
+      }
     }
   } else {
-    for (int j = lane; j < k; j += 32) acc = fmaf(to_f<TW>(wr[j]), x(j), acc);
+    for (int j = lane; j < k; j += 32) {
+      const float xj = XS ? static_cast<const float*>(x)[j] : ld_act(static_cast<const TW*>(x), j);
+#pragma unroll
+      for (int c = 0; c < C; ++c)
+        if (wr[c]) acc[c] = fmaf(to_f<TW>(wr[c][j]), xj, acc[c]);
+    }
   }
 #pragma unroll
-  for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
-  return acc;
+  for (int c = 0; c < C; ++c)
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) acc[c] += __shfl_xor_sync(0xffffffffu, acc[c], o);
+}
+
+template <class TW, bool XS>
+__device__ __forceinline__ float warp_dot(const TW* wr, int k, bool vec, int lane, const void* x) {
+  const TW* w1[1] = {wr};
+  float a1[1];
+  warp_dots<TW, XS, 1>(w1, k, vec, lane, x, a1);
+  return a1[0];
 }
 
 template <class TW> __device__ __forceinline__ bool vec_ok(const void* w, int k) {
@@ -137,7 +183,7 @@ __device__ __forceinline__ void better_d(float& bv, int& bi, float v, int i) {
 }
 
 template <class T>
-__global__ void __launch_bounds__(kDecodeThreads) decode_step_kernel(const DecodeParams p, int token, unsigned long long base) {
+__global__ void __launch_bounds__(kDecodeThreads, 1) decode_step_kernel(const DecodeParams p, int token, unsigned long long base) {
   extern __shared__ float smem[];
   float* h = smem;                 // [D] residual row (fp32)
   float* xs = h + p.D;             // [D] normed row rounded to T
@@ -161,8 +207,19 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_step_kernel(const Decod
   for (int j = tid; j < D; j += kDecodeThreads) h[j] = to_f<T>(erow[j]);
   __syncthreads();
 
+  const size_t es = sizeof(T);
+  auto prefetch_layer = [&](const mamba_decode_layer& n) {
+    prefetch_l2(n.in_proj_weight, (size_t)2 * E * D * es);
+    prefetch_l2(n.x_proj_weight, (size_t)ldbc * E * es);
+    prefetch_l2(n.dt_proj_weight, (size_t)E * R * es);
+    prefetch_l2(n.A, (size_t)E * N * 4);
+    prefetch_l2(n.ssm_state, (size_t)E * N * 4);
+    prefetch_l2(n.out_proj_weight, (size_t)D * E * es);
+  };
+  if (p.layers > 0) prefetch_layer(p.layer[0]);
   for (int l = 0; l < p.layers; ++l) {
     const mamba_decode_layer& Ly = p.layer[l];
+    if (l + 1 < p.layers) prefetch_layer(p.layer[l + 1]);  // the next layer's weights stream into L2 behind this one
     // ---- P1: residual + norm (every block), in_proj + conv update --------------------------------------
     const float inv = block_residual_norm<T>(h, l > 0 ? out : nullptr, D, p.norm_threads, p.eps, s_part);
     const float* nw = static_cast<const float*>(Ly.norm_weight);
@@ -172,10 +229,19 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_step_kernel(const Decod
       const T* W = static_cast<const T*>(Ly.in_proj_weight);
       const bool vec = vec_ok<T>(W, D);
       const float* bias = static_cast<const float*>(Ly.in_proj_bias);
-      for (int col = gwarp; col < 2 * E; col += nwarps) {
-        const float acc = warp_dot<T>(W + (size_t)col * D, D, vec, lane, [&](int i) { return xs[i]; });
-        if (lane == 0) {
-          const T val = from_f<T>(acc + (bias ? bias[col] : 0.f));
+      // Three columns a warp at once (2E = 3072 columns over ~1056 warps for 130m): their row loads fly together.
+      constexpr int C = 3;
+      for (int c0 = gwarp; c0 < 2 * E; c0 += C * nwarps) {
+        const T* rows[C];
+#pragma unroll
+        for (int c = 0; c < C; ++c) rows[c] = c0 + c * nwarps < 2 * E ? W + (size_t)(c0 + c * nwarps) * D : nullptr;
+        float acc[C];
+        warp_dots<T, true, C>(rows, D, vec, lane, xs, acc);
+#pragma unroll
+        for (int c = 0; c < C; ++c) {
+          const int col = c0 + c * nwarps;
+          if (lane != c || !rows[c]) continue;  // lane c finishes column c (the three run side by side)
+          const T val = from_f<T>(acc[c] + (bias ? bias[col] : 0.f));
           if (col < E) {
             // conv_update_kernel for channel col: shift the state, newest column = x, taps in order, SiLU.
             const float x = to_f<T>(val);
@@ -197,7 +263,7 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_step_kernel(const Decod
       const T* W = static_cast<const T*>(Ly.x_proj_weight);
       const bool vec = vec_ok<T>(W, E);
       for (int col = gwarp; col < ldbc; col += nwarps) {
-        const float acc = warp_dot<T>(W + (size_t)col * E, E, vec, lane, [&](int i) { return ld_act(u, i); });
+        const float acc = warp_dot<T, false>(W + (size_t)col * E, E, vec, lane, u);
         if (lane == 0) dbc[col] = from_f<T>(acc + 0.f);
       }
     }
@@ -246,7 +312,7 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_step_kernel(const Decod
       const bool vec = vec_ok<T>(W, E);
       const float* bias = static_cast<const float*>(Ly.out_proj_bias);
       for (int col = gwarp; col < D; col += nwarps) {
-        const float acc = warp_dot<T>(W + (size_t)col * E, E, vec, lane, [&](int i) { return ld_act(y, i); });
+        const float acc = warp_dot<T, false>(W + (size_t)col * E, E, vec, lane, y);
         if (lane == 0) out[col] = from_f<T>(acc + (bias ? bias[col] : 0.f));
       }
     }
@@ -261,9 +327,18 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_step_kernel(const Decod
   {
     const T* W = static_cast<const T*>(p.lm_head);
     const bool vec = vec_ok<T>(W, D);
-    for (int col = gwarp; col < p.V; col += nwarps) {
-      const float v = warp_dot<T>(W + (size_t)col * D, D, vec, lane, [&](int i) { return xs[i]; }) + 0.f;
-      if (v == v) better_d(bv, bi, v, col);
+    constexpr int C = 4;  // lm_head rows in flight per warp
+    for (int c0 = gwarp; c0 < p.V; c0 += C * nwarps) {
+      const T* rows[C];
+#pragma unroll
+      for (int c = 0; c < C; ++c) rows[c] = c0 + c * nwarps < p.V ? W + (size_t)(c0 + c * nwarps) * D : nullptr;
+      float acc[C];
+      warp_dots<T, true, C>(rows, D, vec, lane, xs, acc);
+#pragma unroll
+      for (int c = 0; c < C; ++c) {
+        const float v = acc[c] + 0.f;
+        if (rows[c] && v == v) better_d(bv, bi, v, c0 + c * nwarps);
+      }
     }
   }
   if (lane == 0) {

@@ -10,14 +10,15 @@ public sealed partial class MambaForCausalLM
     internal const string DisableGraphsVariable = "MAMBA_DISABLE_CUDA_GRAPHS";
 
     /// <summary>
-    /// Environment variable that, set to 1, runs batch-1 decode steps as the fused decode kernel instead of the captured
-    /// graph. Off by default: on the H200 the fused kernel (97 grid barriers a step for 130m) measured slower than the graph
-    /// (bench/RESULTS.md); both give the same bits.
+    /// Environment variable choosing how batch-1 greedy steps run on CUDA: 1 = the fused decode kernel, 0 = the captured
+    /// graph. Unset: the fused kernel for 16-bit activations (measured faster on the H200: 0.52 against 0.61 ms/token for
+    /// 130m bf16) and the graph for F32 (0.67 against 0.63). Both give the same bits (bench/RESULTS.md).
     /// </summary>
     internal const string FusedDecodeVariable = "MAMBA_FUSED_DECODE";
 
     private static readonly bool GraphsDisabledByEnvironment = Environment.GetEnvironmentVariable(DisableGraphsVariable) == "1";
-    private static readonly bool FusedByEnvironment = Environment.GetEnvironmentVariable(FusedDecodeVariable) == "1";
+    private static readonly string? FusedEnvironment = Environment.GetEnvironmentVariable(FusedDecodeVariable);
+    private bool? _useFusedDecode;
 
     private readonly object _decodeGate = new();
     private IFastDecodeStep? _decodeGraph;
@@ -26,7 +27,11 @@ public sealed partial class MambaForCausalLM
     private bool _fusedDecodeFailed;
 
     /// <summary>True runs batch-1 fast steps as the fused decode kernel instead of the captured graph (same bits either way).</summary>
-    internal bool UseFusedDecode { get; set; } = FusedByEnvironment;
+    internal bool UseFusedDecode
+    {
+        get => _useFusedDecode ?? (FusedEnvironment == "1" || (FusedEnvironment != "0" && ActivationDType != DType.F32));
+        set => _useFusedDecode = value;
+    }
 
     /// <summary>How many decode steps ran as the fused batch-1 kernel (also counted in <see cref="FastDecodeSteps"/>).</summary>
     internal long FusedDecodeSteps { get; private set; }
