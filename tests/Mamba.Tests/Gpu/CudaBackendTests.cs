@@ -193,7 +193,7 @@ public class CudaBackendTests : GpuOpTestBase
         {
             yield return new TestCaseData(dt, 1, 1, 8, 16, 4);       // L = 1
             yield return new TestCaseData(dt, 2, 3, 17, 1, 2);       // N = 1, L < K
-            yield return new TestCaseData(dt, 3, 67, 40, 16, 5);     // L not a multiple of the time tile (64)
+            yield return new TestCaseData(dt, 3, 67, 40, 16, 5);     // L not a multiple of the time tile (32)
         }
         yield return new TestCaseData(DType.F32, 2, 131, 24, 8, 3);    // prime L, N = 8
         yield return new TestCaseData(DType.F32, 1, 200, 33, 64, 6);   // N = 64
@@ -202,6 +202,8 @@ public class CudaBackendTests : GpuOpTestBase
         yield return new TestCaseData(DType.F32, 3, 300, 48, 17, 7);   // L = 300 (small-long), N = 17
         yield return new TestCaseData(DType.F32, 1, 40, 12, 5, 3);     // N = 5
         yield return new TestCaseData(DType.BF16, 2, 97, 64, 64, 8);
+        yield return new TestCaseData(DType.F32, 1, 1000, 64, 16, 4);  // batch 1, long: the time-split scan (15 chunks joined by ex2(A·ΣΔ)·h)
+        yield return new TestCaseData(DType.BF16, 1, 1000, 64, 16, 4);
         yield return new TestCaseData(DType.F16, 2, 33, 36, 32, 4);
     }
 
