@@ -63,12 +63,12 @@ public class CpuOpBenchmarks
         for (int i = 0; i < _aT.Length; i++) _aT[i] = -(i / E + 1);
     }
 
-    /// <summary>The scan's recurrence alone (Δ given): the exp-bound part of <see cref="SelectiveScan"/>.</summary>
+    /// <summary>The recurrence alone with Δ given (the scan's "Δ given" entry): the exp-bound part of <see cref="SelectiveScan"/>, which computes Δ inside the scan.</summary>
     [Benchmark]
     public void ScanRecurrenceOnly() => CpuSelectiveScan.Run(((CpuTensor)_u).Data, _delta, ((CpuTensor)_dbc).Data, ((CpuTensor)_xz).Data, _aT,
         ((CpuTensor)_ssm.D).Data, ((CpuTensor)_y).Data, default, false, 1, Tokens, E, R, N, new ParallelOptions());
 
-    /// <summary>Δ = softplus(δ̃·W_dtᵀ + b): the GEMM and the bias + softplus pass in front of the recurrence.</summary>
+    /// <summary>Δ = softplus(δ̃·W_dtᵀ + b) as a separate GEMM + bias/softplus pass: the unfused form, to compare with the Δ that <see cref="SelectiveScan"/> computes inside the scan.</summary>
     [Benchmark]
     public void DeltaSoftplusOnly()
     {
