@@ -205,6 +205,8 @@ public class CudaBackendTests : GpuOpTestBase
         yield return new TestCaseData(DType.F32, 1, 1000, 64, 16, 4);  // batch 1, long: the time-split scan (15 chunks joined by ex2(A·ΣΔ)·h)
         yield return new TestCaseData(DType.BF16, 1, 1000, 64, 16, 4);
         yield return new TestCaseData(DType.F16, 2, 33, 36, 32, 4);
+        yield return new TestCaseData(DType.BF16, 6, 40, 136, 16, 8);  // batch over two 4-row groups of the decode step, E over two 128-channel blocks
+        yield return new TestCaseData(DType.F32, 9, 5, 20, 12, 3);     // batch 9, N = 12 in a 16-lane group (inert lanes)
     }
 
     [TestCaseSource(nameof(ScanCases))]
@@ -248,7 +250,8 @@ public class CudaBackendTests : GpuOpTestBase
         }
     }
 
-    [TestCase(DType.F32, 1, 50280), TestCase(DType.F32, 5, 1000), TestCase(DType.BF16, 3, 777)]
+    [TestCase(DType.F32, 1, 50280), TestCase(DType.F32, 5, 1000), TestCase(DType.BF16, 3, 777), TestCase(DType.F16, 4, 13),
+     TestCase(DType.F32, 64, 50280)]
     public void ArgMax(DType dt, int rows, int vocab)
     {
         var rng = new Random(8);
