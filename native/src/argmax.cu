@@ -12,13 +12,46 @@ __device__ __forceinline__ void better(float& bv, int& bi, float v, int i) {
   if (v > bv || (v == bv && i < bi)) { bv = v; bi = i; }
 }
 
-__global__ void argmax_kernel(const void* __restrict__ logits, mamba_dtype dt, int64_t cols, int32_t* __restrict__ result) {
-  int64_t row = blockIdx.x;
+// Each thread keeps 4 independent 16-byte loads in flight (a 50,280-wide f32 row is 12 per thread at 1024 threads):
+// the scalar loop it replaces waited ~13 dependent round trips (22.5 µs for 64 rows under ncu).
+template <class T>
+__global__ void __launch_bounds__(kArgmaxThreads) argmax_kernel(const T* __restrict__ logits, int64_t cols, int32_t* __restrict__ result) {
+  constexpr int VE = 16 / sizeof(T);
+  const T* __restrict__ p = logits + blockIdx.x * cols;
   float bv = -INFINITY;
   int bi = 0x7fffffff;
-#pragma unroll 4
-  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
-    float v = load_any(logits, dt, row * cols + j);
+  // Scalar head up to the first 16-byte boundary, 16-byte body, scalar tail.
+  const int64_t to_boundary = (int64_t)((16 - reinterpret_cast<uintptr_t>(p) % 16) % 16) / (int64_t)sizeof(T);
+  const int64_t head = to_boundary < cols ? to_boundary : cols;
+  const int64_t nvec = (cols - head) / VE;
+  const int64_t tail = head + nvec * VE;
+  for (int64_t j = threadIdx.x; j < head; j += kArgmaxThreads) {
+    const float v = to_f<T>(p[j]);
+    if (v == v) better(bv, bi, v, static_cast<int>(j));
+  }
+  const uint4* __restrict__ pv = reinterpret_cast<const uint4*>(p + head);
+  for (int64_t i0 = threadIdx.x; i0 < nvec; i0 += 4 * kArgmaxThreads) {
+    uint4 raw[4];
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const int64_t i = i0 + q * kArgmaxThreads;
+      raw[q] = i < nvec ? pv[i] : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const int64_t i = i0 + q * kArgmaxThreads;
+      if (i >= nvec) break;
+      T vals[VE];
+      memcpy(vals, &raw[q], 16);
+#pragma unroll
+      for (int t = 0; t < VE; ++t) {
+        const float v = to_f<T>(vals[t]);
+        if (v == v) better(bv, bi, v, static_cast<int>(head + i * VE + t));
+      }
+    }
+  }
+  for (int64_t j = tail + threadIdx.x; j < cols; j += kArgmaxThreads) {
+    const float v = to_f<T>(p[j]);
     if (v == v) better(bv, bi, v, static_cast<int>(j));
   }
 #pragma unroll
@@ -42,8 +75,15 @@ __global__ void argmax_kernel(const void* __restrict__ logits, mamba_dtype dt, i
       int oi = __shfl_xor_sync(0xffffffffu, bi, o);
       better(bv, bi, ov, oi);
     }
-    if (lane == 0) result[row] = bi == 0x7fffffff ? 0 : bi;
+    if (lane == 0) result[blockIdx.x] = bi == 0x7fffffff ? 0 : bi;
   }
+}
+
+void launch_argmax(mamba_context* ctx, const void* logits, mamba_dtype dt, int64_t rows, int64_t cols, int32_t* result) {
+  MAMBA_DISPATCH_DTYPE(dt, T, {
+    argmax_kernel<T><<<static_cast<unsigned>(rows), kArgmaxThreads, 0, ctx->stream>>>(static_cast<const T*>(logits), cols, result);
+  });
+  check_launch(ctx, "argmax_kernel");
 }
 
 }  // namespace mamba
@@ -58,8 +98,7 @@ extern "C" MAMBA_API mamba_status mamba_argmax(mamba_context* ctx, const void* l
     if (!rows) return;
     require(logits && host_result, "null pointer");
     auto* res = static_cast<int32_t*>(workspace(ctx, kWsStaging, static_cast<size_t>(rows) * 4));
-    argmax_kernel<<<static_cast<unsigned>(rows), kArgmaxThreads, 0, ctx->stream>>>(logits, dt, cols, res);
-    check_launch(ctx, "argmax_kernel");
+    launch_argmax(ctx, logits, dt, rows, cols, res);
     check_cuda(cudaMemcpyAsync(host_result, res, static_cast<size_t>(rows) * 4, cudaMemcpyDeviceToHost, ctx->stream), "cudaMemcpyAsync d2h");
     check_cuda(cudaStreamSynchronize(ctx->stream), "cudaStreamSynchronize");
   });
@@ -72,7 +111,6 @@ extern "C" MAMBA_API mamba_status mamba_argmax_device(mamba_context* ctx, const 
     require(rows >= 0 && cols > 0 && cols <= 2147483647LL && rows <= 2147483647LL, "bad shape");
     if (!rows) return;
     require(logits && device_result, "null pointer");
-    argmax_kernel<<<static_cast<unsigned>(rows), kArgmaxThreads, 0, ctx->stream>>>(logits, dt, cols, device_result);
-    check_launch(ctx, "argmax_kernel");
+    launch_argmax(ctx, logits, dt, rows, cols, device_result);
   });
 }
