@@ -15,28 +15,44 @@ internal sealed class MambaContextHandle : SafeHandle
 }
 
 /// <summary>
-/// Owns one device allocation. It holds a reference on its context so that the context (and the device
-/// memory pool behind it) outlives every buffer, whatever order the two are disposed or finalized in.
+/// A native object that belongs to a context (buffer, graph, decode plan). It holds a reference on its context so that
+/// the context (and the device memory behind it) outlives the object, whatever order the two are disposed or
+/// finalized in; <see cref="Destroy"/> runs while that reference is still held.
 /// </summary>
-internal sealed class MambaBufferHandle : SafeHandle
+internal abstract class ContextBoundHandle : SafeHandle
 {
     private readonly MambaContextHandle _context;
     private readonly bool _contextRef;
 
-    private MambaBufferHandle(MambaContextHandle context, IntPtr pointer, long bytes) : base(IntPtr.Zero, ownsHandle: true)
+    protected ContextBoundHandle(MambaContextHandle context, IntPtr native) : base(IntPtr.Zero, ownsHandle: true)
     {
         _context = context;
         bool added = false;
         context.DangerousAddRef(ref added);
         _contextRef = added;
-        Bytes = bytes;
-        SetHandle(pointer);
+        SetHandle(native);
     }
+
+    public override bool IsInvalid => handle == IntPtr.Zero;
+
+    /// <summary>Frees the native object with the library call for its kind; returns the status.</summary>
+    protected abstract int Destroy(IntPtr context, IntPtr native);
+
+    protected sealed override bool ReleaseHandle()
+    {
+        int status = Destroy(_context.DangerousGetHandle(), handle);
+        if (_contextRef) _context.DangerousRelease();
+        return status == 0;
+    }
+}
+
+/// <summary>Owns one device allocation.</summary>
+internal sealed class MambaBufferHandle : ContextBoundHandle
+{
+    private MambaBufferHandle(MambaContextHandle context, IntPtr pointer, long bytes) : base(context, pointer) => Bytes = bytes;
 
     /// <summary>Size of the allocation in bytes.</summary>
     public long Bytes { get; }
-
-    public override bool IsInvalid => handle == IntPtr.Zero;
 
     /// <summary>Allocates <paramref name="bytes"/> of device memory (uninitialised).</summary>
     public static MambaBufferHandle Allocate(MambaContextHandle context, long bytes)
@@ -53,65 +69,21 @@ internal sealed class MambaBufferHandle : SafeHandle
         }
     }
 
-    protected override bool ReleaseHandle()
-    {
-        int status = NativeMethods.mamba_buffer_free(_context.DangerousGetHandle(), handle);
-        if (_contextRef) _context.DangerousRelease();
-        return status == 0;
-    }
+    protected override int Destroy(IntPtr context, IntPtr native) => NativeMethods.mamba_buffer_free(context, native);
 }
 
-/// <summary>
-/// Owns one instantiated CUDA graph (<c>mamba_graph*</c>). Like a buffer, it holds a reference on its context,
-/// so the context outlives it whatever order the two are released in.
-/// </summary>
-internal sealed class MambaGraphHandle : SafeHandle
+/// <summary>Owns one instantiated CUDA graph (<c>mamba_graph*</c>).</summary>
+internal sealed class MambaGraphHandle : ContextBoundHandle
 {
-    private readonly MambaContextHandle _context;
-    private readonly bool _contextRef;
+    internal MambaGraphHandle(MambaContextHandle context, IntPtr graph) : base(context, graph) { }
 
-    internal MambaGraphHandle(MambaContextHandle context, IntPtr graph) : base(IntPtr.Zero, ownsHandle: true)
-    {
-        _context = context;
-        bool added = false;
-        context.DangerousAddRef(ref added);
-        _contextRef = added;
-        SetHandle(graph);
-    }
-
-    public override bool IsInvalid => handle == IntPtr.Zero;
-
-    protected override bool ReleaseHandle()
-    {
-        int status = NativeMethods.mamba_graph_destroy(_context.DangerousGetHandle(), handle);
-        if (_contextRef) _context.DangerousRelease();
-        return status == 0;
-    }
+    protected override int Destroy(IntPtr context, IntPtr native) => NativeMethods.mamba_graph_destroy(context, native);
 }
 
-/// <summary>
-/// Owns one fused batch-1 decode plan (<c>mamba_decode_plan*</c>). Holds a reference on its context, like a graph.
-/// </summary>
-internal sealed class MambaDecodePlanHandle : SafeHandle
+/// <summary>Owns one fused batch-1 decode plan (<c>mamba_decode_plan*</c>).</summary>
+internal sealed class MambaDecodePlanHandle : ContextBoundHandle
 {
-    private readonly MambaContextHandle _context;
-    private readonly bool _contextRef;
+    internal MambaDecodePlanHandle(MambaContextHandle context, IntPtr plan) : base(context, plan) { }
 
-    internal MambaDecodePlanHandle(MambaContextHandle context, IntPtr plan) : base(IntPtr.Zero, ownsHandle: true)
-    {
-        _context = context;
-        bool added = false;
-        context.DangerousAddRef(ref added);
-        _contextRef = added;
-        SetHandle(plan);
-    }
-
-    public override bool IsInvalid => handle == IntPtr.Zero;
-
-    protected override bool ReleaseHandle()
-    {
-        int status = NativeMethods.mamba_decode_plan_destroy(_context.DangerousGetHandle(), handle);
-        if (_contextRef) _context.DangerousRelease();
-        return status == 0;
-    }
+    protected override int Destroy(IntPtr context, IntPtr native) => NativeMethods.mamba_decode_plan_destroy(context, native);
 }
