@@ -17,8 +17,20 @@
 // depend on the order. The barrier counter only grows: the plan adds (4·layers + 1)·grid per step on the host and
 // passes the base, so nothing has to be reset between steps. The token comes in as a kernel argument and the
 // chosen id goes out through mapped pinned memory: one launch and one stream synchronisation per step.
+// A phase costs a barrier (~0.65 us for the last block to arrive and leave) plus its chain of dependent memory round
+// trips (~0.5-1 us each), so every load that does not depend on the phase's input is issued before that input is
+// read (P1: norm weights, the warp's first in_proj rows and conv operands; P2/P4: whole rows at once; P3: W_dt, A,
+// the state, u, z), and the next layer is prefetched into L2 by the blocks that have no work in P2 and P3.
+// MAMBA_DECODE_TRACE=<file> writes the last step's per-phase timings when the plan is destroyed (write_trace);
+// MAMBA_DECODE_GRID=<blocks> overrides the grid (both diagnostics).
 #include "common.cuh"
+#include "grid_barrier.cuh"
 
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <type_traits>
 #include <vector>
 
 struct mamba_decode_plan {
@@ -47,7 +59,9 @@ struct mamba_decode_plan {
     int* best_i;
     unsigned long long* counter;
     int32_t* result;
+    unsigned long long* trace;  // MAMBA_DECODE_TRACE: [barriers + 1][grid][8] (see write_trace), else null
   } p{};
+  std::string trace_path;
 };
 
 namespace mamba {
@@ -55,30 +69,21 @@ namespace mamba {
 constexpr int kDecodeThreads = 256;
 constexpr int kDecodeWarps = kDecodeThreads / 32;
 constexpr float kLog2eD = 1.4426950408889634f;
+constexpr size_t kHeadPrefetch = (size_t)16 << 20;  // lm_head bytes pulled into L2 during the last layer
+constexpr int kQe = 6;  // 16-byte chunks a lane requests at once in the E-long dot products (x_proj, out_proj)
 using DecodeParams = mamba_decode_plan::Params;
 
-// All blocks arrive, then wait for the counter to reach `target` (monotonic across steps).
-// The block's writes are ordered before thread 0's release (bar.sync, then red.release is cumulative); the acquire
-// load that sees the target orders every block's earlier writes before this block's later reads.
-__device__ __forceinline__ void grid_barrier(unsigned long long* counter, unsigned long long target) {
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    asm volatile("red.release.gpu.global.add.u64 [%0], 1;" : : "l"(counter) : "memory");
-    unsigned long long v;
-    do {
-      asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(counter) : "memory");
-    } while (v < target);
-  }
-  __syncthreads();
-}
+__device__ __forceinline__ size_t dtype_size_d(mamba_dtype dt) { return dt == MAMBA_DTYPE_F32 ? 4 : 2; }
 
-// Pulls `bytes` at p into L2 (spread over the grid's threads; no registers held, no ordering).
-__device__ __forceinline__ void prefetch_l2(const void* p, size_t bytes) {
-  if (!p) return;
+// Pulls `bytes` at p into L2 (spread over the threads; no registers held, no ordering); only blocks from `first_block`
+// on take part (the ones with no work in the current phase). (A Hopper bulk prefetch, cp.async.bulk.prefetch.L2 of 64 KB
+// a thread, was measured slower: the issuing threads stalled ~30 us a layer.)
+__device__ __forceinline__ void prefetch_l2(const void* p, size_t bytes, int first_block = 0) {
+  if (!p || (int)blockIdx.x < first_block) return;
+  const size_t stride = (size_t)(gridDim.x - first_block) * blockDim.x;
   const char* c = static_cast<const char*>(p);
   const size_t lines = (bytes + 127) / 128;
-  const size_t stride = (size_t)gridDim.x * blockDim.x;
-  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < lines; i += stride)
+  for (size_t i = (size_t)(blockIdx.x - first_block) * blockDim.x + threadIdx.x; i < lines; i += stride)
     asm volatile("prefetch.global.L2 [%0];" : : "l"(c + i * 128));
 }
 
@@ -141,11 +146,107 @@ __device__ __forceinline__ void warp_dots(const TW* const (&wr)[C], int k, bool 
     for (int o = 16; o > 0; o >>= 1) acc[c] += __shfl_xor_sync(0xffffffffu, acc[c], o);
 }
 
-template <class TW, bool XS>
-__device__ __forceinline__ float warp_dot(const TW* wr, int k, bool vec, int lane, const void* x) {
+// Weight chunks of C rows loaded into registers before the phase's input is waited for (weights never depend on it),
+// so their round trip overlaps that wait. Chunk q of a row is the 16 bytes at
+// lane·V + q·32·V: the chunks warp_dots walks, in its order.
+template <class TW, int C, int Q>
+__device__ __forceinline__ void preload_rows(const TW* const (&wr)[C], int k, bool vec, int lane, uint4 (&w)[C][Q]) {
+  constexpr int V = 16 / sizeof(TW);
+#pragma unroll
+  for (int q = 0; q < Q; ++q) {
+    const int base = lane * V + q * 32 * V;
+#pragma unroll
+    for (int c = 0; c < C; ++c)
+      w[c][q] = vec && wr[c] && base < k ? __ldg(reinterpret_cast<const uint4*>(wr[c] + base)) : make_uint4(0, 0, 0, 0);
+  }
+}
+
+// warp_dots with the first Q chunks of every row taken from preload_rows' registers (same per-lane order of fmaf,
+// same butterfly: the same bits). x chunks for those are all requested before the first FMA.
+template <class TW, bool XS, int C, int Q>
+__device__ __forceinline__ void warp_dots_pre(const TW* const (&wr)[C], int k, bool vec, int lane, const void* x, const uint4 (&w)[C][Q],
+                                              float (&acc)[C]) {
+  if (!vec) {
+    warp_dots<TW, XS, C>(wr, k, vec, lane, x, acc);
+    return;
+  }
+  constexpr int V = 16 / sizeof(TW);
+#pragma unroll
+  for (int c = 0; c < C; ++c) acc[c] = 0.f;
+  uint4 xr[XS ? 1 : Q];
+  if constexpr (!XS) {
+#pragma unroll
+    for (int q = 0; q < Q; ++q) {
+      const int base = lane * V + q * 32 * V;
+      xr[q] = base < k ? __ldcg(reinterpret_cast<const uint4*>(static_cast<const TW*>(x) + base)) : make_uint4(0, 0, 0, 0);
+    }
+  }
+#pragma unroll
+  for (int q = 0; q < Q; ++q) {
+    const int base = lane * V + q * 32 * V;
+    if (base >= k) break;
+    float xv[V];
+    if constexpr (XS) {
+      const float4* xp = reinterpret_cast<const float4*>(static_cast<const float*>(x) + base);
+#pragma unroll
+      for (int h = 0; h < V / 4; ++h) {
+        const float4 f = xp[h];
+        xv[4 * h] = f.x; xv[4 * h + 1] = f.y; xv[4 * h + 2] = f.z; xv[4 * h + 3] = f.w;
+      }
+    } else {
+      const TW* xt = reinterpret_cast<const TW*>(&xr[q]);
+#pragma unroll
+      for (int i = 0; i < V; ++i) xv[i] = to_f<TW>(xt[i]);
+    }
+#pragma unroll
+    for (int c = 0; c < C; ++c) {
+      const TW* wv = reinterpret_cast<const TW*>(&w[c][q]);
+#pragma unroll
+      for (int i = 0; i < V; ++i) acc[c] = fmaf(to_f<TW>(wv[i]), xv[i], acc[c]);
+    }
+  }
+  // Chunks past the registers: warp_dots' loop from chunk Q on.
+#pragma unroll 2
+  for (int base = lane * V + Q * 32 * V; base < k; base += 32 * V) {
+    float xv[V];
+    if constexpr (XS) {
+      const float4* xp = reinterpret_cast<const float4*>(static_cast<const float*>(x) + base);
+#pragma unroll
+      for (int h = 0; h < V / 4; ++h) {
+        const float4 f = xp[h];
+        xv[4 * h] = f.x; xv[4 * h + 1] = f.y; xv[4 * h + 2] = f.z; xv[4 * h + 3] = f.w;
+      }
+    } else {
+      const uint4 raw = __ldcg(reinterpret_cast<const uint4*>(static_cast<const TW*>(x) + base));
+      const TW* xt = reinterpret_cast<const TW*>(&raw);
+#pragma unroll
+      for (int i = 0; i < V; ++i) xv[i] = to_f<TW>(xt[i]);
+    }
+    uint4 raw[C];
+#pragma unroll
+    for (int c = 0; c < C; ++c) raw[c] = wr[c] ? __ldg(reinterpret_cast<const uint4*>(wr[c] + base)) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int c = 0; c < C; ++c) {
+      const TW* wv = reinterpret_cast<const TW*>(&raw[c]);
+#pragma unroll
+      for (int i = 0; i < V; ++i) acc[c] = fmaf(to_f<TW>(wv[i]), xv[i], acc[c]);
+    }
+  }
+#pragma unroll
+  for (int c = 0; c < C; ++c)
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) acc[c] += __shfl_xor_sync(0xffffffffu, acc[c], o);
+}
+
+// warp_dot over x in global memory with the first Q chunks of the row and of x all requested before the first FMA
+// (one round trip instead of one per unrolled pair of chunks); same bits.
+template <class TW, int Q>
+__device__ __forceinline__ float warp_dot_all(const TW* wr, int k, bool vec, int lane, const void* x) {
   const TW* w1[1] = {wr};
+  uint4 w[1][Q];
+  preload_rows<TW, 1, Q>(w1, k, vec, lane, w);
   float a1[1];
-  warp_dots<TW, XS, 1>(w1, k, vec, lane, x, a1);
+  warp_dots_pre<TW, false, 1, Q>(w1, k, vec, lane, x, w, a1);
   return a1[0];
 }
 
@@ -202,41 +303,108 @@ __global__ void __launch_bounds__(kDecodeThreads, 1) decode_step_kernel(const De
   T* out = static_cast<T*>(p.out);
   unsigned long long target = base;
   const unsigned long long nb = gridDim.x;
+  int phase = 0;  // barriers passed this step (the trace's row)
+  auto barrier = [&] {
+    ++phase;
+    grid_barrier(p.counter, target += nb, p.trace ? p.trace + ((size_t)phase * gridDim.x + blockIdx.x) * 8 : nullptr);
+  };
+  // Sub-phase marks (thread 0's view): stored in the entry of the barrier that ends the current phase.
+  auto mark = [&](int i) {
+    if (p.trace && tid == 0) p.trace[((size_t)(phase + 1) * gridDim.x + blockIdx.x) * 8 + 4 + i] = clock64();
+  };
+  if (p.trace && tid == 0) {
+    unsigned long long* t0 = p.trace + (size_t)blockIdx.x * 8;
+    t0[0] = t0[2] = clock64();
+    t0[1] = t0[3] = global_timer_ns();
+  }
 
   const T* erow = static_cast<const T*>(p.embed) + (size_t)token * D;
   for (int j = tid; j < D; j += kDecodeThreads) h[j] = to_f<T>(erow[j]);
   __syncthreads();
 
   const size_t es = sizeof(T);
-  auto prefetch_layer = [&](const mamba_decode_layer& n) {
-    prefetch_l2(n.in_proj_weight, (size_t)2 * E * D * es);
-    prefetch_l2(n.x_proj_weight, (size_t)ldbc * E * es);
-    prefetch_l2(n.dt_proj_weight, (size_t)E * R * es);
-    prefetch_l2(n.A, (size_t)E * N * 4);
-    prefetch_l2(n.ssm_state, (size_t)E * N * 4);
-    prefetch_l2(n.out_proj_weight, (size_t)D * E * es);
+  // The next layer's weights and state are streamed into L2 by the blocks that have no work in a phase (issuing ~60 K
+  // line prefetches costs ~2 us of a block's time): P1's and P2's inputs during P2, P3's and P4's during P3.
+  auto prefetch_front = [&](const mamba_decode_layer& n, int fb) {
+    prefetch_l2(n.norm_weight, (size_t)D * 4, fb);
+    prefetch_l2(n.in_proj_weight, (size_t)2 * E * D * es, fb);
+    prefetch_l2(n.conv_weight, (size_t)E * K * 4, fb);
+    prefetch_l2(n.conv_bias, (size_t)E * 4, fb);
+    prefetch_l2(n.conv_state, (size_t)E * K * dtype_size_d(p.conv_state_dtype), fb);
+    prefetch_l2(n.x_proj_weight, (size_t)ldbc * E * es, fb);
   };
-  if (p.layers > 0) prefetch_layer(p.layer[0]);
+  auto prefetch_back = [&](const mamba_decode_layer& n, int fb) {
+    prefetch_l2(n.dt_proj_weight, (size_t)E * R * es, fb);
+    prefetch_l2(n.dt_proj_bias, (size_t)E * 4, fb);
+    prefetch_l2(n.A, (size_t)E * N * 4, fb);
+    prefetch_l2(n.ssm_state, (size_t)E * N * 4, fb);
+    prefetch_l2(n.D, (size_t)E * 4, fb);
+    prefetch_l2(n.out_proj_weight, (size_t)D * E * es, fb);
+  };
+  // First blocks with no x_proj column (P2) and no channel (P3); 0 where every block has work (all prefetch then).
+  auto first_idle = [&](int warps_needed) {
+    const int b = (warps_needed + kDecodeWarps - 1) / kDecodeWarps;
+    return b < (int)gridDim.x ? b : 0;
+  };
+  const int p2_idle = first_idle(ldbc), p3_idle = first_idle((E + 32 / G - 1) / (32 / G));
+  if (p.layers > 0) {
+    prefetch_front(p.layer[0], 0);
+    prefetch_back(p.layer[0], 0);
+  }
   for (int l = 0; l < p.layers; ++l) {
     const mamba_decode_layer& Ly = p.layer[l];
-    if (l + 1 < p.layers) prefetch_layer(p.layer[l + 1]);  // the next layer's weights stream into L2 behind this one
     // ---- P1: residual + norm (every block), in_proj + conv update --------------------------------------
-    const float inv = block_residual_norm<T>(h, l > 0 ? out : nullptr, D, p.norm_threads, p.eps, s_part);
+    // Everything that does not depend on `out` (P4's result) is requested first: the norm weights, the warp's first
+    // in_proj rows (kQin 16-byte chunks a lane each), and the conv operands of the channels its lanes finish; their
+    // round trips overlap the wait for `out` and the norm's reductions. Same arithmetic, same order.
+    const T* Win = static_cast<const T*>(Ly.in_proj_weight);
+    const bool vin = vec_ok<T>(Win, D);
+    constexpr int C = 3;  // in_proj columns a warp at once (2E = 3072 over ~1056 warps for 130m)
+    constexpr int kQin = 4, kNw = 4, kTaps = 8;
+    const T* rows0[C];
+#pragma unroll
+    for (int c = 0; c < C; ++c) rows0[c] = gwarp + c * nwarps < 2 * E ? Win + (size_t)(gwarp + c * nwarps) * D : nullptr;
+    uint4 win[C][kQin];
+    preload_rows<T, C, kQin>(rows0, D, vin, lane, win);
     const float* nw = static_cast<const float*>(Ly.norm_weight);
-    for (int j = tid; j < D; j += kDecodeThreads) xs[j] = to_f<T>(from_f<T>((h[j] * inv) * nw[j]));
+    float nwr[kNw];
+#pragma unroll
+    for (int i = 0; i < kNw; ++i) nwr[i] = tid + i * kDecodeThreads < D ? nw[tid + i * kDecodeThreads] : 0.f;
+    // conv operands of the channel this lane finishes in the first round (lane c < C, column gwarp + c·nwarps < E)
+    const int ccol = gwarp + lane * nwarps;
+    const bool conv_pre = lane < C && ccol < E && K <= kTaps;
+    float cst[kTaps], cwr[kTaps], cbr = 0.f;
+    if (conv_pre) {
+      const float* cw = static_cast<const float*>(Ly.conv_weight) + (size_t)ccol * K;
+      const float* cb = static_cast<const float*>(Ly.conv_bias);
+#pragma unroll
+      for (int k = 0; k < kTaps; ++k) {
+        cst[k] = k + 1 < K ? load_any(Ly.conv_state, p.conv_state_dtype, (size_t)ccol * K + k + 1) : 0.f;
+        cwr[k] = k < K ? cw[k] : 0.f;
+      }
+      cbr = cb ? cb[ccol] : 0.f;
+    }
+    const float inv = block_residual_norm<T>(h, l > 0 ? out : nullptr, D, p.norm_threads, p.eps, s_part);
+    mark(0);
+#pragma unroll
+    for (int i = 0; i < kNw; ++i) {
+      const int j = tid + i * kDecodeThreads;
+      if (j < D) xs[j] = to_f<T>(from_f<T>((h[j] * inv) * nwr[i]));
+    }
+    for (int j = tid + kNw * kDecodeThreads; j < D; j += kDecodeThreads) xs[j] = to_f<T>(from_f<T>((h[j] * inv) * nw[j]));
     __syncthreads();
+    mark(1);
     {
-      const T* W = static_cast<const T*>(Ly.in_proj_weight);
-      const bool vec = vec_ok<T>(W, D);
       const float* bias = static_cast<const float*>(Ly.in_proj_bias);
-      // Three columns a warp at once (2E = 3072 columns over ~1056 warps for 130m): their row loads fly together.
-      constexpr int C = 3;
       for (int c0 = gwarp; c0 < 2 * E; c0 += C * nwarps) {
+        const bool first = c0 == gwarp;
         const T* rows[C];
 #pragma unroll
-        for (int c = 0; c < C; ++c) rows[c] = c0 + c * nwarps < 2 * E ? W + (size_t)(c0 + c * nwarps) * D : nullptr;
+        for (int c = 0; c < C; ++c) rows[c] = c0 + c * nwarps < 2 * E ? Win + (size_t)(c0 + c * nwarps) * D : nullptr;
         float acc[C];
-        warp_dots<T, true, C>(rows, D, vec, lane, xs, acc);
+        if (first) warp_dots_pre<T, true, C, kQin>(rows, D, vin, lane, xs, win, acc);
+        else warp_dots<T, true, C>(rows, D, vin, lane, xs, acc);
+        mark(2);
 #pragma unroll
         for (int c = 0; c < C; ++c) {
           const int col = c0 + c * nwarps;
@@ -245,32 +413,47 @@ __global__ void __launch_bounds__(kDecodeThreads, 1) decode_step_kernel(const De
           if (col < E) {
             // conv_update_kernel for channel col: shift the state, newest column = x, taps in order, SiLU.
             const float x = to_f<T>(val);
-            const float* cw = static_cast<const float*>(Ly.conv_weight);
-            const float* cb = static_cast<const float*>(Ly.conv_bias);
             const size_t sb = (size_t)col * K;
-            float cacc = cb ? cb[col] : 0.f;
-            conv_step_taps(Ly.conv_state, p.conv_state_dtype, sb, K, x, cw + (size_t)col * K, cacc);
-            u[col] = from_f<T>(silu_fast(cacc));
+            if (first && conv_pre) {  // conv_step_taps with the old columns and the weights already in registers
+              float cacc = cbr;
+#pragma unroll
+              for (int k = 0; k < kTaps; ++k)
+                if (k < K) {
+                  const float v = k + 1 < K ? cst[k] : round_any(x, p.conv_state_dtype);  // cst[k] = old column k + 1
+                  store_any(Ly.conv_state, p.conv_state_dtype, sb + k, v);
+                  cacc = fmaf(cwr[k], v, cacc);
+                }
+              u[col] = from_f<T>(silu_fast(cacc));
+            } else {
+              const float* cw = static_cast<const float*>(Ly.conv_weight);
+              const float* cb = static_cast<const float*>(Ly.conv_bias);
+              float cacc = cb ? cb[col] : 0.f;
+              conv_step_taps(Ly.conv_state, p.conv_state_dtype, sb, K, x, cw + (size_t)col * K, cacc);
+              u[col] = from_f<T>(silu_fast(cacc));
+            }
           } else {
             z[col - E] = val;
           }
         }
       }
     }
-    grid_barrier(p.counter, target += nb);
+    mark(3);
+    barrier();
     // ---- P2: x_proj ----------------------------------------------------------------------------------
     {
       const T* W = static_cast<const T*>(Ly.x_proj_weight);
       const bool vec = vec_ok<T>(W, E);
       for (int col = gwarp; col < ldbc; col += nwarps) {
-        const float acc = warp_dot<T, false>(W + (size_t)col * E, E, vec, lane, u);
+        const float acc = warp_dot_all<T, kQe>(W + (size_t)col * E, E, vec, lane, u);
         if (lane == 0) dbc[col] = from_f<T>(acc + 0.f);
       }
     }
-    grid_barrier(p.counter, target += nb);
+    // The blocks without an x_proj column stream the next layer's P1/P2 inputs (after the last layer: the first 16 MB
+    // of lm_head) into L2. (Issued at the start of P1, where every block has work, the prefetches cost ~1.6 us a layer.)
+    if (l + 1 < p.layers) prefetch_front(p.layer[l + 1], p2_idle);
+    else prefetch_l2(p.lm_head, (size_t)p.V * D * es < kHeadPrefetch ? (size_t)p.V * D * es : kHeadPrefetch, p2_idle);
+    barrier();
     // ---- P3: dt_proj + state update (state_update_group_kernel, G lanes a channel) -----------------------
-    for (int i = tid; i < ldbc; i += kDecodeThreads) s_dbc[i] = ld_act(dbc, i);
-    __syncthreads();
     {
       const T* dtw = static_cast<const T*>(Ly.dt_proj_weight);
       const float* dtb = static_cast<const float*>(Ly.dt_proj_bias);
@@ -279,67 +462,107 @@ __global__ void __launch_bounds__(kDecodeThreads, 1) decode_step_kernel(const De
       float* state = Ly.ssm_state;
       const int per_warp = 32 / G;
       const int n = lane % G;
-      for (int e0 = gwarp * per_warp; e0 < E; e0 += nwarps * per_warp) {
+      // Everything a channel needs that does not depend on dbc (W_dt entries, biases, u, z, A, the state) is loaded
+      // before the wait for dbc, so those round trips overlap it; the arithmetic and its order are unchanged.
+      constexpr int kPreR = 4;  // W_dt entries a lane keeps in registers (R <= kPreR·G: all of them)
+      struct ChannelIn { float w[kPreR], dtb, u, z, a, st, dp; };
+      auto load_channel = [&](int e0) {
+        ChannelIn c{};
+        const int e = e0 + lane / G;
+        if (e < E) {
+#pragma unroll
+          for (int i = 0; i < kPreR; ++i)
+            if (n + i * G < R) c.w[i] = to_f<T>(dtw[(size_t)e * R + n + i * G]);
+          c.dtb = dtb[e];
+          c.u = ld_act(u, e);
+          if (n == 0) {
+            c.z = ld_act(z, e);
+            c.dp = Dp ? Dp[e] : 0.f;
+          }
+          if (n < N) {
+            c.a = A[(size_t)e * N + n];
+            c.st = state[(size_t)e * N + n];
+          }
+        }
+        return c;
+      };
+      int e0 = gwarp * per_warp;
+      ChannelIn cin = load_channel(e0);
+      for (int i = tid; i < ldbc; i += kDecodeThreads) s_dbc[i] = ld_act(dbc, i);
+      __syncthreads();
+      mark(0);
+      for (; e0 < E; e0 += nwarps * per_warp) {
+        if (e0 != gwarp * per_warp) cin = load_channel(e0);
         const int e = e0 + lane / G;
         const bool e_ok = e < E;
         float dr = 0.f;
-        if (e_ok)
-          for (int r = n; r < R; r += G) dr = fmaf(to_f<T>(dtw[(size_t)e * R + r]), s_dbc[r], dr);
+        if (e_ok) {
+#pragma unroll
+          for (int i = 0; i < kPreR; ++i)
+            if (n + i * G < R) dr = fmaf(cin.w[i], s_dbc[n + i * G], dr);
+          for (int r = n + kPreR * G; r < R; r += G) dr = fmaf(to_f<T>(dtw[(size_t)e * R + r]), s_dbc[r], dr);
+        }
         for (int o = G / 2; o > 0; o >>= 1) dr += __shfl_xor_sync(0xffffffffu, dr, o, G);
-        const float dv = softplus_f(dr + (e_ok ? dtb[e] : 0.f));
-        const float uv = e_ok ? ld_act(u, e) : 0.f;
+        const float dv = softplus_f(dr + (e_ok ? cin.dtb : 0.f));
+        const float uv = e_ok ? cin.u : 0.f;
         const float duv = dv * uv;
         float part = 0.f;
         if (e_ok && n < N) {
-          float* st = state + (size_t)e * N + n;
-          const float dA = ex2_approx(dv * (A[(size_t)e * N + n] * kLog2eD));
-          const float hv = fmaf(dA, *st, duv * s_dbc[R + n]);
-          *st = hv;
+          const float dA = ex2_approx(dv * (cin.a * kLog2eD));
+          const float hv = fmaf(dA, cin.st, duv * s_dbc[R + n]);
+          state[(size_t)e * N + n] = hv;
           part = hv * s_dbc[R + N + n];
         }
         for (int o = G / 2; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o, G);
         if (e_ok && n == 0) {
-          const float yv = part + (Dp ? Dp[e] : 0.f) * uv;
-          const float zv = ld_act(z, e);
-          y[e] = from_f<T>(yv * silu_f(zv));
+          const float yv = part + cin.dp * uv;
+          y[e] = from_f<T>(yv * silu_f(cin.z));
         }
       }
     }
-    grid_barrier(p.counter, target += nb);
+    if (l + 1 < p.layers) prefetch_back(p.layer[l + 1], p3_idle);
+    mark(1);
+    barrier();
     // ---- P4: out_proj ------------------------------------------------------------------------------
     {
       const T* W = static_cast<const T*>(Ly.out_proj_weight);
       const bool vec = vec_ok<T>(W, E);
       const float* bias = static_cast<const float*>(Ly.out_proj_bias);
       for (int col = gwarp; col < D; col += nwarps) {
-        const float acc = warp_dot<T, false>(W + (size_t)col * E, E, vec, lane, y);
+        const float acc = warp_dot_all<T, kQe>(W + (size_t)col * E, E, vec, lane, y);
         if (lane == 0) out[col] = from_f<T>(acc + (bias ? bias[col] : 0.f));
       }
     }
-    grid_barrier(p.counter, target += nb);
+    mark(0);
+    barrier();
   }
   // ---- final: residual + norm_f (fp32 output, then rounded to the lm_head dtype), lm_head, argmax --------
   const float inv = block_residual_norm<T>(h, p.layers > 0 ? out : nullptr, D, p.norm_threads, p.eps, s_part);
   for (int j = tid; j < D; j += kDecodeThreads) xs[j] = to_f<T>(from_f<T>((h[j] * inv) * p.norm_f[j]));
   __syncthreads();
+  mark(0);
   float bv = -INFINITY;
   int bi = 0x7fffffff;
   {
     const T* W = static_cast<const T*>(p.lm_head);
     const bool vec = vec_ok<T>(W, D);
-    constexpr int C = 4;  // lm_head rows in flight per warp
-    for (int c0 = gwarp; c0 < p.V; c0 += C * nwarps) {
-      const T* rows[C];
+    auto head = [&](auto rows_in_flight) {
+      constexpr int C = decltype(rows_in_flight)::value;  // lm_head rows in flight per warp
+      for (int c0 = gwarp; c0 < p.V; c0 += C * nwarps) {
+        const T* rows[C];
 #pragma unroll
-      for (int c = 0; c < C; ++c) rows[c] = c0 + c * nwarps < p.V ? W + (size_t)(c0 + c * nwarps) * D : nullptr;
-      float acc[C];
-      warp_dots<T, true, C>(rows, D, vec, lane, xs, acc);
+        for (int c = 0; c < C; ++c) rows[c] = c0 + c * nwarps < p.V ? W + (size_t)(c0 + c * nwarps) * D : nullptr;
+        float acc[C];
+        warp_dots<T, true, C>(rows, D, vec, lane, xs, acc);
 #pragma unroll
-      for (int c = 0; c < C; ++c) {
-        const float v = acc[c] + 0.f;
-        if (rows[c] && v == v) better_d(bv, bi, v, c0 + c * nwarps);
+        for (int c = 0; c < C; ++c) {
+          const float v = acc[c] + 0.f;
+          if (rows[c] && v == v) better_d(bv, bi, v, c0 + c * nwarps);
+        }
       }
-    }
+    };
+    head(std::integral_constant<int, 8>{});  // 8 rows in flight a warp: lm_head 28.6 -> 25.3 us (130m, trace)
+    mark(1);
   }
   if (lane == 0) {
     s_bv[warp] = bv;
@@ -351,7 +574,7 @@ __global__ void __launch_bounds__(kDecodeThreads, 1) decode_step_kernel(const De
     p.best_v[blockIdx.x] = bv;
     p.best_i[blockIdx.x] = bi;
   }
-  grid_barrier(p.counter, target += nb);
+  barrier();
   if (blockIdx.x == 0 && warp == 0) {
     bv = -INFINITY;
     bi = 0x7fffffff;
@@ -384,8 +607,78 @@ int decode_occupancy(size_t smem) {
   return blocks;
 }
 
+// MAMBA_DECODE_TRACE=<file>: the last step's per-phase timings, written when the plan is destroyed (a diagnostic for
+// tuning the kernel; costs two clock reads and stores per block and barrier while on). For each phase: wall time
+// (median over blocks of release-to-release, global timer), the work of the blocks between their release and their
+// next arrival (max / median / min, SM cycles) and the wait at the barrier of the block that arrived last (= the
+// barrier's own latency) and of the median block.
+static void write_trace(mamba_decode_plan* plan) {
+  const int P = plan->barriers_per_step, G = plan->grid;
+  std::vector<unsigned long long> t((size_t)(P + 1) * G * 8);
+  if (cudaMemcpy(t.data(), plan->p.trace, t.size() * 8, cudaMemcpyDeviceToHost) != cudaSuccess) {
+    cudaGetLastError();
+    return;
+  }
+  FILE* f = std::fopen(plan->trace_path.c_str(), "w");
+  if (!f) return;
+  int khz = 0;
+  cudaDeviceGetAttribute(&khz, cudaDevAttrClockRate, plan->device);
+  const double us_per_cycle = khz > 0 ? 1e3 / khz : 0.0;
+  auto at = [&](int k, int b, int i) { return t[((size_t)k * G + b) * 8 + i]; };
+  auto median = [](std::vector<double> v) { std::sort(v.begin(), v.end()); return v[v.size() / 2]; };
+  static const char* kinds[5] = {"P1 norm+in_proj+conv", "P2 x_proj", "P3 dt_proj+state", "P4 out_proj", "final lm_head+argmax"};
+  double sum_wall[5] = {}, sum_wmax[5] = {}, sum_wmed[5] = {}, sum_last_wait[5] = {}, sum_med_wait[5] = {};
+  int count[5] = {};
+  double sum_mark[5][4] = {};
+  int n_mark[5][4] = {};
+  std::fprintf(f, "# decode step trace: %d phases, grid %d, SM clock %d kHz (cycles -> us x %.6f)\n", P, G, khz, us_per_cycle);
+  std::fprintf(f, "# phase kind wall_us work_max_us work_med_us work_min_us lastblock_wait_us med_wait_us slowest_block\n");
+  for (int k = 1; k <= P; ++k) {
+    std::vector<double> wall(G), work(G), wait(G);
+    int slow = 0;
+    for (int b = 0; b < G; ++b) {
+      wall[b] = (double)(at(k, b, 3) - at(k - 1, b, 3)) * 1e-3;
+      work[b] = (double)(at(k, b, 0) - at(k - 1, b, 2)) * us_per_cycle;
+      wait[b] = (double)(at(k, b, 2) - at(k, b, 0)) * us_per_cycle;
+      if (at(k, b, 1) > at(k, slow, 1)) slow = b;  // the last to arrive (global timer)
+    }
+    const int kind = k == P ? 4 : (k - 1) % 4;
+    const double wmax = *std::max_element(work.begin(), work.end()), wmin = *std::min_element(work.begin(), work.end());
+    const double mw = median(wall), mwork = median(work), mwait = median(wait);
+    std::fprintf(f, "%d %s %.3f %.3f %.3f %.3f %.3f %.3f %d\n", k, k == P ? "final" : ("L" + std::to_string((k - 1) / 4) + "." + std::to_string(kind + 1)).c_str(),
+                 mw, wmax, mwork, wmin, wait[slow], mwait, slow);
+    for (int m = 0; m < 4; ++m) {  // sub-phase marks: median over the blocks that wrote one, from the phase's release
+      std::vector<double> mv;
+      for (int b = 0; b < G; ++b)
+        if (at(k, b, 4 + m) > at(k - 1, b, 2)) mv.push_back((double)(at(k, b, 4 + m) - at(k - 1, b, 2)) * us_per_cycle);
+      if (!mv.empty()) { sum_mark[kind][m] += median(mv); ++n_mark[kind][m]; }
+    }
+    sum_wall[kind] += mw; sum_wmax[kind] += wmax; sum_wmed[kind] += mwork; sum_last_wait[kind] += wait[slow]; sum_med_wait[kind] += mwait;
+    ++count[kind];
+  }
+  std::vector<double> step(G);
+  for (int b = 0; b < G; ++b) step[b] = (double)(at(P, b, 3) - at(0, b, 3)) * 1e-3;
+  std::fprintf(f, "# step (first block start to release of the last barrier, median over blocks): %.2f us\n", median(step));
+  std::fprintf(f, "# by kind: count mean_wall_us sum_wall_us mean_work_max_us mean_work_med_us mean_lastblock_wait_us mean_med_wait_us\n");
+  for (int i = 0; i < 5; ++i)
+    if (count[i])
+      std::fprintf(f, "# %-22s %3d %7.3f %8.2f %7.3f %7.3f %7.3f %7.3f\n", kinds[i], count[i], sum_wall[i] / count[i], sum_wall[i],
+                   sum_wmax[i] / count[i], sum_wmed[i] / count[i], sum_last_wait[i] / count[i], sum_med_wait[i] / count[i]);
+  std::fprintf(f, "# marks (mean over phases of the median block, us after the release): kind m0 m1 m2 m3\n");
+  for (int i = 0; i < 5; ++i) {
+    std::fprintf(f, "# mark %-22s", kinds[i]);
+    for (int m = 0; m < 4; ++m) std::fprintf(f, n_mark[i][m] ? " %7.3f" : "       -", n_mark[i][m] ? sum_mark[i][m] / n_mark[i][m] : 0.0);
+    std::fprintf(f, "\n");
+  }
+  std::fclose(f);
+}
+
 static void destroy_plan(mamba_decode_plan* plan) {
   if (!plan) return;
+  if (plan->p.trace) {
+    if (!plan->trace_path.empty()) write_trace(plan);
+    cudaFree(plan->p.trace);
+  }
   if (plan->scratch) cudaFree(plan->scratch);
   if (plan->layers) cudaFree(plan->layers);
   if (plan->host_result) cudaFreeHost(plan->host_result);
@@ -436,6 +729,12 @@ extern "C" MAMBA_API mamba_status mamba_decode_plan_create(mamba_context* ctx, c
       MAMBA_DISPATCH_DTYPE(m->dtype, T, { occ = decode_occupancy<T>(plan->smem); });
       if (occ < 1) fail(MAMBA_ERR_UNSUPPORTED, "the fused decode kernel does not fit on one multiprocessor");
       plan->grid = ctx->sm_count;  // one block a multiprocessor: fewer arrivals per barrier (2 a multiprocessor measured slower)
+      if (const char* g = std::getenv("MAMBA_DECODE_GRID"); g && *g) {  // diagnostic: phase cost against the arrivals per barrier
+        const int want = std::atoi(g);
+        if (want < 1 || want > occ * ctx->sm_count)
+          fail(MAMBA_ERR_INVALID_ARGUMENT, format("MAMBA_DECODE_GRID=%s: between 1 and %d blocks", g, occ * ctx->sm_count));
+        plan->grid = want;
+      }
       plan->barriers_per_step = 4 * m->num_layers + 1;
       // scratch: z, u, y [E], dbc [R+2N], out [D] in dtype (each 256-byte aligned), best values/indices [grid], counter
       const size_t es = dtype_size(m->dtype);
@@ -476,6 +775,12 @@ extern "C" MAMBA_API mamba_status mamba_decode_plan_create(mamba_context* ctx, c
       p.best_i = reinterpret_cast<int*>(s + obi);
       p.counter = reinterpret_cast<unsigned long long*>(s + octr);
       p.result = plan->device_result;
+      if (const char* tp = std::getenv("MAMBA_DECODE_TRACE"); tp && *tp) {
+        const size_t bytes = (size_t)(plan->barriers_per_step + 1) * plan->grid * 8 * sizeof(unsigned long long);
+        check_cuda(cudaMalloc(reinterpret_cast<void**>(&p.trace), bytes), "cudaMalloc(decode trace)");
+        check_cuda(cudaMemset(p.trace, 0, bytes), "cudaMemset(decode trace)");
+        plan->trace_path = tp;
+      }
     } catch (...) {
       destroy_plan(plan);
       throw;
