@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One GPU-host call: rebuild libmamba, GPU tests, check-reference (4 fixture models × f32/bf16), the scan/conv harness,
-# ncu of the decode kernels at batch 64, `mamba bench` 130m bf16 at batch 1/8/64, and the fused batch-1 step's
-# per-phase trace (MAMBA_DECODE_TRACE) at the default grid and at half of it.
+# ncu of the decode kernels at batch 64, `mamba bench` 130m bf16 at batch 1/8/64 (JSON lines in $out), and the fused
+# batch-1 step's per-phase trace (MAMBA_DECODE_TRACE). Switches: SKIP_REFERENCE=1 (no check-reference/harness/ncu),
+# SKIP_BENCH=1, TRACE=0 (no batch-1 decode trace), EXTRA=1 (graph batch 1, f32, 131072-token chunked prefill).
 # Here:   ../shared/tools/gpu-pack.sh managed/Mamba.Cli/Mamba.Cli.csproj tests/Mamba.Tests/Mamba.Tests.csproj
 # There:  bash bench/gpu/session_check.sh          (with .gpu carried; results also land in $OUT when it is set)
 set -u
@@ -25,10 +26,18 @@ if [ "${SKIP_REFERENCE:-0}" != 1 ]; then
     --batch 64 --prompt-tokens 16 --new-tokens 4 --repeat 1 > "$out/ncu-b64.txt" 2>&1
   grep -v PROF "$out/ncu-b64.txt" | grep -A6 -E "state_update|argmax" | grep -E "^  [a-z]|duration" | cut -c1-140
 fi
-[ "${SKIP_BENCH:-0}" = 1 ] || $M bench --config 130m --device cuda --dtype bf16 --batch 1,8,64 --prompt-tokens 2048 --new-tokens 128 2>&1 | tail -4
-for v in ${VARIANTS:-0}; do
-  MAMBA_DECODE_VARIANT=$v MAMBA_DECODE_TRACE="$out/trace-b1-v$v.txt" $M bench --config 130m --device cuda --dtype bf16 --batch 1 \
+if [ "${SKIP_BENCH:-0}" != 1 ]; then
+  $M bench --config 130m --device cuda --dtype bf16 --batch 1,8,64 --prompt-tokens 2048 --new-tokens 128 --json > "$out/bench-bf16.jsonl" 2>&1
+  cut -c1-330 "$out/bench-bf16.jsonl"
+fi
+if [ "${EXTRA:-0}" = 1 ]; then
+  echo "graph b1:"; MAMBA_FUSED_DECODE=0 $M bench --config 130m --device cuda --dtype bf16 --batch 1 --prompt-tokens 2048 --new-tokens 128 2>&1 | tail -1
+  echo "f32 (graph):"; $M bench --config 130m --device cuda --dtype f32 --batch 1,8 --prompt-tokens 2048 --new-tokens 128 2>&1 | tail -2
+  echo "chunked:"; $M bench --config 130m --device cuda --dtype bf16 --batch 1 --prompt-tokens 131072 --chunk 2048 --new-tokens 8 --repeat 1 2>&1 | tail -1
+fi
+if [ "${TRACE:-1}" = 1 ]; then
+  MAMBA_DECODE_TRACE="$out/decode-trace-b1.txt" $M bench --config 130m --device cuda --dtype bf16 --batch 1 \
     --prompt-tokens 64 --new-tokens 64 --repeat 1 2>&1 | tail -1 | cut -c1-80
-  echo "trace variant $v:"; grep -E "^# (step|P|final|mark)" "$out/trace-b1-v$v.txt"
-done
+  echo "decode trace:"; grep -E "^# (step|P|final|mark)" "$out/decode-trace-b1.txt"
+fi
 echo "done $(( $(date +%s) - t0 )) s"

@@ -96,6 +96,59 @@ template <class T> __device__ __forceinline__ float ld_act(const T* p, int i) {
   }
 }
 
+// 16 bytes of TW as floats.
+template <class TW> __device__ __forceinline__ void unpack16(const uint4& raw, float (&v)[16 / sizeof(TW)]) {
+  const TW* t = reinterpret_cast<const TW*>(&raw);
+#pragma unroll
+  for (int i = 0; i < 16 / (int)sizeof(TW); ++i) v[i] = to_f<TW>(t[i]);
+}
+
+// The x values of chunk `base`: floats in shared memory already rounded to the weight dtype (XS), or 16 bytes of TW in
+// global memory written by other blocks (through L2).
+template <class TW, bool XS> __device__ __forceinline__ void load_x_chunk(const void* x, int base, float (&xv)[16 / sizeof(TW)]) {
+  if constexpr (XS) {
+    const float4* xp = reinterpret_cast<const float4*>(static_cast<const float*>(x) + base);
+#pragma unroll
+    for (int q = 0; q < 4 / (int)sizeof(TW); ++q) {
+      const float4 f = xp[q];
+      xv[4 * q] = f.x; xv[4 * q + 1] = f.y; xv[4 * q + 2] = f.z; xv[4 * q + 3] = f.w;
+    }
+  } else {
+    unpack16<TW>(__ldcg(reinterpret_cast<const uint4*>(static_cast<const TW*>(x) + base)), xv);
+  }
+}
+
+// acc += w·x over one 16-byte weight chunk, fmaf in index order.
+template <class TW> __device__ __forceinline__ void fma_chunk(const uint4& w, const float (&xv)[16 / sizeof(TW)], float& acc) {
+  float wv[16 / sizeof(TW)];
+  unpack16<TW>(w, wv);
+#pragma unroll
+  for (int i = 0; i < 16 / (int)sizeof(TW); ++i) acc = fmaf(wv[i], xv[i], acc);
+}
+
+// The lane loop over 16-byte chunks from `base0` on (lane-strided by 32 chunks), C rows side by side; acc is not reset.
+template <class TW, bool XS, int C>
+__device__ __forceinline__ void warp_dots_vec_from(const TW* const (&wr)[C], int k, int base0, const void* x, float (&acc)[C]) {
+  constexpr int V = 16 / sizeof(TW);
+#pragma unroll 2
+  for (int base = base0; base < k; base += 32 * V) {
+    float xv[V];
+    load_x_chunk<TW, XS>(x, base, xv);
+    uint4 raw[C];
+#pragma unroll
+    for (int c = 0; c < C; ++c) raw[c] = wr[c] ? __ldg(reinterpret_cast<const uint4*>(wr[c] + base)) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int c = 0; c < C; ++c) fma_chunk<TW>(raw[c], xv, acc[c]);
+  }
+}
+
+template <int C> __device__ __forceinline__ void warp_sum(float (&acc)[C]) {
+#pragma unroll
+  for (int c = 0; c < C; ++c)
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) acc[c] += __shfl_xor_sync(0xffffffffu, acc[c], o);
+}
+
 // Output columns of y = x·wᵀ: gemv_kernel's arithmetic (lane-strided 16-byte weight loads when vec, per-lane fmaf in
 // index order, xor butterfly), for C columns at once (independent accumulators, so C rows' loads are in flight
 // together; each column's own order is unchanged). x is in shared memory as floats already rounded to the weight
@@ -105,33 +158,7 @@ __device__ __forceinline__ void warp_dots(const TW* const (&wr)[C], int k, bool 
 #pragma unroll
   for (int c = 0; c < C; ++c) acc[c] = 0.f;
   if (vec) {
-    constexpr int V = 16 / sizeof(TW);
-#pragma unroll 2
-    for (int base = lane * V; base < k; base += 32 * V) {
-      float xv[V];
-      if constexpr (XS) {
-        const float4* xp = reinterpret_cast<const float4*>(static_cast<const float*>(x) + base);
-#pragma unroll
-        for (int q = 0; q < V / 4; ++q) {
-          const float4 f = xp[q];
-          xv[4 * q] = f.x; xv[4 * q + 1] = f.y; xv[4 * q + 2] = f.z; xv[4 * q + 3] = f.w;
-        }
-      } else {
-        const uint4 raw = __ldcg(reinterpret_cast<const uint4*>(static_cast<const TW*>(x) + base));
-        const TW* xt = reinterpret_cast<const TW*>(&raw);
-#pragma unroll
-        for (int i = 0; i < V; ++i) xv[i] = to_f<TW>(xt[i]);
-      }
-      uint4 raw[C];
-#pragma unroll
-      for (int c = 0; c < C; ++c) raw[c] = wr[c] ? __ldg(reinterpret_cast<const uint4*>(wr[c] + base)) : make_uint4(0, 0, 0, 0);
-#pragma unroll
-      for (int c = 0; c < C; ++c) {
-        const TW* wv = reinterpret_cast<const TW*>(&raw[c]);
-#pragma unroll
-        for (int i = 0; i < V; ++i) acc[c] = fmaf(to_f<TW>(wv[i]), xv[i], acc[c]);
-      }
-    }
+    warp_dots_vec_from<TW, XS, C>(wr, k, lane * (16 / (int)sizeof(TW)), x, acc);
   } else {
     for (int j = lane; j < k; j += 32) {
       const float xj = XS ? static_cast<const float*>(x)[j] : ld_act(static_cast<const TW*>(x), j);
@@ -140,15 +167,12 @@ __device__ __forceinline__ void warp_dots(const TW* const (&wr)[C], int k, bool 
         if (wr[c]) acc[c] = fmaf(to_f<TW>(wr[c][j]), xj, acc[c]);
     }
   }
-#pragma unroll
-  for (int c = 0; c < C; ++c)
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) acc[c] += __shfl_xor_sync(0xffffffffu, acc[c], o);
+  warp_sum<C>(acc);
 }
 
 // Weight chunks of C rows loaded into registers before the phase's input is waited for (weights never depend on it),
-// so their round trip overlaps that wait. Chunk q of a row is the 16 bytes at
-// lane·V + q·32·V: the chunks warp_dots walks, in its order.
+// so their round trip overlaps that wait. Chunk q of a row is the 16 bytes at lane·V + q·32·V: the chunks warp_dots
+// walks, in its order.
 template <class TW, int C, int Q>
 __device__ __forceinline__ void preload_rows(const TW* const (&wr)[C], int k, bool vec, int lane, uint4 (&w)[C][Q]) {
   constexpr int V = 16 / sizeof(TW);
@@ -186,56 +210,13 @@ __device__ __forceinline__ void warp_dots_pre(const TW* const (&wr)[C], int k, b
     const int base = lane * V + q * 32 * V;
     if (base >= k) break;
     float xv[V];
-    if constexpr (XS) {
-      const float4* xp = reinterpret_cast<const float4*>(static_cast<const float*>(x) + base);
+    if constexpr (XS) load_x_chunk<TW, true>(x, base, xv);
+    else unpack16<TW>(xr[q], xv);
 #pragma unroll
-      for (int h = 0; h < V / 4; ++h) {
-        const float4 f = xp[h];
-        xv[4 * h] = f.x; xv[4 * h + 1] = f.y; xv[4 * h + 2] = f.z; xv[4 * h + 3] = f.w;
-      }
-    } else {
-      const TW* xt = reinterpret_cast<const TW*>(&xr[q]);
-#pragma unroll
-      for (int i = 0; i < V; ++i) xv[i] = to_f<TW>(xt[i]);
-    }
-#pragma unroll
-    for (int c = 0; c < C; ++c) {
-      const TW* wv = reinterpret_cast<const TW*>(&w[c][q]);
-#pragma unroll
-      for (int i = 0; i < V; ++i) acc[c] = fmaf(to_f<TW>(wv[i]), xv[i], acc[c]);
-    }
+    for (int c = 0; c < C; ++c) fma_chunk<TW>(w[c][q], xv, acc[c]);
   }
-  // Chunks past the registers: warp_dots' loop from chunk Q on.
-#pragma unroll 2
-  for (int base = lane * V + Q * 32 * V; base < k; base += 32 * V) {
-    float xv[V];
-    if constexpr (XS) {
-      const float4* xp = reinterpret_cast<const float4*>(static_cast<const float*>(x) + base);
-#pragma unroll
-      for (int h = 0; h < V / 4; ++h) {
-        const float4 f = xp[h];
-        xv[4 * h] = f.x; xv[4 * h + 1] = f.y; xv[4 * h + 2] = f.z; xv[4 * h + 3] = f.w;
-      }
-    } else {
-      const uint4 raw = __ldcg(reinterpret_cast<const uint4*>(static_cast<const TW*>(x) + base));
-      const TW* xt = reinterpret_cast<const TW*>(&raw);
-#pragma unroll
-      for (int i = 0; i < V; ++i) xv[i] = to_f<TW>(xt[i]);
-    }
-    uint4 raw[C];
-#pragma unroll
-    for (int c = 0; c < C; ++c) raw[c] = wr[c] ? __ldg(reinterpret_cast<const uint4*>(wr[c] + base)) : make_uint4(0, 0, 0, 0);
-#pragma unroll
-    for (int c = 0; c < C; ++c) {
-      const TW* wv = reinterpret_cast<const TW*>(&raw[c]);
-#pragma unroll
-      for (int i = 0; i < V; ++i) acc[c] = fmaf(to_f<TW>(wv[i]), xv[i], acc[c]);
-    }
-  }
-#pragma unroll
-  for (int c = 0; c < C; ++c)
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) acc[c] += __shfl_xor_sync(0xffffffffu, acc[c], o);
+  warp_dots_vec_from<TW, XS, C>(wr, k, lane * V + Q * 32 * V, x, acc);  // the chunks past the registers
+  warp_sum<C>(acc);
 }
 
 // warp_dot over x in global memory with the first Q chunks of the row and of x all requested before the first FMA
