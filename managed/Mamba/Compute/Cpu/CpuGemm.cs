@@ -10,9 +10,10 @@ namespace Mamba.Compute.Cpu;
 /// Both operands are row-major with K contiguous, so each output is a dot product of two rows. Register tiles
 /// (AVX-512: 6×4 with 24 accumulators, then 4×4; AVX2: 4×2) reuse every load several times; W is walked in
 /// panels that stay in L2 while all row-blocks of X pass over them.
-/// Work is split over panels of W and blocks of X rows.
+/// Work is split over panels of W and blocks of X rows. With AVX-512 and ≥ 32 rows (prefill) the packed
+/// outer-product kernel in CpuGemm.Packed.cs takes over; it gives the same bits as these tiles.
 /// </summary>
-internal static class CpuGemm
+internal static partial class CpuGemm
 {
     /// <summary>AVX-512 where the JIT accelerates it (twice the lanes per FMA), else AVX2.</summary>
     private static readonly bool Use512 = Vector512.IsHardwareAccelerated;
@@ -34,6 +35,11 @@ internal static class CpuGemm
                     ? Math.Max(PanelRows, (n / (parallel.MaxDegreeOfParallelism > 0 ? parallel.MaxDegreeOfParallelism * 4 : 8) + 3) / 4 * 4)
                     : PanelRows;
                 var state = new GemmArgs(px, xStride, pw, pb, bias.Length > 0, py, m, n, k, panelRows);
+                if (Use512 && Avx512F.IsSupported && m >= PackedMinRows && n >= PackedMinColumns && k >= 16)
+                {
+                    LinearPacked(state, parallel);
+                    return;
+                }
                 int panels = (n + panelRows - 1) / panelRows;
                 int blocks = (m + RowBlock - 1) / RowBlock;
                 int tasks = panels * blocks;
@@ -101,10 +107,14 @@ internal static class CpuGemm
             for (int j = n0; j < n1; j++)
                 a.Y[(long)i * a.N + j] = Dot(xr, a.W + (long)j * k, k);
         }
-        if (a.HasBias)
-            for (int r = m0; r < m1; r++)
-                TensorPrimitives.Add(new ReadOnlySpan<float>(a.Y + (long)r * a.N + n0, n1 - n0),
-                    new ReadOnlySpan<float>(a.Bias + n0, n1 - n0), new Span<float>(a.Y + (long)r * a.N + n0, n1 - n0));
+        if (a.HasBias) AddBias(a, m0, m1, n0, n1);
+    }
+
+    private static unsafe void AddBias(in GemmArgs a, int m0, int m1, int n0, int n1)
+    {
+        for (int r = m0; r < m1; r++)
+            TensorPrimitives.Add(new ReadOnlySpan<float>(a.Y + (long)r * a.N + n0, n1 - n0),
+                new ReadOnlySpan<float>(a.Bias + n0, n1 - n0), new Span<float>(a.Y + (long)r * a.N + n0, n1 - n0));
     }
 
     /// <summary>
@@ -123,7 +133,7 @@ internal static class CpuGemm
             for (; p + 16 <= k; p += 16) acc = Vector512.FusedMultiplyAdd(Vector512.Load(a + p), Vector512.Load(b + p), acc);
             var half = acc.GetLower() + acc.GetUpper();
             if (p + 8 <= k) { half = Fmadd(Vector256.Load(a + p), Vector256.Load(b + p), half); p += 8; }
-            sum = Vector256.Sum(half);
+            sum = Sum8(half);
         }
         else if (Vector256.IsHardwareAccelerated && k >= 8)
         {
@@ -133,6 +143,18 @@ internal static class CpuGemm
         }
         for (; p < k; p++) sum += a[p] * b[p];
         return sum;
+    }
+
+    /// <summary>
+    /// ((h0+h1)+(h2+h3))+((h4+h5)+(h6+h7)), the order of the AVX-512 paths' final sum, spelled out (it is what
+    /// Vector256.Sum does today) so the packed kernel, which sums 16 outputs at a time in that tree, matches by construction.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Sum8(Vector256<float> h)
+    {
+        var p = Avx.HorizontalAdd(h, h);   // h0+h1, h2+h3 | h4+h5, h6+h7 (per 128-bit lane)
+        p = Avx.HorizontalAdd(p, p);       // (h0+h1)+(h2+h3) | (h4+h5)+(h6+h7)
+        return p.ToScalar() + p.GetUpper().ToScalar();
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -184,7 +206,7 @@ internal static class CpuGemm
                 var half = v.GetLower() + v.GetUpper();
                 int q = p;
                 if (q + 8 <= k) { half = Fmadd(Vector256.Load(xr[r] + q), Vector256.Load(wr[c] + q), half); q += 8; }
-                float sum = Vector256.Sum(half);
+                float sum = Sum8(half);
                 for (; q < k; q++) sum += xr[r][q] * wr[c][q];
                 y[r * (long)ys + c] = sum;
             }
@@ -246,7 +268,7 @@ internal static class CpuGemm
                 var half = v.GetLower() + v.GetUpper();
                 int q = p;
                 if (q + 8 <= k) { half = Fmadd(Vector256.Load(xr[r] + q), Vector256.Load(wr[c] + q), half); q += 8; }
-                float sum = Vector256.Sum(half);
+                float sum = Sum8(half);
                 for (; q < k; q++) sum += xr[r][q] * wr[c][q];
                 y[r * (long)ys + c] = sum;
             }
@@ -287,8 +309,8 @@ internal static class CpuGemm
             var a3 = Vector256.Load(x3 + p); h30 = Fmadd(a3, b0, h30); h31 = Fmadd(a3, b1, h31);
             p += 8;
         }
-        float s00 = Vector256.Sum(h00), s01 = Vector256.Sum(h01), s10 = Vector256.Sum(h10), s11 = Vector256.Sum(h11);
-        float s20 = Vector256.Sum(h20), s21 = Vector256.Sum(h21), s30 = Vector256.Sum(h30), s31 = Vector256.Sum(h31);
+        float s00 = Sum8(h00), s01 = Sum8(h01), s10 = Sum8(h10), s11 = Sum8(h11);
+        float s20 = Sum8(h20), s21 = Sum8(h21), s30 = Sum8(h30), s31 = Sum8(h31);
         for (; p < k; p++)
         {
             float b0 = w[p], b1 = w1[p];
