@@ -215,7 +215,7 @@ if (split)
     Console.WriteLine();
     Console.WriteLine($"split at 1 x {prefillLen}, per layer (x {config.NumHiddenLayers} layers in the model), median of {runs}:");
     int L = prefillLen, d = config.HiddenSize, e = config.IntermediateSize, n = config.StateSize, r = config.TimeStepRank, k = config.ConvKernel;
-    var lw = weights.Layers[0];
+    
     var rnd = new Random(3);
     DeviceTensor Rand(params int[] shape)
     {
@@ -223,14 +223,14 @@ if (split)
         for (int i = 0; i < data.Length; i++) data[i] = (float)(rnd.NextDouble() - 0.5);
         return backend.Upload(data, DType.F32, shape);
     }
-    var aNeg = lw.ALog.Select(x => -MathF.Exp(x)).ToArray();
-    var ssm = new SsmParameters(backend.Upload(lw.DtProjWeight, DType.F32, e, r), backend.Upload(lw.DtProjBias, DType.F32, e),
-        backend.Upload(aNeg, DType.F32, e, n), backend.Upload(lw.D, DType.F32, e));
-    var a = Rand(1, L, d); var res = Rand(1, L, d); var norm = backend.Upload(lw.NormWeight, DType.F32, d);
-    var inW = backend.Upload(lw.InProjWeight, DType.F32, 2 * e, d); var xz = Rand(1, L, 2 * e);
-    var convW = backend.Upload(lw.ConvWeight, DType.F32, e, k); var convB = backend.Upload(lw.ConvBias!, DType.F32, e);
-    var u = Rand(1, L, e); var xW = backend.Upload(lw.XProjWeight, DType.F32, r + 2 * n, e); var dbc = Rand(1, L, r + 2 * n);
-    var y = Rand(1, L, e); var outW = backend.Upload(lw.OutProjWeight, DType.F32, d, e); var o = Rand(1, L, d);
+    var aNeg = weights[ParameterId.ALog, 0].Select(x => -MathF.Exp(x)).ToArray();
+    var ssm = new SsmParameters(backend.Upload(weights[ParameterId.DtProjWeight, 0], DType.F32, e, r), backend.Upload(weights[ParameterId.DtProjBias, 0], DType.F32, e),
+        backend.Upload(aNeg, DType.F32, e, n), backend.Upload(weights[ParameterId.D, 0], DType.F32, e));
+    var a = Rand(1, L, d); var res = Rand(1, L, d); var norm = backend.Upload(weights[ParameterId.Norm, 0], DType.F32, d);
+    var inW = backend.Upload(weights[ParameterId.InProjWeight, 0], DType.F32, 2 * e, d); var xz = Rand(1, L, 2 * e);
+    var convW = backend.Upload(weights[ParameterId.ConvWeight, 0], DType.F32, e, k); var convB = backend.Upload(weights[ParameterId.ConvBias, 0], DType.F32, e);
+    var u = Rand(1, L, e); var xW = backend.Upload(weights[ParameterId.XProjWeight, 0], DType.F32, r + 2 * n, e); var dbc = Rand(1, L, r + 2 * n);
+    var y = Rand(1, L, e); var outW = backend.Upload(weights[ParameterId.OutProjWeight, 0], DType.F32, d, e); var o = Rand(1, L, d);
     var ops = new (string Name, Action Run)[]
     {
         ("add+rmsnorm", () => backend.AddRmsNorm(res, o, norm, 1e-5f, a)),

@@ -41,19 +41,19 @@ internal sealed class TorchMamba : IDisposable
         _eps = c.LayerNormEpsilon;
         if (c.UseBias) throw new NotSupportedException("use_bias models are not covered by this benchmark");
         Tensor T(float[] data, params long[] shape) => torch.tensor(data, shape, dtype: ScalarType.Float32).to_type(dtype).contiguous();
-        _emb = T(w.Embeddings, c.VocabSize, _d);
-        _normF = T(w.NormF, _d);
-        _layers = w.Layers.Select(l => new Layer(
-            T(l.NormWeight, _d),
-            T(l.InProjWeight, 2 * _e, _d),
-            T(l.ConvWeight, _e, 1, _k),
-            l.ConvBias is null ? torch.zeros(_e, dtype: dtype) : T(l.ConvBias, _e),
-            T(l.XProjWeight, _r + 2 * _n, _e),
-            T(l.DtProjWeight, _e, _r),
-            T(l.DtProjBias, _e),
-            (-T(l.ALog, _e, _n).exp()).contiguous(),
-            T(l.D, _e),
-            T(l.OutProjWeight, _d, _e))).ToArray();
+        _emb = T(w[ParameterId.Embeddings], c.VocabSize, _d);
+        _normF = T(w[ParameterId.NormF], _d);
+        _layers = Enumerable.Range(0, c.NumHiddenLayers).Select(i => new Layer(
+            T(w[ParameterId.Norm, i], _d),
+            T(w[ParameterId.InProjWeight, i], 2 * _e, _d),
+            T(w[ParameterId.ConvWeight, i], _e, 1, _k),
+            w.Values.TryGet(ParameterId.ConvBias, i) is { } convBias ? T(convBias, _e) : torch.zeros(_e, dtype: dtype),
+            T(w[ParameterId.XProjWeight, i], _r + 2 * _n, _e),
+            T(w[ParameterId.DtProjWeight, i], _e, _r),
+            T(w[ParameterId.DtProjBias, i], _e),
+            (-T(w[ParameterId.ALog, i], _e, _n).exp()).contiguous(),
+            T(w[ParameterId.D, i], _e),
+            T(w[ParameterId.OutProjWeight, i], _d, _e))).ToArray();
     }
 
     /// <summary>Per-layer decode state: conv [B, E, K], ssm [B, E, N] (fp32).</summary>

@@ -1,6 +1,7 @@
 using BenchmarkDotNet.Attributes;
 using BenchmarkDotNet.Running;
 using Mamba.Compute;
+using Mamba.Model;
 
 namespace Mamba.Bench;
 
@@ -69,17 +70,17 @@ public class CudaOpBenchmarks
 
     private void LoadSsm()
     {
-        var l = GpuBench.Model130m.Layers[0];
-        var a = new float[l.ALog.Length];
-        for (int j = 0; j < a.Length; j++) a[j] = -MathF.Exp(l.ALog[j]); // A = −exp(A_log), as the model uploads it
-        _ssm = new SsmParameters(Put(l.DtProjWeight, DType, _e, _r), Put(l.DtProjBias, DType.F32, _e), Put(a, DType.F32, _e, _n), Put(l.D, DType.F32, _e));
+        var w0 = GpuBench.Model130m;
+        var a = new float[w0[ParameterId.ALog, 0].Length];
+        for (int j = 0; j < a.Length; j++) a[j] = -MathF.Exp(w0[ParameterId.ALog, 0][j]); // A = −exp(A_log), as the model uploads it
+        _ssm = new SsmParameters(Put(w0[ParameterId.DtProjWeight, 0], DType, _e, _r), Put(w0[ParameterId.DtProjBias, 0], DType.F32, _e), Put(a, DType.F32, _e, _n), Put(w0[ParameterId.D, 0], DType.F32, _e));
     }
 
     private void LoadConv()
     {
-        var l = GpuBench.Model130m.Layers[0];
-        _conv = Put(l.ConvWeight, DType.F32, _e, _k);
-        _convBias = Put(l.ConvBias ?? new float[_e], DType.F32, _e);
+        var w0 = GpuBench.Model130m;
+        _conv = Put(w0[ParameterId.ConvWeight, 0], DType.F32, _e, _k);
+        _convBias = Put(w0.Values.TryGet(ParameterId.ConvBias, 0) ?? new float[_e], DType.F32, _e);
     }
 
     /// <summary>Selective scan inputs at [8, 2048]: u, dbc (δ̃, B, C), xz (z half used), y, and the final state.</summary>
@@ -127,7 +128,7 @@ public class CudaOpBenchmarks
     public void SetupNorm()
     {
         Open();
-        _norm = Put(GpuBench.Model130m.Layers[0].NormWeight, DType.F32, _d);
+        _norm = Put(GpuBench.Model130m[ParameterId.Norm, 0], DType.F32, _d);
         _residual = Fill(DType.F32, 1f, Rows, _d);
         _delta = Fill(DType, 0.01f, Rows, _d);
         _normed = Empty(DType, Rows, _d);
@@ -146,7 +147,7 @@ public class CudaOpBenchmarks
     public void SetupGemm()
     {
         Open();
-        _inProj = Put(GpuBench.Model130m.Layers[0].InProjWeight, DType, 2 * _e, _d);
+        _inProj = Put(GpuBench.Model130m[ParameterId.InProjWeight, 0], DType, 2 * _e, _d);
         _x = Fill(DType, 1f, Batch, Length, _d);
         _xz = Empty(DType, Batch, Length, 2 * _e);
     }
@@ -165,9 +166,9 @@ public class CudaOpBenchmarks
     {
         Open();
         var w = GpuBench.Model130m;
-        _inProj = Put(w.Layers[0].InProjWeight, DType, 2 * _e, _d);
-        _outProj = Put(w.Layers[0].OutProjWeight, DType, _d, _e);
-        _lmHead = Put(w.LmHead ?? w.Embeddings, DType, _v, _d);
+        _inProj = Put(w[ParameterId.InProjWeight, 0], DType, 2 * _e, _d);
+        _outProj = Put(w[ParameterId.OutProjWeight, 0], DType, _d, _e);
+        _lmHead = Put(w[ParameterId.LmHead], DType, _v, _d);
         _a1 = Fill(DType, 1f, 1, 1, _d);
         _xz1 = Empty(DType, 1, 1, 2 * _e);
         _y1 = Fill(DType, 1f, 1, 1, _e);
@@ -205,13 +206,13 @@ public class CudaOpBenchmarks
     public void SetupDecode()
     {
         Open();
-        var l = GpuBench.Model130m.Layers[0];
+        var w0 = GpuBench.Model130m;
         LoadSsm();
         LoadConv();
-        _norm = Put(l.NormWeight, DType.F32, _d);
-        _inProj = Put(l.InProjWeight, DType, 2 * _e, _d);
-        _xProj = Put(l.XProjWeight, DType, _r + 2 * _n, _e);
-        _outProj = Put(l.OutProjWeight, DType, _d, _e);
+        _norm = Put(w0[ParameterId.Norm, 0], DType.F32, _d);
+        _inProj = Put(w0[ParameterId.InProjWeight, 0], DType, 2 * _e, _d);
+        _xProj = Put(w0[ParameterId.XProjWeight, 0], DType, _r + 2 * _n, _e);
+        _outProj = Put(w0[ParameterId.OutProjWeight, 0], DType, _d, _e);
         _h1 = Fill(DType.F32, 1f, 1, 1, _d);
         _a1 = Empty(DType, 1, 1, _d);
         _xz1 = Fill(DType, 1f, 1, 1, 2 * _e);

@@ -8,7 +8,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 namespace Mamba;
 
 /// <summary>Turns a <see cref="BackendPreference"/> into a running backend, explaining every choice.</summary>
-public static class BackendSelector
+internal static class BackendSelector
 {
     /// <summary>
     /// Creates the backend. <see cref="BackendPreference.Cuda"/> throws <see cref="MambaBackendUnavailableException"/>

@@ -4,7 +4,7 @@ namespace Mamba.Compute;
 /// A dense, row-major tensor owned by one backend (host memory for the CPU backend, device memory
 /// for CUDA). The model code above the backend only passes these around; it never reads their memory.
 /// </summary>
-public abstract class DeviceTensor : IDisposable
+internal abstract class DeviceTensor : IDisposable
 {
     /// <summary>Creates the descriptor; backends fill in storage.</summary>
     protected DeviceTensor(DType dtype, int[] shape)

@@ -14,7 +14,7 @@ public enum BackendKind
 /// Shapes: DtProjWeight [E, R], DtProjBias [E], ANegExp [E, N] (A = -exp(A_log), always F32),
 /// D [E] (F32).
 /// </summary>
-public sealed record SsmParameters(DeviceTensor DtProjWeight, DeviceTensor DtProjBias, DeviceTensor A, DeviceTensor D);
+internal sealed record SsmParameters(DeviceTensor DtProjWeight, DeviceTensor DtProjBias, DeviceTensor A, DeviceTensor D);
 
 /// <summary>
 /// The compute operations a Mamba model needs, implemented once per device. Activations are
@@ -27,7 +27,7 @@ public sealed record SsmParameters(DeviceTensor DtProjWeight, DeviceTensor DtPro
 /// and <see cref="Linear"/> may take an F32 <c>x</c> (rounded to the weight dtype first) and write an F32 <c>y</c>.
 /// Every method validates shapes and throws <see cref="ArgumentException"/> on a mismatch.
 /// </summary>
-public interface IMambaBackend : IDisposable
+internal interface IMambaBackend : IDisposable
 {
     /// <summary>Which implementation this is.</summary>
     BackendKind Kind { get; }
@@ -40,6 +40,12 @@ public interface IMambaBackend : IDisposable
 
     /// <summary>Copies host float32 data into a new tensor of <paramref name="dtype"/> (rounding to nearest even).</summary>
     DeviceTensor Upload(ReadOnlySpan<float> data, DType dtype, params int[] shape);
+
+    /// <summary>
+    /// Like <see cref="Upload"/>, but a backend whose tensors live in managed memory may keep <paramref name="data"/> itself
+    /// instead of a copy (the CPU backend does for F32): the caller hands the array over and must not change it.
+    /// </summary>
+    DeviceTensor UploadOwned(float[] data, DType dtype, params int[] shape) => Upload(data, dtype, shape);
 
     /// <summary>Copies a tensor to host memory as float32.</summary>
     void Download(DeviceTensor source, Span<float> destination);
@@ -93,22 +99,13 @@ public interface IMambaBackend : IDisposable
     void SelectiveStateStep(SsmParameters ssm, DeviceTensor u, DeviceTensor dbc, DeviceTensor xz, DeviceTensor ssmState, DeviceTensor y);
 
     /// <summary>
-    /// True when <see cref="CausalConv1dContinue"/> and <see cref="SelectiveScanContinue"/> are implemented, so a
-    /// filled cache can take a whole chunk of tokens at once (chunked prefill with flat memory). Otherwise the
-    /// model continues a cache one decode step at a time.
-    /// </summary>
-    bool SupportsContinuation => false;
-
-    /// <summary>
     /// <see cref="CausalConv1d"/> continuing from <paramref name="convState"/> [B, E, K]: its last K−1 columns are
     /// the inputs before t = 0; afterwards it holds the last K inputs of the combined sequence. No mask.
     /// </summary>
-    void CausalConv1dContinue(DeviceTensor xz, DeviceTensor weight, DeviceTensor? bias, DeviceTensor u, DeviceTensor convState) =>
-        throw new NotSupportedException($"{GetType().Name} cannot continue a conv state over several tokens");
+    void CausalConv1dContinue(DeviceTensor xz, DeviceTensor weight, DeviceTensor? bias, DeviceTensor u, DeviceTensor convState);
 
     /// <summary><see cref="SelectiveScan"/> starting from <paramref name="ssmState"/> [B, E, N] (F32) instead of zero; the final state overwrites it.</summary>
-    void SelectiveScanContinue(SsmParameters ssm, DeviceTensor u, DeviceTensor dbc, DeviceTensor xz, DeviceTensor y, DeviceTensor ssmState) =>
-        throw new NotSupportedException($"{GetType().Name} cannot continue an SSM state over several tokens");
+    void SelectiveScanContinue(SsmParameters ssm, DeviceTensor u, DeviceTensor dbc, DeviceTensor xz, DeviceTensor y, DeviceTensor ssmState);
 
     /// <summary>For each row of logits [M, V], the index of the largest value (lowest index on ties).</summary>
     void ArgMax(DeviceTensor logits, Span<int> result);

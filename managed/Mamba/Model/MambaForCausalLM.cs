@@ -1,5 +1,4 @@
 using Mamba.Compute;
-using Mamba.Compute.Cpu;
 
 namespace Mamba.Model;
 
@@ -45,78 +44,88 @@ public sealed record CausalLMOutput
 }
 
 /// <summary>
-/// The Mamba language model (transformers' <c>MambaForCausalLM</c>) on one <see cref="IMambaBackend"/>.
-/// The orchestration here is backend-agnostic: it only calls backend ops. A model may be shared across
-/// threads; per-sequence state lives in <see cref="MambaCache"/>.
+/// The Mamba language model (transformers' <c>MambaForCausalLM</c>) on one <see cref="IMambaBackend"/>: the parameters
+/// (one tensor per <see cref="MambaParameterTable"/> entry), a <see cref="MambaBlock"/> per layer, and the forward
+/// passes that orchestrate them. Nothing here knows which backend runs it; a backend that can run the greedy decode
+/// step its own way does so through <see cref="IGreedyDecodeAccelerator"/>. A model may be shared across threads;
+/// per-sequence state lives in <see cref="MambaCache"/>.
 /// </summary>
 public sealed partial class MambaForCausalLM : IDisposable
 {
-    private readonly LayerTensors[] _layers;
-    private readonly DeviceTensor _embeddings;
-    private readonly DeviceTensor _normF;
-    private readonly DeviceTensor _lmHead;
+    private readonly ParameterStore<DeviceTensor> _parameters;
+    private readonly MambaBlock[] _blocks;
     private readonly bool _ownsBackend;
     private bool _disposed;
 
-    private sealed record LayerTensors(
-        DeviceTensor Norm, DeviceTensor InProj, DeviceTensor? InProjBias, DeviceTensor Conv, DeviceTensor? ConvBias,
-        DeviceTensor XProj, SsmParameters Ssm, DeviceTensor OutProj, DeviceTensor? OutProjBias);
+    /// <summary>Uploads <paramref name="weights"/> to a new CPU backend (owned by the model).</summary>
+    public MambaForCausalLM(MambaWeights weights)
+        : this(weights, BackendSelector.Create(new MambaModelOptions { Backend = BackendPreference.Cpu }, out _, out _), DType.F32, ownsBackend: true) { }
 
-    /// <summary>Uploads <paramref name="weights"/> to <paramref name="backend"/> (a new CPU backend when null).</summary>
-    public MambaForCausalLM(MambaWeights weights, IMambaBackend? backend = null, DType activationDType = DType.F32)
-        : this(weights, backend, activationDType, ownsBackend: backend is null) { }
-
-    /// <summary>Uploads <paramref name="weights"/>; when <paramref name="ownsBackend"/>, disposing the model disposes the backend.</summary>
-    public MambaForCausalLM(MambaWeights weights, IMambaBackend? backend, DType activationDType, bool ownsBackend)
+    /// <summary>Uploads <paramref name="weights"/> to <paramref name="backend"/>; when <paramref name="ownsBackend"/>, disposing the model disposes the backend.</summary>
+    internal MambaForCausalLM(MambaWeights weights, IMambaBackend backend, DType activationDType = DType.F32, bool ownsBackend = false)
     {
         ArgumentNullException.ThrowIfNull(weights);
+        ArgumentNullException.ThrowIfNull(backend);
         Config = weights.Config;
-        Backend = backend ?? new CpuBackend();
-        _ownsBackend = ownsBackend || backend is null;
+        Backend = backend;
+        _ownsBackend = ownsBackend;
         ActivationDType = activationDType;
         ParameterCount = weights.ParameterCount;
         StoredDType = weights.StoredDType;
-        var c = Config;
-        int d = c.HiddenSize, e = c.IntermediateSize, n = c.StateSize, r = c.TimeStepRank, k = c.ConvKernel, v = c.VocabSize;
-        DeviceTensor W(float[] data, params int[] shape) => Put(data, activationDType, shape);
-        DeviceTensor F32(float[] data, params int[] shape) => Put(data, DType.F32, shape);
-        _embeddings = W(weights.Embeddings, v, d);
-        _normF = F32(weights.NormF, d);
-        _lmHead = weights.LmHead is null ? _embeddings : W(weights.LmHead, v, d);
-        _layers = new LayerTensors[c.NumHiddenLayers];
-        for (int i = 0; i < _layers.Length; i++)
+        var uploaded = new List<DeviceTensor>();
+        try
         {
-            var l = weights.Layers[i];
-            var a = new float[l.ALog.Length];
-            for (int j = 0; j < a.Length; j++) a[j] = -MathF.Exp(l.ALog[j]); // A = −exp(A_log), always from fp32
-            _layers[i] = new LayerTensors(
-                F32(l.NormWeight, d),
-                W(l.InProjWeight, 2 * e, d),
-                l.InProjBias is null ? null : F32(l.InProjBias, 2 * e),
-                F32(l.ConvWeight, e, k),
-                l.ConvBias is null ? null : F32(l.ConvBias, e),
-                W(l.XProjWeight, r + 2 * n, e),
-                new SsmParameters(W(l.DtProjWeight, e, r), F32(l.DtProjBias, e), F32(a, e, n), F32(l.D, e)),
-                W(l.OutProjWeight, d, e),
-                l.OutProjBias is null ? null : F32(l.OutProjBias, d));
+            _parameters = new ParameterStore<DeviceTensor>(Config, entry =>
+            {
+                var tensor = Upload(weights.Values[entry.Key], entry);
+                uploaded.Add(tensor);
+                return tensor;
+            });
         }
+        catch
+        {
+            foreach (var t in uploaded) t.Dispose();
+            if (ownsBackend) backend.Dispose();
+            throw;
+        }
+        _blocks = Enumerable.Range(0, Config.NumHiddenLayers).Select(i => new MambaBlock(i, _parameters)).ToArray();
     }
 
-    private DeviceTensor Put(float[] data, DType dtype, int[] shape) =>
-        Backend is CpuBackend cpu && dtype == DType.F32 ? cpu.Wrap(data, shape) : Backend.Upload(data, dtype, shape);
+    /// <summary>Puts one parameter on the backend in the form its table entry names.</summary>
+    private DeviceTensor Upload(float[] data, ParameterEntry entry) => entry.Spec.Form switch
+    {
+        ParameterForm.Matrix => Backend.UploadOwned(data, ActivationDType, entry.DeviceShape),
+        ParameterForm.NegExp => Backend.UploadOwned(NegExp(data), DType.F32, entry.DeviceShape),
+        _ => Backend.UploadOwned(data, DType.F32, entry.DeviceShape),
+    };
+
+    private static float[] NegExp(float[] aLog)
+    {
+        var a = new float[aLog.Length];
+        for (int j = 0; j < a.Length; j++) a[j] = -MathF.Exp(aLog[j]); // A = −exp(A_log), always from fp32
+        return a;
+    }
 
     /// <summary>Loads config.json and the weights (safetensors, sharded safetensors, or original pytorch_model.bin) from a folder.</summary>
-    public static MambaForCausalLM FromPretrained(string directory, IMambaBackend? backend = null, DType activationDType = DType.F32)
+    public static MambaForCausalLM FromPretrained(string directory, MambaModelOptions? options = null)
     {
         var weights = CheckpointLoader.LoadWeights(directory);
-        return new MambaForCausalLM(weights, backend, activationDType);
+        var backend = BackendSelector.Create(options ?? new MambaModelOptions { Backend = BackendPreference.Cpu }, out _, out var activation);
+        return new MambaForCausalLM(weights, backend, activation, ownsBackend: true);
     }
+
+    /// <summary>Loads a model folder onto <paramref name="backend"/> (not owned by the model).</summary>
+    internal static MambaForCausalLM FromPretrained(string directory, IMambaBackend backend, DType activationDType = DType.F32) =>
+        new(CheckpointLoader.LoadWeights(directory), backend, activationDType);
 
     /// <summary>The configuration.</summary>
     public MambaConfig Config { get; }
 
     /// <summary>The backend that runs the model.</summary>
-    public IMambaBackend Backend { get; }
+    internal IMambaBackend Backend { get; }
+
+    /// <summary>Which kind of backend runs the model.</summary>
+    public BackendKind BackendKind => Backend.Kind;
 
     /// <summary>Storage dtype of weights and activations on the backend.</summary>
     public DType ActivationDType { get; }
@@ -157,7 +166,40 @@ public sealed partial class MambaForCausalLM : IDisposable
         using (DeviceLock()) return Run(batch, length, null, data, options ?? new ForwardOptions());
     }
 
-    private CausalLMOutput Run(int batch, int length, int[]? ids, float[]? embeds, ForwardOptions options, int[]? argMaxOut = null)
+    /// <summary>What the blocks left on the device for one call: the norm_f output and the call's scratch.</summary>
+    private sealed record BlocksResult(DeviceTensor Last, List<HostTensor>? Hidden, int[]? Keep);
+
+    private CausalLMOutput Run(int batch, int length, int[]? ids, float[]? embeds, ForwardOptions options)
+    {
+        var scratch = new Scratch(this, pooled: length == 1);
+        try
+        {
+            var result = RunBlocks(batch, length, ids, embeds, options, scratch);
+            var lastHost = DownloadHost(result.Last);
+            var hidden = result.Hidden;
+            hidden?.Add(lastHost);
+            var logits = Logits(result.Last, batch, length, result.Keep, scratch);
+            double? loss = options.Labels is null ? null : Loss(logits, options.Labels, batch, length);
+            return new CausalLMOutput
+            {
+                Logits = DownloadHost(logits),
+                Loss = loss,
+                HiddenStates = hidden,
+                LastHiddenState = lastHost,
+                Cache = options.Cache,
+            };
+        }
+        finally
+        {
+            scratch.Release();
+        }
+    }
+
+    /// <summary>
+    /// Checks the call, embeds, runs every block in the mode the cache calls for (a sequence from zero, a continuation
+    /// of a filled cache, or one decode step) and norm_f; advances the cache's bookkeeping.
+    /// </summary>
+    private BlocksResult RunBlocks(int batch, int length, int[]? ids, float[]? embeds, ForwardOptions options, Scratch scratch)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (batch <= 0 || length <= 0) throw new ArgumentException($"input must be non-empty, got [{batch}, {length}]");
@@ -165,10 +207,7 @@ public sealed partial class MambaForCausalLM : IDisposable
         if (cache is not null && cache.BatchSize != batch)
             throw new ArgumentException($"cache holds {cache.BatchSize} sequences, input has {batch}", nameof(options));
         bool filled = cache is { HasPreviousState: true };
-        bool decode = filled && length == 1;
-        bool continuation = filled && length > 1;
-        if (continuation && !Backend.SupportsContinuation)
-            return Continue(batch, length, ids, embeds, options);
+        var mode = !filled ? BlockMode.Sequence : length == 1 ? BlockMode.Step : BlockMode.Continue;
         if (options.Labels is { } labels && (labels.GetLength(0) != batch || labels.GetLength(1) != length))
             throw new ArgumentException($"labels are [{labels.GetLength(0)}, {labels.GetLength(1)}], input is [{batch}, {length}]", nameof(options));
         int[]? keep = KeepRows(length, options);
@@ -176,116 +215,65 @@ public sealed partial class MambaForCausalLM : IDisposable
             throw new ArgumentException("labels need the logits of every position: leave LogitsToKeep at 0 and KeepPositions null", nameof(options));
 
         var c = Config;
-        int rows = batch * length, d = c.HiddenSize, e = c.IntermediateSize;
         var be = Backend;
-        var created = new Scratch(this, pooled: length == 1);
-        DeviceTensor Alloc(DType t, params int[] shape) => created.Rent(t, shape);
-        try
+        var h = scratch.Rent(DType.F32, batch, length, c.HiddenSize);           // residual stream, float32
+        if (ids is not null) be.Embedding(_parameters[ParameterId.Embeddings], ids, h);
+        else
         {
-            var h = Alloc(DType.F32, batch, length, d);           // residual stream, float32
-            if (ids is not null) Backend.Embedding(_embeddings, ids, h);
-            else
-            {
-                var upload = be.Upload(embeds!, DType.F32, batch, length, d);
-                created.Add(upload);
-                be.Copy(upload, h);
-            }
-            DeviceTensor? mask = null;
-            if (!filled && options.AttentionMask is { } am)
-            {
-                if (am.GetLength(0) != batch || am.GetLength(1) != length)
-                    throw new ArgumentException($"attention_mask is [{am.GetLength(0)}, {am.GetLength(1)}], input is [{batch}, {length}]", nameof(options));
-                var m = new float[rows];
-                bool all = true;
-                for (int b = 0; b < batch; b++)
-                    for (int t = 0; t < length; t++)
-                    {
-                        int value = am[b, t];
-                        if (value is not (0 or 1)) throw new ArgumentException($"attention_mask[{b}, {t}] = {value}; expected 0 or 1", nameof(options));
-                        m[b * length + t] = value;
-                        all &= value == 1;
-                    }
-                if (!all)
-                {
-                    mask = be.Upload(m, DType.F32, rows);
-                    created.Add(mask);
-                }
-            }
-            var dt = ActivationDType;
-            var a = Alloc(dt, batch, length, d);
-            var xz = Alloc(dt, batch, length, 2 * e);
-            var u = Alloc(dt, batch, length, e);
-            var dbc = Alloc(dt, batch, length, c.TimeStepRank + 2 * c.StateSize);
-            var y = Alloc(dt, batch, length, e);
-            var output = Alloc(dt, batch, length, d);
-            var hidden = options.OutputHiddenStates ? new List<HostTensor>(c.NumHiddenLayers + 1) : null;
-            for (int i = 0; i < _layers.Length; i++)
-            {
-                var L = _layers[i];
-                be.AddRmsNorm(h, i == 0 ? null : output, L.Norm, (float)c.LayerNormEpsilon, a);
-                if (i > 0) hidden?.Add(DownloadHost(h));
-                if (mask is not null) be.MaskRows(a, mask);
-                be.Linear(a, L.InProj, L.InProjBias, xz);
-                if (decode)
-                {
-                    be.CausalConv1dStep((xz), L.Conv, L.ConvBias, cache!.Conv(i), (u));
-                    be.Linear(u, L.XProj, null, dbc);
-                    be.SelectiveStateStep(L.Ssm, (u), (dbc), (xz), cache.Ssm(i), (y));
-                }
-                else if (continuation)
-                {
-                    be.CausalConv1dContinue(xz, L.Conv, L.ConvBias, u, cache!.Conv(i));
-                    be.Linear(u, L.XProj, null, dbc);
-                    be.SelectiveScanContinue(L.Ssm, u, dbc, xz, y, cache.Ssm(i));
-                }
-                else
-                {
-                    be.CausalConv1d(xz, L.Conv, L.ConvBias, mask, u, cache?.Conv(i));
-                    be.Linear(u, L.XProj, null, dbc);
-                    be.SelectiveScan(L.Ssm, u, dbc, xz, y, cache?.Ssm(i));
-                }
-                be.Linear(y, L.OutProj, L.OutProjBias, output);
-            }
-            var last = Alloc(DType.F32, batch, length, d);
-            be.AddRmsNorm(h, output, _normF, (float)c.LayerNormEpsilon, last);
-            if (argMaxOut is not null)
-            {
-                // Greedy decoding: choose on the device, bring back B ids instead of B × V logits.
-                var chosen = Logits(last, batch, length, keep, created);
-                Backend.ArgMax(chosen, argMaxOut);
-                if (cache is not null)
-                {
-                    cache.HasPreviousState = true;
-                    cache.SeenTokens += length;
-                }
-                return null!;
-            }
-            var lastHost = DownloadHost(last);
-            if (hidden is not null)
-            {
-                hidden.Add(DownloadHost(h));
-                hidden.Add(lastHost);
-            }
-            var logits = Logits(last, batch, length, keep, created);
-            double? loss = options.Labels is null ? null : Loss(logits, options.Labels, batch, length);
-            if (cache is not null)
-            {
-                cache.HasPreviousState = true;
-                cache.SeenTokens += length;
-            }
-            return new CausalLMOutput
-            {
-                Logits = DownloadHost(logits),
-                Loss = loss,
-                HiddenStates = hidden,
-                LastHiddenState = lastHost,
-                Cache = cache,
-            };
+            var upload = be.Upload(embeds!, DType.F32, batch, length, c.HiddenSize);
+            scratch.Add(upload);
+            be.Copy(upload, h);
         }
-        finally
+        var mask = mode == BlockMode.Sequence ? UploadMask(options.AttentionMask, batch, length, scratch) : null;
+        var act = BlockActivations.Allocate(c, ActivationDType, batch, length, (t, shape) => scratch.Rent(t, shape));
+        var hidden = options.OutputHiddenStates ? new List<HostTensor>(c.NumHiddenLayers + 1) : null;
+        var last = scratch.Rent(DType.F32, batch, length, c.HiddenSize);
+        RunLayers(h, act, mode, mask, cache, last, hidden);
+        if (cache is not null)
         {
-            created.Release();
+            cache.HasPreviousState = true;
+            cache.SeenTokens += length;
         }
+        return new BlocksResult(last, hidden, keep);
+    }
+
+    /// <summary>
+    /// Every block, then norm_f into <paramref name="last"/> [B, L, d] (F32). The greedy decode step's body (which a
+    /// backend may record) runs this same method, so every path issues the same ops.
+    /// </summary>
+    private void RunLayers(DeviceTensor h, BlockActivations act, BlockMode mode, DeviceTensor? mask, MambaCache? cache, DeviceTensor last, List<HostTensor>? hidden)
+    {
+        float eps = (float)Config.LayerNormEpsilon;
+        foreach (var block in _blocks)
+        {
+            int i = block.Layer;
+            block.Forward(Backend, eps, h, i == 0 ? null : act.Output, act, mode, mask, cache?.Conv(i), cache?.Ssm(i),
+                hidden is null || i == 0 ? null : () => hidden.Add(DownloadHost(h)));
+        }
+        Backend.AddRmsNorm(h, act.Output, _parameters[ParameterId.NormF], eps, last);
+        hidden?.Add(DownloadHost(h));
+    }
+
+    /// <summary>The attention mask as a device row mask [B·L], or null when it keeps every position.</summary>
+    private DeviceTensor? UploadMask(int[,]? attentionMask, int batch, int length, Scratch scratch)
+    {
+        if (attentionMask is not { } am) return null;
+        if (am.GetLength(0) != batch || am.GetLength(1) != length)
+            throw new ArgumentException($"attention_mask is [{am.GetLength(0)}, {am.GetLength(1)}], input is [{batch}, {length}]", nameof(attentionMask));
+        var m = new float[batch * length];
+        bool all = true;
+        for (int b = 0; b < batch; b++)
+            for (int t = 0; t < length; t++)
+            {
+                int value = am[b, t];
+                if (value is not (0 or 1)) throw new ArgumentException($"attention_mask[{b}, {t}] = {value}; expected 0 or 1", nameof(attentionMask));
+                m[b * length + t] = value;
+                all &= value == 1;
+            }
+        if (all) return null;
+        var mask = Backend.Upload(m, DType.F32, batch * length);
+        scratch.Add(mask);
+        return mask;
     }
 
     /// <summary>
@@ -330,8 +318,6 @@ public sealed partial class MambaForCausalLM : IDisposable
     {
         ArgumentNullException.ThrowIfNull(inputIds);
         int batch = inputIds.GetLength(0), length = inputIds.GetLength(1);
-        if (cache is { HasPreviousState: true } && length > 1 && !Backend.SupportsContinuation)
-            throw new NotSupportedException($"{Backend.Kind} continues a filled cache one token at a time; pass [B, 1] ids");
         var ids = new int[batch * length];
         Buffer.BlockCopy(inputIds, 0, ids, 0, ids.Length * sizeof(int));
         var result = new int[batch];
@@ -341,14 +327,23 @@ public sealed partial class MambaForCausalLM : IDisposable
             cache.SeenTokens += 1;
             return result;
         }
-        Run(batch, length, ids, null, new ForwardOptions { Cache = cache, AttentionMask = attentionMask, LogitsToKeep = 1 }, result);
+        var scratch = new Scratch(this, pooled: length == 1);
+        try
+        {
+            var blocks = RunBlocks(batch, length, ids, null, new ForwardOptions { Cache = cache, AttentionMask = attentionMask, LogitsToKeep = 1 }, scratch);
+            Backend.ArgMax(Logits(blocks.Last, batch, length, blocks.Keep, scratch), result);
+        }
+        finally
+        {
+            scratch.Release();
+        }
         return result;
     }
 
     /// <summary>
     /// Feeds a long prompt [B, L] into <paramref name="cache"/> in chunks of <paramref name="chunkTokens"/>, so
     /// device memory stays that of one chunk whatever L is (time is linear in L). Returns the argmax of the last
-    /// position per row. Backends without continuation support fall back to one step per token after the first chunk.
+    /// position per row.
     /// </summary>
     public int[] PrefillChunked(int[,] inputIds, MambaCache cache, int chunkTokens = 2048)
     {
@@ -363,58 +358,9 @@ public sealed partial class MambaForCausalLM : IDisposable
             var chunk = new int[batch, n];
             for (int b = 0; b < batch; b++)
                 for (int t = 0; t < n; t++) chunk[b, t] = inputIds[b, start + t];
-            if (cache.HasPreviousState && !Backend.SupportsContinuation)
-            {
-                var logits = Forward(chunk, new ForwardOptions { Cache = cache, LogitsToKeep = 1 }).Logits; // one step per token
-                result = Enumerable.Range(0, batch).Select(b => CpuBackend.ArgMaxRow(logits.Row(b, 0))).ToArray();
-            }
-            else result = ForwardArgMax(chunk, cache);
+            result = ForwardArgMax(chunk, cache);
         }
         return result;
-    }
-
-    /// <summary>
-    /// Several tokens on a filled cache: advanced one decode step at a time, which continues the state
-    /// exactly (transformers 5.17 would restart the scan from zero here; see the spec §8.2).
-    /// </summary>
-    private CausalLMOutput Continue(int batch, int length, int[]? ids, float[]? embeds, ForwardOptions options)
-    {
-        if (options.OutputHiddenStates || options.Labels is not null)
-            throw new NotSupportedException("hidden states and labels are not available when continuing a filled cache with several tokens; run a fresh forward instead");
-        int d = Config.HiddenSize, v = Config.VocabSize;
-        int[]? keep = KeepRows(length, options);
-        var positions = keep ?? Enumerable.Range(0, length).ToArray();
-        var logits = new float[(long)batch * positions.Length * v];
-        var last = new float[(long)batch * length * d];
-        var stepOptions = new ForwardOptions { Cache = options.Cache };
-        for (int t = 0; t < length; t++)
-        {
-            CausalLMOutput step;
-            if (ids is not null)
-            {
-                var stepIds = new int[batch, 1];
-                for (int b = 0; b < batch; b++) stepIds[b, 0] = ids[b * length + t];
-                step = Run(batch, 1, stepIds.Cast<int>().ToArray(), null, stepOptions);
-            }
-            else
-            {
-                var stepEmbeds = new float[batch * d];
-                for (int b = 0; b < batch; b++) Array.Copy(embeds!, ((long)b * length + t) * d, stepEmbeds, (long)b * d, d);
-                step = Run(batch, 1, null, stepEmbeds, stepOptions);
-            }
-            for (int b = 0; b < batch; b++)
-            {
-                Array.Copy(step.LastHiddenState.Data, (long)b * d, last, ((long)b * length + t) * d, d);
-                int slot = Array.IndexOf(positions, t);
-                if (slot >= 0) Array.Copy(step.Logits.Data, (long)b * v, logits, ((long)b * positions.Length + slot) * v, v);
-            }
-        }
-        return new CausalLMOutput
-        {
-            Logits = new HostTensor(logits, [batch, positions.Length, v]),
-            LastHiddenState = new HostTensor(last, [batch, length, d]),
-            Cache = options.Cache,
-        };
     }
 
     /// <summary>
@@ -454,7 +400,7 @@ public sealed partial class MambaForCausalLM : IDisposable
         return Enumerable.Range(length - k, k).ToArray();
     }
 
-    private DeviceTensor Logits(DeviceTensor last, int batch, int length, int[]? keep, Scratch created)
+    private DeviceTensor Logits(DeviceTensor last, int batch, int length, int[]? keep, Scratch scratch)
     {
         int d = Config.HiddenSize, v = Config.VocabSize;
         var source = last;
@@ -465,12 +411,25 @@ public sealed partial class MambaForCausalLM : IDisposable
             var rows = new int[batch * kept];
             for (int b = 0; b < batch; b++)
                 for (int j = 0; j < kept; j++) rows[b * kept + j] = b * length + keep[j];
-            source = created.Rent(DType.F32, batch, kept, d);
+            source = scratch.Rent(DType.F32, batch, kept, d);
             Backend.GatherRows(last, rows, source);
         }
-        var logits = created.Rent(DType.F32, batch, kept, v);
-        Backend.Linear(source, _lmHead, null, logits);
+        var head = _parameters[ParameterId.LmHead];
+        var rounded = head.DType == source.DType ? source : scratch.Rent(head.DType, batch, kept, d);
+        var logits = scratch.Rent(DType.F32, batch, kept, v);
+        LmHead(source, rounded, logits);
         return logits;
+    }
+
+    /// <summary>
+    /// logits = lm_head(x). On 16-bit weights the F32 norm_f output is first rounded to the weight dtype into
+    /// <paramref name="rounded"/> (what a mixed-dtype Linear does inside), as its own op, so a recorded step reads no
+    /// context workspace.
+    /// </summary>
+    private void LmHead(DeviceTensor x, DeviceTensor rounded, DeviceTensor logits)
+    {
+        if (!ReferenceEquals(rounded, x)) Backend.Copy(x, rounded);
+        Backend.Linear(rounded, _parameters[ParameterId.LmHead], null, logits);
     }
 
     private double Loss(DeviceTensor logits, int[,] labels, int batch, int length)
@@ -517,7 +476,7 @@ public sealed partial class MambaForCausalLM : IDisposable
             {
                 var row = logits.Row(b, 0).ToArray();
                 foreach (var id in eos) row[id] = float.NegativeInfinity;
-                chosen[b] = CpuBackend.ArgMaxRow(row);
+                chosen[b] = Mamba.Generation.TokenSampler.ArgMax(row);
             }
             return chosen;
         }
@@ -553,11 +512,7 @@ public sealed partial class MambaForCausalLM : IDisposable
         if (_disposed) return;
         _disposed = true;
         ReleaseFastDecode();
-        var all = new HashSet<DeviceTensor> { _embeddings, _normF, _lmHead };
-        foreach (var l in _layers)
-            foreach (var t in new[] { l.Norm, l.InProj, l.InProjBias, l.Conv, l.ConvBias, l.XProj, l.Ssm.DtProjWeight, l.Ssm.DtProjBias, l.Ssm.A, l.Ssm.D, l.OutProj, l.OutProjBias })
-                if (t is not null) all.Add(t);
-        foreach (var t in all) t.Dispose();
+        foreach (var (_, tensor) in _parameters.Items) tensor.Dispose();
         foreach (var bag in _pool.Values)
             while (bag.TryTake(out var t)) t.Dispose();
         if (_ownsBackend) Backend.Dispose();

@@ -9,6 +9,11 @@ namespace Mamba.Model;
 /// </summary>
 public static class MambaInitializer
 {
+    // The order in which a layer's random parameters draw from its stream (unchanged since the first release, so
+    // a seed keeps giving the same model); parameters not listed draw nothing.
+    private static readonly ParameterId[] DrawOrder =
+        [ParameterId.DtProjWeight, ParameterId.DtProjBias, ParameterId.OutProjWeight, ParameterId.InProjWeight, ParameterId.ConvWeight, ParameterId.XProjWeight];
+
     /// <summary>
     /// Creates a randomly initialised model, reproducible for a given <paramref name="seed"/> (each layer and the
     /// embedding draw from their own seeded stream, so layers are initialised in parallel).
@@ -41,44 +46,62 @@ public static class MambaInitializer
         // A fixed mix (HashCode.Combine is randomised per process, so it cannot seed reproducible streams).
         Random Stream(int index) => new(unchecked(seed * 1_000_003 + index * 7_919 + 0x5EED));
 
-        var layers = new MambaLayerWeights[config.NumHiddenLayers];
-        Parallel.For(0, layers.Length, i =>
+        // Each parameter's init (spec §4). Random ones draw from the layer's stream in DrawOrder, so a seed gives
+        // the same weights as before the parameter table existed.
+        double dtScale = Math.Pow(r, -0.5) * config.TimeStepScale;
+        double logMin = Math.Log(config.TimeStepMin), logMax = Math.Log(config.TimeStepMax);
+        float[] Init(ParameterEntry entry, Random rng)
         {
-            var rng = Stream(i);
-            var aLog = new float[(long)e * n];
-            for (int row = 0; row < e; row++)
-                for (int j = 0; j < n; j++) aLog[(long)row * n + j] = MathF.Log(j + 1);
-            double dtScale = Math.Pow(r, -0.5) * config.TimeStepScale;
-            var dtWeight = config.TimeStepInitScheme == "constant" ? Fill((long)e * r, (float)dtScale) : Uniform(rng, (long)e * r, dtScale);
-            var dtBias = new float[e];
-            double logMin = Math.Log(config.TimeStepMin), logMax = Math.Log(config.TimeStepMax);
-            for (int row = 0; row < e; row++)
+            long count = entry.ElementCount;
+            switch (entry.Spec.Id)
             {
-                double dt = Math.Max(Math.Exp(rng.NextDouble() * (logMax - logMin) + logMin), config.TimeStepFloor);
-                // inverse softplus: dt + log(−expm1(−dt))
-                dtBias[row] = (float)(dt + Math.Log(-(Math.Exp(-dt) - 1.0)));
+                case ParameterId.Norm or ParameterId.D: return Fill(count, 1f);
+                case ParameterId.InProjBias or ParameterId.ConvBias or ParameterId.OutProjBias: return new float[count];
+                case ParameterId.InProjWeight or ParameterId.XProjWeight: return Normal(rng, count);
+                case ParameterId.ConvWeight: return Uniform(rng, count, 1.0 / Math.Sqrt(k));
+                case ParameterId.DtProjWeight:
+                    return config.TimeStepInitScheme == "constant" ? Fill(count, (float)dtScale) : Uniform(rng, count, dtScale);
+                case ParameterId.DtProjBias:
+                {
+                    var dtBias = new float[count];
+                    for (int row = 0; row < dtBias.Length; row++)
+                    {
+                        double dt = Math.Max(Math.Exp(rng.NextDouble() * (logMax - logMin) + logMin), config.TimeStepFloor);
+                        dtBias[row] = (float)(dt + Math.Log(-(Math.Exp(-dt) - 1.0))); // inverse softplus: dt + log(−expm1(−dt))
+                    }
+                    return dtBias;
+                }
+                case ParameterId.ALog:
+                {
+                    var aLog = new float[count];
+                    for (int row = 0; row < e; row++)
+                        for (int j = 0; j < n; j++) aLog[(long)row * n + j] = MathF.Log(j + 1);
+                    return aLog;
+                }
+                case ParameterId.OutProjWeight:
+                {
+                    var outProj = Uniform(rng, count, 1.0 / Math.Sqrt(e));
+                    if (config.RescalePrenormResidual)
+                    {
+                        float scale = 1f / MathF.Sqrt(config.NumHiddenLayers);
+                        for (long j = 0; j < outProj.LongLength; j++) outProj[j] *= scale;
+                    }
+                    return outProj;
+                }
+                case ParameterId.NormF: return Fill(count, 1f);
+                default: throw new InvalidOperationException($"no init for {entry.Spec.Id}");
             }
-            var outProj = Uniform(rng, (long)d * e, 1.0 / Math.Sqrt(e));
-            if (config.RescalePrenormResidual)
-            {
-                float scale = 1f / MathF.Sqrt(config.NumHiddenLayers);
-                for (long j = 0; j < outProj.LongLength; j++) outProj[j] *= scale;
-            }
-            layers[i] = new MambaLayerWeights
-            {
-                NormWeight = Fill(d, 1f),
-                InProjWeight = Normal(rng, 2L * e * d),
-                InProjBias = config.UseBias ? new float[2 * e] : null,
-                ConvWeight = Uniform(rng, (long)e * k, 1.0 / Math.Sqrt(k)),
-                ConvBias = config.UseConvBias ? new float[e] : null,
-                XProjWeight = Normal(rng, (long)(r + 2 * n) * e),
-                DtProjWeight = dtWeight,
-                DtProjBias = dtBias,
-                ALog = aLog,
-                D = Fill(e, 1f),
-                OutProjWeight = outProj,
-                OutProjBias = config.UseBias ? new float[d] : null,
-            };
+        }
+
+        var values = new ParameterStore<float[]>(config);
+        var entries = MambaParameterTable.Entries(config).ToList();
+        var perLayer = entries.Where(x => x.Spec.PerLayer).GroupBy(x => x.Layer).ToArray();
+        var layerValues = new (ParameterKey, float[])[perLayer.Length][];
+        Parallel.For(0, perLayer.Length, i =>
+        {
+            var rng = Stream(perLayer[i].Key);
+            var inOrder = perLayer[i].OrderBy(x => Array.IndexOf(DrawOrder, x.Spec.Id) is var o && o < 0 ? int.MaxValue : o).ToArray();
+            layerValues[i] = inOrder.Select(x => (x.Key, Init(x, rng))).ToArray();
         });
         // The vocabulary tables are the largest tensors: filled in row blocks, each with its own stream.
         float[] Table(int stream)
@@ -92,13 +115,18 @@ public static class MambaInitializer
             });
             return table;
         }
-        return new MambaWeights
+        foreach (var entry in entries)
         {
-            Config = config,
-            Embeddings = Table(-1),
-            Layers = layers,
-            NormF = Fill(d, 1f),
-            LmHead = config.TieWordEmbeddings ? null : Table(-2),
-        };
+            if (entry.Spec.PerLayer) continue;
+            values.Set(entry.Key, entry.Spec.Id switch
+            {
+                ParameterId.Embeddings => Table(-1),
+                ParameterId.LmHead => Table(-2),
+                _ => Init(entry, Stream(-3)),
+            });
+        }
+        foreach (var layer in layerValues)
+            foreach (var (key, data) in layer) values.Set(key, data);
+        return new MambaWeights(values);
     }
 }

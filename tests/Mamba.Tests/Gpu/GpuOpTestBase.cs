@@ -17,7 +17,7 @@ public abstract class GpuOpTestBase
     private readonly List<DeviceTensor> _owned = new();
 
     /// <summary>The CPU oracle.</summary>
-    protected static readonly CpuBackend Cpu = new(threads: 2);
+    private protected static readonly CpuBackend Cpu = new(threads: 2);
 
     /// <summary>Every storage dtype.</summary>
     public static readonly DType[] AllDTypes = [DType.F32, DType.BF16, DType.F16];
@@ -52,7 +52,7 @@ public abstract class GpuOpTestBase
     }
 
     /// <summary>The backend, or Assert.Ignore with the reason it is unavailable.</summary>
-    protected CudaBackend RequireGpu()
+    private protected CudaBackend RequireGpu()
     {
         if (_gpu is null) Assert.Ignore($"CUDA backend unavailable: {_unavailable}");
         return _gpu!;
@@ -69,14 +69,14 @@ public abstract class GpuOpTestBase
     }
 
     /// <summary>Registers a tensor to be freed after the test.</summary>
-    protected T Own<T>(T t) where T : DeviceTensor
+    private protected T Own<T>(T t) where T : DeviceTensor
     {
         _owned.Add(t);
         return t;
     }
 
     /// <summary>The same values on both backends: uploaded to the GPU in <paramref name="dt"/>, read back, given to the CPU (F32).</summary>
-    protected (DeviceTensor G, DeviceTensor C) Pair(float[] data, DType dt, params int[] shape)
+    private protected (DeviceTensor G, DeviceTensor C) Pair(float[] data, DType dt, params int[] shape)
     {
         var gpu = RequireGpu();
         var g = Own(gpu.Upload(data, dt, shape));
@@ -87,7 +87,7 @@ public abstract class GpuOpTestBase
     }
 
     /// <summary>An output pair: the GPU one filled with NaN, the CPU one zero.</summary>
-    protected (DeviceTensor G, DeviceTensor C) Out(DType dt, params int[] shape)
+    private protected (DeviceTensor G, DeviceTensor C) Out(DType dt, params int[] shape)
     {
         long n = 1;
         foreach (var d in shape) n *= d;
@@ -96,7 +96,7 @@ public abstract class GpuOpTestBase
         return (Own(RequireGpu().Upload(nan, dt, shape)), Own(Cpu.Allocate(DType.F32, shape)));
     }
 
-    protected static float[] Get(IMambaBackend b, DeviceTensor t)
+    private protected static float[] Get(IMambaBackend b, DeviceTensor t)
     {
         var a = new float[t.ElementCount];
         b.Download(t, a);
@@ -119,6 +119,6 @@ public abstract class GpuOpTestBase
             $"{what}: max error {maxErr:E3} at {worst} (cpu {(worst >= 0 ? c[worst] : 0)}, gpu {(worst >= 0 ? g[worst] : 0)}), max|ref| {maxRef:E3}");
     }
 
-    protected void AssertClose((DeviceTensor G, DeviceTensor C) pair, double tol, string what) =>
+    private protected void AssertClose((DeviceTensor G, DeviceTensor C) pair, double tol, string what) =>
         AssertClose(Get(RequireGpu(), pair.G), Get(Cpu, pair.C), tol, what);
 }

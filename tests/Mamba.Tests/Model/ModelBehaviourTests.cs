@@ -32,7 +32,7 @@ public class ModelBehaviourTests
         var embeds = new float[2, 7, 64];
         for (int b = 0; b < 2; b++)
             for (int t = 0; t < 7; t++)
-                for (int j = 0; j < 64; j++) embeds[b, t, j] = weights.Embeddings[Ids[b, t] * 64 + j];
+                for (int j = 0; j < 64; j++) embeds[b, t, j] = weights[ParameterId.Embeddings][Ids[b, t] * 64 + j];
         Assert.That(model.ForwardEmbeddings(embeds).Logits.Data, Is.EqualTo(model.Forward(Ids).Logits.Data));
     }
 
@@ -149,25 +149,25 @@ public class ModelBehaviourTests
     {
         var config = new MambaConfig { VocabSize = 100, HiddenSize = 32, NumHiddenLayers = 2, StateSize = 4 };
         var w = MambaInitializer.Create(config, seed: 3);
-        var layer = w.Layers[0];
-        Assert.That(layer.ALog[4 * 5 + 3], Is.EqualTo(MathF.Log(4)).Within(1e-7)); // A_log[e, n] = ln(n+1)
-        Assert.That(layer.D, Is.All.EqualTo(1f));
+        var aLog = w[ParameterId.ALog, 0];
+        Assert.That(aLog[4 * 5 + 3], Is.EqualTo(MathF.Log(4)).Within(1e-7)); // A_log[e, n] = ln(n+1)
+        Assert.That(w[ParameterId.D, 0], Is.All.EqualTo(1f));
         // dt bias is the inverse softplus of a Δ in [time_step_min, time_step_max].
-        foreach (var b in layer.DtProjBias)
+        foreach (var b in w[ParameterId.DtProjBias, 0])
         {
             double dt = Math.Log(1 + Math.Exp(b));
             Assert.That(dt, Is.InRange(config.TimeStepMin * 0.999, config.TimeStepMax * 1.001));
         }
         double bound = 1 / Math.Sqrt(config.ConvKernel);
-        Assert.That(layer.ConvWeight.Max(v => Math.Abs(v)), Is.LessThanOrEqualTo(bound));
-        double std = Math.Sqrt(w.Embeddings.Average(v => (double)v * v));
+        Assert.That(w[ParameterId.ConvWeight, 0].Max(v => Math.Abs(v)), Is.LessThanOrEqualTo(bound));
+        double std = Math.Sqrt(w[ParameterId.Embeddings].Average(v => (double)v * v));
         Assert.That(std, Is.EqualTo(config.InitializerRange).Within(0.01));
         using var model = new MambaForCausalLM(w);
         Assert.That(model.Forward(new int[,] { { 1, 2, 3 } }).Logits.Data, Has.None.NaN);
         // Reproducible for a seed (layers are drawn in parallel from their own seeded streams), different across seeds.
         var again = MambaInitializer.Create(config, seed: 3);
-        Assert.That(again.Embeddings, Is.EqualTo(w.Embeddings));
-        Assert.That(again.Layers[1].InProjWeight, Is.EqualTo(w.Layers[1].InProjWeight));
-        Assert.That(MambaInitializer.Create(config, seed: 4).Layers[1].InProjWeight, Is.Not.EqualTo(w.Layers[1].InProjWeight));
+        Assert.That(again[ParameterId.Embeddings], Is.EqualTo(w[ParameterId.Embeddings]));
+        Assert.That(again[ParameterId.InProjWeight, 1], Is.EqualTo(w[ParameterId.InProjWeight, 1]));
+        Assert.That(MambaInitializer.Create(config, seed: 4)[ParameterId.InProjWeight, 1], Is.Not.EqualTo(w[ParameterId.InProjWeight, 1]));
     }
 }

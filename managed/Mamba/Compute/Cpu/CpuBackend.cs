@@ -7,7 +7,7 @@ namespace Mamba.Compute.Cpu;
 /// with Vector256 / <see cref="TensorPrimitives"/>, parallel over rows, channels and batch. It is the
 /// oracle every other backend is tested against.
 /// </summary>
-public sealed class CpuBackend : IMambaBackend
+internal sealed class CpuBackend : IMambaBackend
 {
     private readonly ParallelOptions _parallel;
 
@@ -49,6 +49,9 @@ public sealed class CpuBackend : IMambaBackend
 
     /// <summary>Wraps an existing array without copying (the tensor shares it).</summary>
     public CpuTensor Wrap(float[] data, params int[] shape) => new(shape, data);
+
+    /// <inheritdoc />
+    public DeviceTensor UploadOwned(float[] data, DType dtype, params int[] shape) => dtype == DType.F32 ? Wrap(data, shape) : Upload(data, dtype, shape);
 
     /// <inheritdoc />
     public void Download(DeviceTensor source, Span<float> destination)
@@ -239,9 +242,6 @@ public sealed class CpuBackend : IMambaBackend
     /// <inheritdoc />
     public void SelectiveStateStep(SsmParameters ssm, DeviceTensor u, DeviceTensor dbc, DeviceTensor xz, DeviceTensor ssmState, DeviceTensor y) =>
         Scan(ssm, u, dbc, xz, y, ssmState, useInitialState: true, step: true);
-
-    /// <inheritdoc />
-    public bool SupportsContinuation => true;
 
     /// <inheritdoc />
     public void SelectiveScanContinue(SsmParameters ssm, DeviceTensor u, DeviceTensor dbc, DeviceTensor xz, DeviceTensor y, DeviceTensor ssmState) =>

@@ -1,7 +1,7 @@
 namespace Mamba.Compute.Cpu;
 
 /// <summary>A float32 tensor in managed memory, owned by <see cref="CpuBackend"/>.</summary>
-public sealed class CpuTensor : DeviceTensor
+internal sealed class CpuTensor : DeviceTensor
 {
     internal CpuTensor(int[] shape, float[] data) : base(DType.F32, shape)
     {

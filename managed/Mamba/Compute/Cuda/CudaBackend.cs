@@ -3,7 +3,7 @@ using Mamba.Native;
 namespace Mamba.Compute.Cuda;
 
 /// <summary>Options of <see cref="CudaBackend.Create(int, DType, CudaBackendOptions?)"/>.</summary>
-public sealed record CudaBackendOptions
+internal sealed record CudaBackendOptions
 {
     /// <summary>An explicit libmamba file, tried before every other location.</summary>
     public string? LibraryPath { get; init; }
@@ -17,7 +17,7 @@ public sealed record CudaBackendOptions
 /// context's stream (asynchronous except where the interface returns host data). Weights, activations and
 /// states stay on the device; the native library reuses its workspaces, so a decode loop allocates nothing.
 /// </summary>
-public sealed class CudaBackend : IMambaBackend
+internal sealed partial class CudaBackend : IMambaBackend
 {
     private readonly MambaContextHandle _context;
     private string? _description;
@@ -307,9 +307,6 @@ public sealed class CudaBackend : IMambaBackend
         Check(NativeMethods.mamba_causal_conv1d_fwd(Ctx, x.Pointer, (int)x.DType, w.Pointer, (int)w.DType, bp, bdt, mp, ut.Pointer, sp, sdt,
             batch, length, inner, kernel), "causal_conv1d");
     }
-
-    /// <inheritdoc />
-    public bool SupportsContinuation => true;
 
     /// <inheritdoc />
     public void CausalConv1dContinue(DeviceTensor xz, DeviceTensor weight, DeviceTensor? bias, DeviceTensor u, DeviceTensor convState)

@@ -3,7 +3,7 @@ using Mamba.Native;
 namespace Mamba.Compute.Cuda;
 
 /// <summary>A dense row-major tensor in device memory, owned by a <see cref="CudaBackend"/>.</summary>
-public sealed class CudaTensor : DeviceTensor
+internal sealed class CudaTensor : DeviceTensor
 {
     private readonly MambaBufferHandle _buffer;
 

@@ -1,0 +1,112 @@
+using Mamba.Compute;
+
+namespace Mamba.Model;
+
+/// <summary>How a block's sequence ops run in one forward call.</summary>
+internal enum BlockMode
+{
+    /// <summary>A whole sequence from a zero state (prefill or training); fills the cache when one is given.</summary>
+    Sequence,
+    /// <summary>Several tokens continuing a filled cache (chunked prefill).</summary>
+    Continue,
+    /// <summary>One token on a filled cache (a decode step).</summary>
+    Step,
+}
+
+/// <summary>
+/// The activations one forward call shares across blocks: normed input a [B, L, d], in_proj output xz [B, L, 2E],
+/// conv output u [B, L, E], x_proj output dbc [B, L, R+2N], gated scan output y [B, L, E] and the block output
+/// [B, L, d] (the next block adds it to the residual stream), all in the activation dtype.
+/// </summary>
+internal sealed record BlockActivations(DeviceTensor Normed, DeviceTensor Xz, DeviceTensor U, DeviceTensor Dbc, DeviceTensor Y, DeviceTensor Output)
+{
+    /// <summary>Allocates the activations of a [batch, length] call through <paramref name="allocate"/>.</summary>
+    public static BlockActivations Allocate(MambaConfig c, DType dtype, int batch, int length, Func<DType, int[], DeviceTensor> allocate)
+    {
+        int d = c.HiddenSize, e = c.IntermediateSize;
+        return new BlockActivations(
+            allocate(dtype, [batch, length, d]),
+            allocate(dtype, [batch, length, 2 * e]),
+            allocate(dtype, [batch, length, e]),
+            allocate(dtype, [batch, length, c.TimeStepRank + 2 * c.StateSize]),
+            allocate(dtype, [batch, length, e]),
+            allocate(dtype, [batch, length, d]));
+    }
+}
+
+/// <summary>
+/// One Mamba block (transformers' <c>MambaBlock</c> + <c>MambaMixer</c>) as a sequence of backend ops:
+/// residual += previous block output, RMSNorm, in_proj, causal conv1d + SiLU, x_proj, the selective scan with
+/// dt_proj, softplus, D skip and SiLU(z) gate fused in, out_proj. Every forward path (prefill, chunked prefill,
+/// decode step, the captured decode graph) runs this code, so they issue the same ops in the same order.
+/// </summary>
+internal sealed class MambaBlock
+{
+    /// <summary>Binds block <paramref name="layer"/> to its parameters in <paramref name="parameters"/>.</summary>
+    public MambaBlock(int layer, ParameterStore<DeviceTensor> parameters)
+    {
+        Layer = layer;
+        DeviceTensor P(ParameterId id) => parameters[id, layer];
+        DeviceTensor? Optional(ParameterId id) => parameters.TryGet(id, layer);
+        Norm = P(ParameterId.Norm);
+        InProj = P(ParameterId.InProjWeight);
+        InProjBias = Optional(ParameterId.InProjBias);
+        Conv = P(ParameterId.ConvWeight);
+        ConvBias = Optional(ParameterId.ConvBias);
+        XProj = P(ParameterId.XProjWeight);
+        Ssm = new SsmParameters(P(ParameterId.DtProjWeight), P(ParameterId.DtProjBias), P(ParameterId.ALog), P(ParameterId.D));
+        OutProj = P(ParameterId.OutProjWeight);
+        OutProjBias = Optional(ParameterId.OutProjBias);
+    }
+
+    /// <summary>The block's index.</summary>
+    public int Layer { get; }
+
+    private DeviceTensor Norm { get; }
+    private DeviceTensor InProj { get; }
+    private DeviceTensor? InProjBias { get; }
+    private DeviceTensor Conv { get; }
+    private DeviceTensor? ConvBias { get; }
+    private DeviceTensor XProj { get; }
+    private SsmParameters Ssm { get; }
+    private DeviceTensor OutProj { get; }
+    private DeviceTensor? OutProjBias { get; }
+
+    /// <summary>
+    /// Runs the block: <paramref name="residual"/> [B, L, d] (F32) += <paramref name="previousOutput"/> (null for the
+    /// first block), then the mixer into <c>act.Output</c>. <paramref name="residualReady"/> runs right after the add
+    /// (the residual then holds the input of this block: hidden-state capture). <paramref name="mask"/> [B·L] zeroes
+    /// padded rows before in_proj and after the conv (sequence mode). The cache states are read and/or written per
+    /// <paramref name="mode"/>: optional in <see cref="BlockMode.Sequence"/>, required otherwise.
+    /// </summary>
+    public void Forward(IMambaBackend be, float epsilon, DeviceTensor residual, DeviceTensor? previousOutput, BlockActivations act,
+        BlockMode mode, DeviceTensor? mask, DeviceTensor? convState, DeviceTensor? ssmState, Action? residualReady = null)
+    {
+        be.AddRmsNorm(residual, previousOutput, Norm, epsilon, act.Normed);
+        residualReady?.Invoke();
+        if (mask is not null) be.MaskRows(act.Normed, mask);
+        be.Linear(act.Normed, InProj, InProjBias, act.Xz);
+        switch (mode)
+        {
+            case BlockMode.Step:
+                be.CausalConv1dStep(act.Xz, Conv, ConvBias, Required(convState), act.U);
+                be.Linear(act.U, XProj, null, act.Dbc);
+                be.SelectiveStateStep(Ssm, act.U, act.Dbc, act.Xz, Required(ssmState), act.Y);
+                break;
+            case BlockMode.Continue:
+                be.CausalConv1dContinue(act.Xz, Conv, ConvBias, act.U, Required(convState));
+                be.Linear(act.U, XProj, null, act.Dbc);
+                be.SelectiveScanContinue(Ssm, act.U, act.Dbc, act.Xz, act.Y, Required(ssmState));
+                break;
+            default:
+                be.CausalConv1d(act.Xz, Conv, ConvBias, mask, act.U, convState);
+                be.Linear(act.U, XProj, null, act.Dbc);
+                be.SelectiveScan(Ssm, act.U, act.Dbc, act.Xz, act.Y, ssmState);
+                break;
+        }
+        be.Linear(act.Y, OutProj, OutProjBias, act.Output);
+    }
+
+    private DeviceTensor Required(DeviceTensor? state) =>
+        state ?? throw new InvalidOperationException($"block {Layer}: this mode continues a cache, and none was given");
+}
