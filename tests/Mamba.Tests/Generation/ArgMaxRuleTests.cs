@@ -1,10 +1,11 @@
+using Mamba.Compute.Cpu;
 using Mamba.Generation;
 
 namespace Mamba.Tests.Generation;
 
 /// <summary>
 /// The one argmax rule (largest value; NaN never wins; ties to the lowest index; −∞ is a value; no non-NaN value
-/// gives −1) on hand-made rows, and <see cref="TokenSampler"/> following it.
+/// gives −1) on hand-made rows, and the CPU backend and <see cref="TokenSampler"/> following it.
 /// </summary>
 public class ArgMaxRuleTests
 {
@@ -32,6 +33,21 @@ public class ArgMaxRuleTests
     [TestCaseSource(nameof(Rows))]
     public void TheRuleOnHandMadeRows(float[] row, int expected) =>
         Assert.That(ArgMaxRule.Of(row), Is.EqualTo(expected));
+
+    [Test]
+    public void TheCpuBackendFollowsTheRule()
+    {
+        var rows = Rows.Cast<object[]>().Select(r => (float[])r[0]).Where(r => r.Length > 0).ToArray();
+        const int width = 4;
+        using var backend = new CpuBackend(threads: 1);
+        // Each row padded with NaN to one width: NaN never wins, so the rule's answer is unchanged.
+        var data = rows.SelectMany(r => r.Concat(Enumerable.Repeat(NaN, width - r.Length))).ToArray();
+        using var logits = backend.Upload(data, DType.F32, rows.Length, width);
+        var result = new int[rows.Length];
+        backend.ArgMax(logits, result);
+        Assert.That(result, Is.EqualTo(rows.Select(r => ArgMaxRule.Of(r)).ToArray()));
+        Assert.That(result, Does.Contain(-1), "an all-NaN row gives -1 on the backend too");
+    }
 
     [TestCaseSource(nameof(Rows))]
     public void TheGreedySamplerFollowsTheRule(float[] row, int expected)

@@ -322,18 +322,8 @@ public sealed class CpuBackend : IMambaBackend
             result[m] = ArgMaxRow(l.Data.AsSpan(m * vocab, vocab));
     }
 
-    /// <summary>Index of the largest value, lowest index on ties; NaN never wins.</summary>
-    internal static int ArgMaxRow(ReadOnlySpan<float> row)
-    {
-        int best = -1;
-        float bestValue = 0f;
-        for (int i = 0; i < row.Length; i++)
-        {
-            float v = row[i];
-            if (!float.IsNaN(v) && (best < 0 || v > bestValue)) { best = i; bestValue = v; }
-        }
-        return Math.Max(best, 0);
-    }
+    /// <summary>The library's one argmax rule (<see cref="Mamba.Generation.ArgMaxRule"/>): −1 for a row with no non-NaN value.</summary>
+    internal static int ArgMaxRow(ReadOnlySpan<float> row) => Mamba.Generation.ArgMaxRule.Of(row);
 
     /// <inheritdoc />
     public double CrossEntropySum(DeviceTensor logits, ReadOnlySpan<int> targets, int ignoreIndex, out int count)
