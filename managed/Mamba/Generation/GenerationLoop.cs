@@ -332,43 +332,28 @@ internal sealed class GenerationLoop : IDisposable
     private void KeepLogits(CausalLMOutput output) =>
         _logits = Enumerable.Range(0, _slotRow.Length).Select(s => output.Logits.Row(s, 0).ToArray()).ToArray();
 
+    /// <summary>The text a new token completes; a stop sequence in it ends the row, the text stopping before it.</summary>
     private static string AppendText(Row row, int token)
     {
         if (row.Decoder is null) return "";
         var piece = row.Decoder.Append(token);
-        if (row.Stops is null)
-        {
-            row.Text.Append(piece);
-            return piece;
-        }
-        if (row.Stops.Append(piece) >= 0)
-        {
-            row.Finish = FinishReason.StopSequence;
-            var safe = row.Stops.TakeSafeText();
-            row.Text.Append(safe);
-            return safe;
-        }
-        var text = row.Stops.TakeSafeText();
-        row.Text.Append(text);
-        return text;
+        if (row.Stops is null) return Emit(row, piece);
+        if (row.Stops.Append(piece) >= 0) row.Finish = FinishReason.StopSequence;
+        return Emit(row, row.Stops.TakeSafeText());
     }
 
+    /// <summary>The text still held back when a row ends (an incomplete character, a possible stop sequence's start).</summary>
     private static string FlushText(Row row)
     {
         if (row.Decoder is null) return "";
         var rest = row.Decoder.Flush();
-        if (row.Stops is null)
-        {
-            row.Text.Append(rest);
-            return rest;
-        }
-        if (rest.Length > 0 && row.Stops.Append(rest) >= 0)
-        {
-            var safe = row.Stops.TakeSafeText();
-            row.Text.Append(safe);
-            return safe;
-        }
-        var text = row.Stops.Flush();
+        if (row.Stops is null) return Emit(row, rest);
+        // A stop sequence the last bytes complete still cuts the text; otherwise everything held back is safe now.
+        return Emit(row, rest.Length > 0 && row.Stops.Append(rest) >= 0 ? row.Stops.TakeSafeText() : row.Stops.Flush());
+    }
+
+    private static string Emit(Row row, string text)
+    {
         row.Text.Append(text);
         return text;
     }
