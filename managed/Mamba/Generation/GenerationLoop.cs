@@ -32,7 +32,8 @@ internal readonly record struct GeneratedToken(int Row, int Token, string Text);
 /// batch halves at a time, so a batch of B is captured at most about log2(B) + 1 times instead of once per finished
 /// row, and the rows computed for nothing never exceed the live ones. Elsewhere (CPU, or host-side choices) nothing is
 /// bound to the cache and every padding row is pure extra work, so the batch compacts as soon as a row finishes.
-/// Rows are computed independently, so the tokens do not depend on when compaction happens.
+/// Every op computes each row on its own, so the tokens do not depend on when compaction happens: bit for bit on the
+/// CPU (its GEMM gives a row the same bits at any batch size); on CUDA as far as its GEMMs do too (GenerationGpuTests).
 /// </para>
 /// </remarks>
 internal sealed class GenerationLoop : IDisposable
