@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using Mamba.Compute.Cuda;
+using Mamba.Generation;
 using Mamba.Model;
 
 namespace Mamba.Cli.Commands;
@@ -11,7 +12,8 @@ namespace Mamba.Cli.Commands;
 /// `mamba bench`: prefill tokens/s, decode ms/token and tokens/s (greedy, argmax on the device), and peak
 /// memory, for a model folder or a published shape with random weights. One cache per (batch, prompt) is reset
 /// between rounds, as a server reuses its caches: the untimed warm-up round builds the per-cache fast decode step
-/// (CUDA graph capture or fused-kernel plan), so the timed rounds measure steady-state steps. The decode path that
+/// (CUDA graph capture or fused-kernel plan), so the timed rounds measure steady-state steps. Prefill and decode run
+/// through the generation core (<see cref="GenerationLoop"/>), as every generate method does. The decode path that
 /// ran is reported (fused, graph, ops on CUDA; cpu).
 /// </summary>
 internal static class BenchCommand
@@ -78,6 +80,9 @@ internal static class BenchCommand
                     using var cache = lm.CreateCache(batch);
                     long stateBytes = Math.Max(0, UsedBytes(backend) - baseline);
                     long fastBefore = 0, fusedBefore = 0;
+                    // Greedy through the generation core with no eos: the prefill chooses token 1, then `steps` decode
+                    // steps run (one forward each) and choose tokens 2 .. steps + 1; no row leaves the batch early.
+                    var options = new GenerationOptions { MaxNewTokens = steps + 1 };
                     for (int r = 0; r < reps + 1; r++) // the first round warms up (JIT, cuBLAS heuristics, the cache's fast decode step)
                     {
                         cache.Reset();
@@ -86,18 +91,14 @@ internal static class BenchCommand
                             fastBefore = lm.FastDecodeSteps;
                             fusedBefore = lm.FusedDecodeSteps;
                         }
+                        using var loop = GenerationLoop.ForBatch(lm, ids, null, options, eosIds: [], cache, chunkTokens);
                         var clock = Stopwatch.StartNew();
-                        var next = chunkTokens > 0 ? lm.PrefillChunked(ids, cache, chunkTokens) : lm.ForwardArgMax(ids, cache);
+                        loop.Prefill();
                         backend.Synchronize();
                         double tPrefill = clock.Elapsed.TotalSeconds;
                         peak = Math.Max(peak, UsedBytes(backend));
                         clock.Restart();
-                        var step = new int[batch, 1];
-                        for (int s = 0; s < steps; s++)
-                        {
-                            for (int b = 0; b < batch; b++) step[b, 0] = next[b];
-                            next = lm.ForwardArgMax(step, cache);
-                        }
+                        loop.Decode();
                         backend.Synchronize();
                         double tDecode = clock.Elapsed.TotalSeconds;
                         peak = Math.Max(peak, UsedBytes(backend));

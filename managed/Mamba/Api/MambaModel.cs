@@ -138,20 +138,9 @@ public sealed class MambaModel : IDisposable
     }
 
     /// <summary>Generates from several token-id prompts in one batch.</summary>
-    public async Task<IReadOnlyList<GenerationResult>> GenerateBatchAsync(IReadOnlyList<IReadOnlyList<int>> prompts, GenerationOptions? options = null,
-        CancellationToken cancellationToken = default)
-    {
-        ThrowIfDisposed();
-        options ??= DefaultGenerationOptions;
-        using var generator = new BatchGenerator(Network, Tokenizer, prompts, options, EosFor(options));
-        await Task.Run(generator.Prefill, cancellationToken).ConfigureAwait(false);
-        while (!generator.IsFinished)
-        {
-            cancellationToken.ThrowIfCancellationRequested();
-            await Task.Run(generator.Step, cancellationToken).ConfigureAwait(false);
-        }
-        return generator.Results();
-    }
+    public Task<IReadOnlyList<GenerationResult>> GenerateBatchAsync(IReadOnlyList<IReadOnlyList<int>> prompts, GenerationOptions? options = null,
+        CancellationToken cancellationToken = default) =>
+        GenerateWithCallbackAsync(prompts, options ?? DefaultGenerationOptions, null, cancellationToken);
 
     /// <summary>
     /// Generates from a text prompt and yields the text as it is produced. Pieces never split a UTF-8
@@ -160,34 +149,31 @@ public sealed class MambaModel : IDisposable
     public async IAsyncEnumerable<string> GenerateStreamingAsync(string prompt, GenerationOptions? options = null,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        ThrowIfDisposed();
         var tokenizer = RequireTokenizer();
-        options ??= DefaultGenerationOptions;
-        using var generator = new BatchGenerator(Network, tokenizer, [tokenizer.Encode(prompt)], options, EosFor(options));
-        await Task.Run(generator.Prefill, cancellationToken).ConfigureAwait(false);
-        while (!generator.IsFinished)
-        {
-            cancellationToken.ThrowIfCancellationRequested();
-            var produced = await Task.Run(generator.Step, cancellationToken).ConfigureAwait(false);
-            foreach (var (_, _, text) in produced)
-                if (text.Length > 0) yield return text;
-        }
+        using var loop = StartGeneration(tokenizer, [tokenizer.Encode(prompt)], options ?? DefaultGenerationOptions);
+        await foreach (var produced in loop.RunAsync(cancellationToken).ConfigureAwait(false))
+            foreach (var token in produced)
+                if (token.Text.Length > 0) yield return token.Text;
     }
 
-    /// <summary>Generates a batch, calling <paramref name="onToken"/> (row, token, new text) after every token (the CLI streams with it).</summary>
+    /// <summary>
+    /// Generates a batch, calling <paramref name="onToken"/> (row, token, new text) after every token (the CLI streams with it).
+    /// Every generate method of this class runs through here or <see cref="GenerateStreamingAsync"/>, both over one <see cref="GenerationLoop"/>.
+    /// </summary>
     internal async Task<IReadOnlyList<GenerationResult>> GenerateWithCallbackAsync(IReadOnlyList<IReadOnlyList<int>> prompts, GenerationOptions options,
-        Action<int, int, string> onToken, CancellationToken cancellationToken)
+        Action<int, int, string>? onToken, CancellationToken cancellationToken)
+    {
+        using var loop = StartGeneration(Tokenizer, prompts, options);
+        await foreach (var produced in loop.RunAsync(cancellationToken).ConfigureAwait(false))
+            if (onToken is not null)
+                foreach (var (row, token, text) in produced) onToken(row, token, text);
+        return loop.Results();
+    }
+
+    private GenerationLoop StartGeneration(MambaTokenizer? tokenizer, IReadOnlyList<IReadOnlyList<int>> prompts, GenerationOptions options)
     {
         ThrowIfDisposed();
-        using var generator = new BatchGenerator(Network, Tokenizer, prompts, options, EosFor(options));
-        await Task.Run(generator.Prefill, cancellationToken).ConfigureAwait(false);
-        while (!generator.IsFinished)
-        {
-            cancellationToken.ThrowIfCancellationRequested();
-            foreach (var (row, token, text) in await Task.Run(generator.Step, cancellationToken).ConfigureAwait(false))
-                onToken(row, token, text);
-        }
-        return generator.Results();
+        return GenerationLoop.ForPrompts(Network, tokenizer, prompts, options, EosFor(options));
     }
 
     /// <summary>A <c>Microsoft.Extensions.AI</c> chat client over this model (see <see cref="MambaChatClient"/> for the prompt format).</summary>

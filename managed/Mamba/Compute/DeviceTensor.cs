@@ -53,3 +53,21 @@ internal abstract class DeviceTensor : IDisposable
     /// <inheritdoc />
     public override string ToString() => $"{DType.ToShortName()}{ShapeText}";
 }
+
+/// <summary>The argument checks of <see cref="IMambaBackend.GatherLeading"/>, shared by the backends.</summary>
+internal static class LeadingGather
+{
+    /// <summary>Checks shapes, dtypes and indices; returns the elements per leading index.</summary>
+    public static long Check(DeviceTensor source, ReadOnlySpan<int> indices, DeviceTensor destination)
+    {
+        if (source.DType != destination.DType)
+            throw new ArgumentException($"{nameof(destination)} is {destination.DType}, source {source.DType}", nameof(destination));
+        if (source.Shape.Length == 0 || destination.Shape.Length != source.Shape.Length || !source.Shape.AsSpan(1).SequenceEqual(destination.Shape.AsSpan(1))
+            || destination.Dim(0) != indices.Length)
+            throw new ArgumentException($"{nameof(destination)} {destination.ShapeText} is not [{indices.Length}, …] with the trailing shape of {source.ShapeText}", nameof(destination));
+        int count = source.Dim(0);
+        foreach (var i in indices)
+            if ((uint)i >= (uint)count) throw new ArgumentOutOfRangeException(nameof(indices), i, $"index outside [0, {count})");
+        return count == 0 ? 0 : source.ElementCount / count;
+    }
+}

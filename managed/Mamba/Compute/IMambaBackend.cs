@@ -56,6 +56,12 @@ internal interface IMambaBackend : IDisposable
     /// <summary>destination[j, :] = source[rows[j], :] for source [M, C] and destination [rows.Length, C] (same dtype).</summary>
     void GatherRows(DeviceTensor source, ReadOnlySpan<int> rows, DeviceTensor destination);
 
+    /// <summary>
+    /// destination[j, …] = source[indices[j], …] along the leading dimension, for tensors of any rank with the same
+    /// trailing shape and dtype (e.g. the rows of a batch's [B, E, N] states).
+    /// </summary>
+    void GatherLeading(DeviceTensor source, ReadOnlySpan<int> indices, DeviceTensor destination);
+
     /// <summary>Sets every element to zero.</summary>
     void Zero(DeviceTensor tensor);
 

@@ -40,8 +40,8 @@ public sealed class TokenSampler
         DoSample ? Sample(processedLogits, _random!) : ArgMax(processedLogits);
 
     /// <summary>
-    /// The index of the largest logit: the first one when several tie (as <c>torch.argmax</c>); NaN never wins.
-    /// When every value is −∞, index 0.
+    /// The index of the largest logit by the library's one rule (<see cref="ArgMaxRule"/>): the first one when several
+    /// tie (as <c>torch.argmax</c>); NaN never wins; when every value is −∞, index 0.
     /// </summary>
     /// <param name="logits">The values.</param>
     /// <exception cref="ArgumentException">The span is empty.</exception>
@@ -49,19 +49,8 @@ public sealed class TokenSampler
     public static int ArgMax(ReadOnlySpan<float> logits)
     {
         if (logits.IsEmpty) throw new ArgumentException("no logits to choose from", nameof(logits));
-        int best = -1;
-        float bestValue = float.NegativeInfinity;
-        for (int i = 0; i < logits.Length; i++)
-        {
-            var v = logits[i];
-            if (float.IsNaN(v)) continue;
-            if (best < 0 || v > bestValue)
-            {
-                best = i;
-                bestValue = v;
-            }
-        }
-        return best >= 0 ? best : throw new InvalidOperationException("every logit is NaN: the model produced no usable scores");
+        int best = ArgMaxRule.Of(logits);
+        return best != ArgMaxRule.NoValue ? best : throw ArgMaxRule.NoUsableScores();
     }
 
     /// <summary>

@@ -117,39 +117,57 @@ public sealed class MambaCache : IDisposable
         _backend.Copy(upload, target);
     }
 
-    /// <summary>A new cache holding only the given rows of this one, in that order (used to drop finished sequences from a batch).</summary>
+    /// <summary>
+    /// A new cache holding only the given rows of this one, in that order (used to drop finished sequences from a
+    /// batch). The states are gathered on the backend: nothing goes through host memory.
+    /// </summary>
     public MambaCache SelectRows(IReadOnlyList<int> rows)
     {
         ArgumentNullException.ThrowIfNull(rows);
         foreach (var r in rows)
             if ((uint)r >= (uint)BatchSize) throw new ArgumentOutOfRangeException(nameof(rows), r, $"row outside [0, {BatchSize})");
-        var result = new MambaCache(_backend, Config, rows.Count, allocate: false) { HasPreviousState = HasPreviousState, SeenTokens = SeenTokens };
-        lock (Gate)
-            for (int i = 0; i < _conv.Length; i++)
-            {
-                result._conv[i] = Gather(_conv[i], rows);
-                result._ssm[i] = Gather(_ssm[i], rows);
-            }
+        var order = rows.ToArray();
+        var result = new MambaCache(_backend, Config, order.Length, allocate: false) { HasPreviousState = HasPreviousState, SeenTokens = SeenTokens };
+        try
+        {
+            lock (Gate)
+                for (int i = 0; i < _conv.Length; i++)
+                {
+                    result._conv[i] = Gather(_conv[i], order);
+                    result._ssm[i] = Gather(_ssm[i], order);
+                }
+        }
+        catch
+        {
+            result.Dispose();
+            throw;
+        }
         return result;
     }
 
-    private DeviceTensor Gather(DeviceTensor source, IReadOnlyList<int> rows)
+    private DeviceTensor Gather(DeviceTensor source, int[] order)
     {
-        var host = new float[source.ElementCount];
-        _backend.Download(source, host);
-        int width = (int)(source.ElementCount / BatchSize);
-        var selected = new float[(long)rows.Count * width];
-        for (int j = 0; j < rows.Count; j++) Array.Copy(host, (long)rows[j] * width, selected, (long)j * width, width);
         var shape = (int[])source.Shape.Clone();
-        shape[0] = rows.Count;
-        return _backend.Upload(selected, source.DType, shape);
+        shape[0] = order.Length;
+        var target = _backend.Allocate(source.DType, shape);
+        try
+        {
+            _backend.GatherLeading(source, order, target);
+        }
+        catch
+        {
+            target.Dispose();
+            throw;
+        }
+        return target;
     }
 
     /// <summary>Frees the states.</summary>
     public void Dispose()
     {
-        foreach (var t in _conv) t.Dispose();
-        foreach (var t in _ssm) t.Dispose();
+        // Null entries: a SelectRows that failed part-way.
+        foreach (var t in _conv) t?.Dispose();
+        foreach (var t in _ssm) t?.Dispose();
     }
 }
 

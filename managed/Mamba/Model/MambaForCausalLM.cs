@@ -460,50 +460,13 @@ public sealed partial class MambaForCausalLM : IDisposable
     {
         ArgumentNullException.ThrowIfNull(inputIds);
         ArgumentOutOfRangeException.ThrowIfNegative(maxNewTokens);
-        int batch = inputIds.GetLength(0), prompt = inputIds.GetLength(1);
-        var eos = Config.EosTokenIds.ToHashSet();
-        int pad = Config.PadTokenId ?? Config.EosTokenId;
-        var generated = new List<int[]>();
-        var finished = new bool[batch];
-        using var cache = CreateCache(batch);
-        // Logits reach the host only while eos must be suppressed; otherwise the argmax runs on the backend.
-        int[] Choose(int[,] ids, int step, int[,]? mask)
-        {
-            if (step >= minNewTokens) return ForwardArgMax(ids, cache, mask);
-            var logits = Forward(ids, new ForwardOptions { AttentionMask = mask, Cache = cache, LogitsToKeep = 1 }).Logits;
-            var chosen = new int[batch];
-            for (int b = 0; b < batch; b++)
-            {
-                var row = logits.Row(b, 0).ToArray();
-                foreach (var id in eos) row[id] = float.NegativeInfinity;
-                chosen[b] = Mamba.Generation.TokenSampler.ArgMax(row);
-            }
-            return chosen;
-        }
-        if (maxNewTokens > 0)
-        {
-            var next = Choose(inputIds, 0, attentionMask);
-            for (int step = 0; ; step++)
-            {
-                for (int b = 0; b < batch; b++)
-                {
-                    if (finished[b]) next[b] = pad;
-                    else if (eos.Contains(next[b])) finished[b] = true;
-                }
-                generated.Add(next);
-                if (finished.All(f => f) || step == maxNewTokens - 1) break;
-                var stepIds = new int[batch, 1];
-                for (int b = 0; b < batch; b++) stepIds[b, 0] = next[b];
-                next = Choose(stepIds, step + 1, null);
-            }
-        }
-        var result = new int[batch, prompt + generated.Count];
-        for (int b = 0; b < batch; b++)
-        {
-            for (int t = 0; t < prompt; t++) result[b, t] = inputIds[b, t];
-            for (int s = 0; s < generated.Count; s++) result[b, prompt + s] = generated[s][b];
-        }
-        return result;
+        if (maxNewTokens == 0) return (int[,])inputIds.Clone(); // nothing to generate: no forward pass
+        // A negative minimum means none; one above the maximum suppresses eos throughout, as the maximum does.
+        var options = new Generation.GenerationOptions { MaxNewTokens = maxNewTokens, MinNewTokens = Math.Clamp(minNewTokens, 0, maxNewTokens) };
+        using var loop = Generation.GenerationLoop.ForBatch(this, inputIds, attentionMask, options, Config.EosTokenIds);
+        loop.Prefill();
+        loop.Decode();
+        return loop.Sequences(Config.PadTokenId ?? Config.EosTokenId);
     }
 
     /// <summary>Frees the weights on the backend (and the backend, if this model created it).</summary>

@@ -87,6 +87,15 @@ internal sealed class CpuBackend : IMambaBackend
     }
 
     /// <inheritdoc />
+    public void GatherLeading(DeviceTensor source, ReadOnlySpan<int> indices, DeviceTensor destination)
+    {
+        var s = Cpu(source, nameof(source));
+        var d = Cpu(destination, nameof(destination));
+        long width = LeadingGather.Check(s, indices, d);
+        for (int j = 0; j < indices.Length; j++) Array.Copy(s.Data, indices[j] * width, d.Data, j * width, width);
+    }
+
+    /// <inheritdoc />
     public void Zero(DeviceTensor tensor) => Array.Clear(Cpu(tensor, nameof(tensor)).Data);
 
     /// <inheritdoc />
@@ -322,18 +331,8 @@ internal sealed class CpuBackend : IMambaBackend
             result[m] = ArgMaxRow(l.Data.AsSpan(m * vocab, vocab));
     }
 
-    /// <summary>Index of the largest value, lowest index on ties; NaN never wins.</summary>
-    internal static int ArgMaxRow(ReadOnlySpan<float> row)
-    {
-        int best = -1;
-        float bestValue = 0f;
-        for (int i = 0; i < row.Length; i++)
-        {
-            float v = row[i];
-            if (!float.IsNaN(v) && (best < 0 || v > bestValue)) { best = i; bestValue = v; }
-        }
-        return Math.Max(best, 0);
-    }
+    /// <summary>The library's one argmax rule (<see cref="Mamba.Generation.ArgMaxRule"/>): −1 for a row with no non-NaN value.</summary>
+    internal static int ArgMaxRow(ReadOnlySpan<float> row) => Mamba.Generation.ArgMaxRule.Of(row);
 
     /// <inheritdoc />
     public double CrossEntropySum(DeviceTensor logits, ReadOnlySpan<int> targets, int ignoreIndex, out int count)

@@ -190,6 +190,18 @@ internal sealed partial class CudaBackend : IMambaBackend
     }
 
     /// <inheritdoc />
+    public unsafe void GatherLeading(DeviceTensor source, ReadOnlySpan<int> indices, DeviceTensor destination)
+    {
+        var s = Cuda(source, nameof(source));
+        var d = Cuda(destination, nameof(destination));
+        long width = LeadingGather.Check(s, indices, d);
+        if (indices.Length == 0 || width == 0) return;
+        // One gather kernel over the source viewed as [dim 0, everything else] (the embedding kernel's row gather).
+        fixed (int* p = indices)
+            Check(NativeMethods.mamba_embedding(Ctx, s.Pointer, (int)s.DType, s.Dim(0), width, p, indices.Length, d.Pointer, (int)d.DType), "gather (leading dimension)");
+    }
+
+    /// <inheritdoc />
     public void Zero(DeviceTensor tensor)
     {
         var t = Cuda(tensor, nameof(tensor));
