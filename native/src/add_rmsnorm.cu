@@ -4,9 +4,40 @@
 // latency-bound); the sum of squares is reduced per warp, then over the warps in a fixed order (deterministic).
 // MAMBA_LEGACY_KERNELS=1 selects the former one-warp-per-row kernel.
 #include "common.cuh"
+#include "blocks/add_rmsnorm.cuh"
 
 namespace mamba {
 
+// residual[row] += delta[row] (if given; stored, then re-read as stored) and this thread's sum of squares over
+// elements start, start + stride, ... in order. Unrolled U times so several independent loads are in flight (one
+// warp a row is otherwise latency-bound); the per-thread order is unchanged, so the results are the same bits.
+// (Stride is the kernel's own type for it, unsigned blockDim.x or int 32, so each loop compiles as before.)
+template <class TR, int U, class Stride>
+__device__ __forceinline__ float add_residual_sumsq(TR* r, const void* delta, mamba_dtype ddt, int64_t row, int dim, int start, Stride stride) {
+  float ss = 0.f;
+#pragma unroll U
+  for (int j = start; j < dim; j += stride) {
+    float v = to_f<TR>(r[j]);
+    if (delta) {
+      const TR st = rmsnorm_add_residual<TR>(v, load_any(delta, ddt, row * dim + j));
+      r[j] = st;
+      v = to_f<TR>(st);
+    }
+    rmsnorm_accumulate(v, ss);
+  }
+  return ss;
+}
+
+// out[row] = (residual · inv) · weight over the same elements, rounded once to out's dtype.
+template <class TR, int U, class Stride>
+__device__ __forceinline__ void store_normed(const TR* r, const void* weight, mamba_dtype wdt, float inv, void* out, mamba_dtype odt,
+                                             int64_t row, int dim, int start, Stride stride) {
+#pragma unroll U
+  for (int j = start; j < dim; j += stride)
+    store_any(out, odt, row * dim + j, rmsnorm_scale(to_f<TR>(r[j]), inv, load_any(weight, wdt, j)));
+}
+
+// The former kernel (MAMBA_LEGACY_KERNELS=1): one warp a row, the sum of squares reduced by the warp alone.
 template <class TR>
 __global__ void add_rmsnorm_kernel(TR* __restrict__ residual, const void* __restrict__ delta, mamba_dtype ddt,
                                    const void* __restrict__ weight, mamba_dtype wdt, float eps, void* __restrict__ out,
@@ -16,28 +47,8 @@ __global__ void add_rmsnorm_kernel(TR* __restrict__ residual, const void* __rest
   int lane = threadIdx.x % 32;
   if (row >= rows) return;
   TR* r = residual + row * dim;
-  float ss = 0.f;
-  // Unrolled so that several independent loads are in flight (one warp per row is otherwise latency-bound:
-  // ~12 µs for d = 768); the per-lane accumulation order is unchanged, so the results are the same bits.
-#pragma unroll 8
-  for (int j = lane; j < dim; j += 32) {
-    float v = to_f<TR>(r[j]);
-    if (delta) {
-      v += load_any(delta, ddt, row * dim + j);
-      TR st = from_f<TR>(v);
-      r[j] = st;
-      v = to_f<TR>(st);
-    }
-    ss = fmaf(v, v, ss);
-  }
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-  float inv = rsqrtf(ss / dim + eps);
-#pragma unroll 8
-  for (int j = lane; j < dim; j += 32) {
-    float v = to_f<TR>(r[j]);
-    store_any(out, odt, row * dim + j, (v * inv) * load_any(weight, wdt, j));
-  }
+  const float ss = warp_sum(add_residual_sumsq<TR, 8>(r, delta, ddt, row, dim, lane, 32));
+  store_normed<TR, 8>(r, weight, wdt, rmsnorm_inv(ss, dim, eps), out, odt, row, dim, lane, 32);
 }
 
 template <class TR>
@@ -46,32 +57,10 @@ __global__ void __launch_bounds__(256) add_rmsnorm_row_kernel(TR* __restrict__ r
                                                               void* __restrict__ out, mamba_dtype odt, int dim) {
   const int64_t row = blockIdx.x;
   TR* r = residual + row * dim;
-  float ss = 0.f;
-#pragma unroll 4
-  for (int j = threadIdx.x; j < dim; j += blockDim.x) {
-    float v = to_f<TR>(r[j]);
-    if (delta) {
-      v += load_any(delta, ddt, row * dim + j);
-      TR st = from_f<TR>(v);
-      r[j] = st;
-      v = to_f<TR>(st);
-    }
-    ss = fmaf(v, v, ss);
-  }
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+  const float ss = add_residual_sumsq<TR, 4>(r, delta, ddt, row, dim, threadIdx.x, blockDim.x);
   __shared__ float s_part[8];
-  const int w = threadIdx.x / 32, nw = blockDim.x / 32;
-  if ((threadIdx.x & 31) == 0) s_part[w] = ss;
-  __syncthreads();
-  float tot = 0.f;
-  for (int i = 0; i < nw; ++i) tot += s_part[i];
-  const float inv = rsqrtf(tot / dim + eps);
-#pragma unroll 4
-  for (int j = threadIdx.x; j < dim; j += blockDim.x) {
-    float v = to_f<TR>(r[j]);  // this thread's own write above
-    store_any(out, odt, row * dim + j, (v * inv) * load_any(weight, wdt, j));
-  }
+  const float inv = rmsnorm_inv(rmsnorm_block_sum(ss, s_part, blockDim.x / 32), dim, eps);
+  store_normed<TR, 4>(r, weight, wdt, inv, out, odt, row, dim, threadIdx.x, blockDim.x);  // each thread re-reads its own writes
 }
 
 }  // namespace mamba

@@ -1,16 +1,13 @@
-// Row-wise argmax (lowest index on ties, NaN ignored), one block per row; result copied to the host
-// (mamba_argmax) or left in a device buffer (mamba_argmax_device, graph-capturable).
+// Row-wise argmax (the rule of blocks/argmax.cuh), one block per row; result copied to the host (mamba_argmax) or
+// left in a device buffer (mamba_argmax_device, graph-capturable).
 #include "common.cuh"
+#include "blocks/argmax.cuh"
 
 namespace mamba {
 
-// 1024 threads a row (was 256: 80 µs for one 50280-wide row, latency-bound); the answer (lowest index of the
-// largest value, NaN ignored) does not depend on the reduction order.
+// 1024 threads a row (was 256: 80 µs for one 50280-wide row, latency-bound); the answer does not depend on the
+// reduction order.
 constexpr int kArgmaxThreads = 1024;
-
-__device__ __forceinline__ void better(float& bv, int& bi, float v, int i) {
-  if (v > bv || (v == bv && i < bi)) { bv = v; bi = i; }
-}
 
 // Each thread keeps 4 independent 16-byte loads in flight (a 50,280-wide f32 row is 12 per thread at 1024 threads):
 // the scalar loop it replaces waited ~13 dependent round trips (22.5 µs for 64 rows under ncu).
@@ -19,16 +16,13 @@ __global__ void __launch_bounds__(kArgmaxThreads) argmax_kernel(const T* __restr
   constexpr int VE = 16 / sizeof(T);
   const T* __restrict__ p = logits + blockIdx.x * cols;
   float bv = -INFINITY;
-  int bi = 0x7fffffff;
+  int bi = kArgmaxNone;
   // Scalar head up to the first 16-byte boundary, 16-byte body, scalar tail.
   const int64_t to_boundary = (int64_t)((16 - reinterpret_cast<uintptr_t>(p) % 16) % 16) / (int64_t)sizeof(T);
   const int64_t head = to_boundary < cols ? to_boundary : cols;
   const int64_t nvec = (cols - head) / VE;
   const int64_t tail = head + nvec * VE;
-  for (int64_t j = threadIdx.x; j < head; j += kArgmaxThreads) {
-    const float v = to_f<T>(p[j]);
-    if (v == v) better(bv, bi, v, static_cast<int>(j));
-  }
+  for (int64_t j = threadIdx.x; j < head; j += kArgmaxThreads) argmax_offer(bv, bi, to_f<T>(p[j]), static_cast<int>(j));
   const uint4* __restrict__ pv = reinterpret_cast<const uint4*>(p + head);
   for (int64_t i0 = threadIdx.x; i0 < nvec; i0 += 4 * kArgmaxThreads) {
     uint4 raw[4];
@@ -44,22 +38,11 @@ __global__ void __launch_bounds__(kArgmaxThreads) argmax_kernel(const T* __restr
       T vals[VE];
       memcpy(vals, &raw[q], 16);
 #pragma unroll
-      for (int t = 0; t < VE; ++t) {
-        const float v = to_f<T>(vals[t]);
-        if (v == v) better(bv, bi, v, static_cast<int>(head + i * VE + t));
-      }
+      for (int t = 0; t < VE; ++t) argmax_offer(bv, bi, to_f<T>(vals[t]), static_cast<int>(head + i * VE + t));
     }
   }
-  for (int64_t j = tail + threadIdx.x; j < cols; j += kArgmaxThreads) {
-    const float v = to_f<T>(p[j]);
-    if (v == v) better(bv, bi, v, static_cast<int>(j));
-  }
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-    int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-    better(bv, bi, ov, oi);
-  }
+  for (int64_t j = tail + threadIdx.x; j < cols; j += kArgmaxThreads) argmax_offer(bv, bi, to_f<T>(p[j]), static_cast<int>(j));
+  argmax_warp(bv, bi);
   __shared__ float sv[32];
   __shared__ int si[32];
   int w = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -68,14 +51,9 @@ __global__ void __launch_bounds__(kArgmaxThreads) argmax_kernel(const T* __restr
   if (w == 0) {
     int nw = blockDim.x / 32;
     bv = lane < nw ? sv[lane] : -INFINITY;
-    bi = lane < nw ? si[lane] : 0x7fffffff;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-      float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-      int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-      better(bv, bi, ov, oi);
-    }
-    if (lane == 0) result[blockIdx.x] = bi == 0x7fffffff ? 0 : bi;
+    bi = lane < nw ? si[lane] : kArgmaxNone;
+    argmax_warp(bv, bi);
+    if (lane == 0) result[blockIdx.x] = argmax_result(bi);
   }
 }
 

@@ -4,10 +4,6 @@
 
 using namespace mamba;
 
-namespace mamba {
-void launch_convert(mamba_context* ctx, const void* src, mamba_dtype sdt, void* dst, mamba_dtype ddt, int64_t count);
-}
-
 extern "C" {
 
 MAMBA_API mamba_status mamba_buffer_alloc(mamba_context* ctx, int64_t bytes, void** out) {

@@ -1,6 +1,8 @@
 // Causal conv1d single-token update (spec §11.2): conv_state [B, E, K] shifts left by one and takes x
-// (x half of xz [B, 2E]) as its newest column; u = SiLU(bias + Σ_k w[e,k]·state[e,k]). One thread per (b, e).
+// (x half of xz [B, 2E]) as its newest column; u = SiLU(bias + Σ_k w[e,k]·state[e,k]). One thread per (b, e);
+// the arithmetic is blocks/causal_conv1d_update.cuh, which the fused decode step runs too.
 #include "common.cuh"
+#include "blocks/causal_conv1d_update.cuh"
 
 namespace mamba {
 
@@ -10,16 +12,11 @@ __global__ void conv_update_kernel(const T* __restrict__ xz, const void* __restr
   int e = blockIdx.x * blockDim.x + threadIdx.x;
   int b = blockIdx.y;
   if (e >= E) return;
-  size_t base = ((size_t)b * E + e) * K;
-  float x = to_f<T>(xz[(size_t)b * 2 * E + e]);
-  float acc = bias ? load_any(bias, bdt, e) : 0.f;
-  for (int k = 0; k < K; ++k) {
-    float v = k + 1 < K ? load_any(state, sdt, base + k + 1) : x;
-    store_any(state, sdt, base + k, v);
-    v = load_any(state, sdt, base + k);  // the value as stored (the state's dtype), as the sequence form sees it
-    acc = fmaf(load_any(w, wdt, (size_t)e * K + k), v, acc);
-  }
-  u[(size_t)b * E + e] = from_f<T>(silu_fast(acc));  // the same SiLU as the sequence kernels
+  const size_t base = ((size_t)b * E + e) * K;
+  const float x = to_f<T>(xz[(size_t)b * 2 * E + e]);
+  const float acc = conv_update_step(state, sdt, base, K, x, [&](int k) { return load_any(w, wdt, (size_t)e * K + k); },
+                                     bias ? load_any(bias, bdt, e) : 0.f);
+  u[(size_t)b * E + e] = from_f<T>(conv_activation(acc));
 }
 
 }  // namespace mamba

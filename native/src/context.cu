@@ -105,8 +105,6 @@ void* workspace(mamba_context* ctx, int slot, size_t bytes) {
   return p;
 }
 
-size_t dtype_size(mamba_dtype dt) { return dt == MAMBA_DTYPE_F32 ? 4 : 2; }
-
 const char* dtype_name(mamba_dtype dt) {
   switch (dt) {
     case MAMBA_DTYPE_F32: return "f32";

@@ -9,12 +9,11 @@
 // butterfly sum over the warp, + bias, one rounding. No workspace, so it is graph-capturable.
 // MAMBA_LEGACY_KERNELS=1 keeps cuBLAS for every shape.
 #include "common.cuh"
+#include "blocks/linear.cuh"
 
 #include <cstdlib>
 
 namespace mamba {
-
-void launch_convert(mamba_context* ctx, const void* src, mamba_dtype sdt, void* dst, mamba_dtype ddt, int64_t count);
 
 cudaDataType_t cuda_type(mamba_dtype dt) {
   switch (dt) {
@@ -31,7 +30,7 @@ __global__ void bias_broadcast_kernel(TY* __restrict__ y, const void* __restrict
     y[i] = from_f<TY>(load_any(bias, bdt, i % n));
 }
 
-// Column-major gemm wrapper used by linear and by the scan's dt_proj: C = alpha·op(A)·op(B) + beta·C.
+// Used by linear and by the scan's dt_proj.
 void gemm_ex(mamba_context* ctx, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n, int64_t k, const void* a,
              mamba_dtype adt, int64_t lda, const void* b, mamba_dtype bdt, int64_t ldb, float beta, void* c, mamba_dtype cdt,
              int64_t ldc) {
@@ -46,9 +45,6 @@ void gemm_ex(mamba_context* ctx, cublasOperation_t ta, cublasOperation_t tb, int
 constexpr int kGemvMaxRows = 8;
 constexpr int kGemvWarps = 8;  // warps (output columns) per 256-thread block
 
-// Rounds v to TW's precision (identity for float).
-template <class TW> __device__ __forceinline__ float round_to(float v) { return to_f<TW>(from_f<TW>(v)); }
-
 template <class TW, class TX, class TY, int M>
 __global__ void __launch_bounds__(256) gemv_kernel(const TX* __restrict__ x, const TW* __restrict__ w, const void* __restrict__ bias,
                                                    mamba_dtype bdt, TY* __restrict__ y, int m, int n, int k, bool vec) {
@@ -60,18 +56,12 @@ __global__ void __launch_bounds__(256) gemv_kernel(const TX* __restrict__ x, con
 #pragma unroll
   for (int r = 0; r < M; ++r) acc[r] = 0.f;
   if (vec) {
-    constexpr int V = 16 / sizeof(TW);
+    constexpr int V = chunk_elems<TW>();
 #pragma unroll 2
     for (int base = lane * V; base < k; base += 32 * V) {
-      const uint4 raw = __ldg(reinterpret_cast<const uint4*>(wr + base));
-      const TW* wv = reinterpret_cast<const TW*>(&raw);
-#pragma unroll
-      for (int i = 0; i < V; ++i) {
-        const float wf = to_f<TW>(wv[i]);
-#pragma unroll
-        for (int r = 0; r < M; ++r)
-          if (r < m) acc[r] = fmaf(wf, round_to<TW>(to_f<TX>(x[(size_t)r * k + base + i])), acc[r]);
-      }
+      float wv[V];
+      unpack16<TW>(__ldg(reinterpret_cast<const uint4*>(wr + base)), wv);
+      fma_chunk_rows<TW, M>(wv, [&](int r, int i) { return round_to<TW>(to_f<TX>(x[(size_t)r * k + base + i])); }, m, acc);
     }
   } else {
     for (int j = lane; j < k; j += 32) {
@@ -81,23 +71,18 @@ __global__ void __launch_bounds__(256) gemv_kernel(const TX* __restrict__ x, con
         if (r < m) acc[r] = fmaf(wf, round_to<TW>(to_f<TX>(x[(size_t)r * k + j])), acc[r]);
     }
   }
-#pragma unroll
-  for (int r = 0; r < M; ++r) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], o);
-  }
+  warp_sum_each<M>(acc);
   if (lane == 0) {
     const float bv = bias ? load_any(bias, bdt, col) : 0.f;
 #pragma unroll
     for (int r = 0; r < M; ++r)
-      if (r < m) y[(size_t)r * n + col] = from_f<TY>(acc[r] + bv);
+      if (r < m) y[(size_t)r * n + col] = from_f<TY>(gemv_output(acc[r], bv));
   }
 }
 
 template <class TW, class TX, class TY>
 void launch_gemv(mamba_context* ctx, const void* x, const void* w, const void* bias, mamba_dtype bdt, void* y, int m, int n, int k) {
-  constexpr int V = 16 / sizeof(TW);
-  const bool vec = k % V == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0;
+  const bool vec = chunked_rows_ok<TW>(w, k);
   const unsigned blocks = static_cast<unsigned>((n + kGemvWarps - 1) / kGemvWarps);
   auto* xp = static_cast<const TX*>(x);
   auto* wp = static_cast<const TW*>(w);

@@ -26,17 +26,12 @@
 // The final state (fp32) is written if asked. mamba_selective_scan_continue starts from that state instead
 // of zero (chunked prefill) and overwrites it in place.
 #include "common.cuh"
+#include "blocks/selective_state_update.cuh"
 
 #include <algorithm>
 #include <cstdlib>
 
 namespace mamba {
-
-void gemm_ex(mamba_context* ctx, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n, int64_t k, const void* a, mamba_dtype adt,
-             int64_t lda, const void* b, mamba_dtype bdt, int64_t ldb, float beta, void* c, mamba_dtype cdt, int64_t ldc);
-void launch_convert(mamba_context* ctx, const void* src, mamba_dtype sdt, void* dst, mamba_dtype ddt, int64_t count);
-
-constexpr float kLog2e = 1.4426950408889634f;
 
 struct ScanArgs {
   const void* u;
@@ -143,7 +138,7 @@ __global__ void __launch_bounds__(128) scan_fwd_kernel(const ScanArgs a) {
   for (int s = 0; s < SPT; ++s) {
     const int n = j * SPT + s;
     const bool ok = e2 < E && n < N;
-    Ap[s] = ok ? a.A[(size_t)e2 * N + n] * kLog2e : 0.f;
+    Ap[s] = ok ? ssm_scaled_a(a.A[(size_t)e2 * N + n]) : 0.f;
     const size_t si = ((size_t)b * E + e2) * N + n;
     float h0 = 0.f;
     if (ok) {
@@ -278,8 +273,7 @@ __global__ void __launch_bounds__(128) scan_fwd_kernel(const ScanArgs a) {
 #pragma unroll
           for (int i = 0; i < 4; ++i) {
             const int s = 4 * q + i;
-            const float dA = ex2_approx(dd[r] * Ap[s]);
-            h[s] = fmaf(dA, h[s], uu[r] * bb[i]);
+            h[s] = ssm_state_step(dd[r], Ap[s], h[s], uu[r], bb[i]);  // the decode step's recurrence
             if constexpr (kOut) {
               if (i & 1) acc1 = fmaf(h[s], cc[i], acc1);
               else acc0 = fmaf(h[s], cc[i], acc0);

@@ -5,12 +5,11 @@
 // state and W_dt row reads/writes of a warp are contiguous (coalesced), and the Δ dot product and the C readout
 // are butterfly sums over the group (every lane gets the same bits; the fused decode step reproduces them).
 // MAMBA_LEGACY_KERNELS=1 selects the thread-per-channel kernel (also used for N > 32), which stages δ̃, B and C
-// of the batch row in shared memory.
+// of the batch row in shared memory. The per-element arithmetic is blocks/selective_state_update.cuh.
 #include "common.cuh"
+#include "blocks/selective_state_update.cuh"
 
 namespace mamba {
-
-constexpr float kLog2eU = 1.4426950408889634f;
 
 template <class T>
 __global__ void __launch_bounds__(128) state_update_kernel(const T* __restrict__ u, const T* __restrict__ dbc, const T* __restrict__ xz,
@@ -28,7 +27,7 @@ __global__ void __launch_bounds__(128) state_update_kernel(const T* __restrict__
   // Unrolled loops keep several loads in flight; the order of every sum is unchanged (same bits).
 #pragma unroll 8
   for (int r = 0; r < R; ++r) dr = fmaf(load_any(dt_w, wdt, (size_t)e * R + r), s_dbc[r], dr);
-  const float dv = softplus_f(dr + load_any(dt_b, bdt, e));
+  const float dv = ssm_delta(dr, load_any(dt_b, bdt, e));
   const float uv = to_f<T>(u[(size_t)b * E + e]);
   const float duv = dv * uv;
   const float* Bs = s_dbc + R;
@@ -38,14 +37,12 @@ __global__ void __launch_bounds__(128) state_update_kernel(const T* __restrict__
   float acc = 0.f;
 #pragma unroll 4
   for (int n = 0; n < N; ++n) {
-    float dA = ex2_approx(dv * (Ae[n] * kLog2eU));
-    float h = fmaf(dA, st[n], duv * Bs[n]);
+    const float h = ssm_state_step(dv, ssm_scaled_a(Ae[n]), st[n], duv, Bs[n]);
     st[n] = h;
     acc = fmaf(h, Cs[n], acc);
   }
-  float yv = acc + (D ? D[e] : 0.f) * uv;
-  float z = to_f<T>(xz[(size_t)b * 2 * E + E + e]);
-  y[(size_t)b * E + e] = from_f<T>(yv * silu_f(z));
+  const float z = to_f<T>(xz[(size_t)b * 2 * E + E + e]);
+  y[(size_t)b * E + e] = from_f<T>(ssm_gate_output(acc, D ? D[e] : 0.f, uv, z));
 }
 
 // Rows of the batch one thread updates: their loads are all issued before any arithmetic, so a warp waits for
@@ -70,7 +67,7 @@ __global__ void __launch_bounds__(256) state_update_group_kernel(const T* __rest
   const bool s_ok = e_ok && n < N;
   // Everything that does not depend on Δ, for all rows, first.
   float st[RB], bv[RB], cv[RB], uv[RB], zv[RB];
-  const float an = s_ok ? A[(size_t)e * N + n] * kLog2eU : 0.f;
+  const float an = s_ok ? ssm_scaled_a(A[(size_t)e * N + n]) : 0.f;
 #pragma unroll
   for (int k = 0; k < RB; ++k) {
     const int b = b0 + k;
@@ -95,25 +92,20 @@ __global__ void __launch_bounds__(256) state_update_group_kernel(const T* __rest
         if (b0 + k < B) dr[k] = fmaf(w, to_f<T>(dbc[(size_t)(b0 + k) * ld + r]), dr[k]);
     }
 #pragma unroll
-  for (int k = 0; k < RB; ++k) {
-#pragma unroll
-    for (int o = G / 2; o > 0; o >>= 1) dr[k] += __shfl_xor_sync(0xffffffffu, dr[k], o, G);
-  }
+  for (int k = 0; k < RB; ++k) dr[k] = group_sum<G>(dr[k]);
 #pragma unroll
   for (int k = 0; k < RB; ++k) {
     const int b = b0 + k;
-    const float dv = softplus_f(dr[k] + dtb);
+    const float dv = ssm_delta(dr[k], dtb);
     const float duv = dv * uv[k];
     float part = 0.f;
     if (b < B && s_ok) {
-      const float dA = ex2_approx(dv * an);
-      const float h = fmaf(dA, st[k], duv * bv[k]);
+      const float h = ssm_state_step(dv, an, st[k], duv, bv[k]);
       state[((size_t)b * E + e) * N + n] = h;
       part = h * cv[k];
     }
-#pragma unroll
-    for (int o = G / 2; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o, G);
-    if (b < B && e_ok && n == 0) y[(size_t)b * E + e] = from_f<T>((part + Dv * uv[k]) * silu_f(zv[k]));
+    part = group_sum<G>(part);
+    if (b < B && e_ok && n == 0) y[(size_t)b * E + e] = from_f<T>(ssm_gate_output(part, Dv, uv[k], zv[k]));
   }
 }
 
