@@ -157,10 +157,13 @@ MAMBA_API mamba_status mamba_selective_state_update(mamba_context* ctx, const vo
                                                     const void* dt_bias, mamba_dtype dt_bias_dtype, const float* A, const float* D,
                                                     float* state, int32_t batch, int32_t channels, int32_t d_state, int32_t dt_rank);
 
-/* result[m] (host int32) = index of the largest value of logits row m (lowest index on ties; NaN ignored). */
+/* result[m] (host int32) = the argmax of logits row m. The rule, shared by every path (these entries, the fused decode
+ * step and the managed CPU backend): the index of the largest value; NaN never wins; ties go to the lowest index;
+ * -inf is a value (an all -inf row gives 0); a row with no non-NaN value gives -1. */
 MAMBA_API mamba_status mamba_argmax(mamba_context* ctx, const void* logits, mamba_dtype dtype, int64_t rows, int64_t cols, int32_t* host_result);
 
-/* Like mamba_argmax, but result is a device int32 [rows] buffer; nothing is synchronized (graph-capturable). */
+/* Like mamba_argmax, but result is a device int32 [rows] buffer; nothing is synchronized (graph-capturable). A -1
+ * (a row of NaN) must not reach mamba_embedding_device_ids: the caller checks the ids it feeds back. */
 MAMBA_API mamba_status mamba_argmax_device(mamba_context* ctx, const void* logits, mamba_dtype dtype, int64_t rows, int64_t cols, int32_t* device_result);
 
 /* *loss_sum (host) = sum over rows with targets[m] != ignore_index of -log softmax(logits[m])[targets[m]]
@@ -222,7 +225,8 @@ typedef struct mamba_decode_model {
   const mamba_decode_layer* layers; /* host array of num_layers entries */
 } mamba_decode_model;
 MAMBA_API mamba_status mamba_decode_plan_create(mamba_context* ctx, const mamba_decode_model* model, mamba_decode_plan** out);
-/* Runs one step for `token` (0 <= token < vocab) and writes the greedy next token; synchronizes the stream. */
+/* Runs one step for `token` (0 <= token < vocab) and writes the greedy next token (the mamba_argmax rule: -1 when every
+ * logit is NaN); synchronizes the stream. */
 MAMBA_API mamba_status mamba_decode_plan_step(mamba_context* ctx, mamba_decode_plan* plan, int32_t token, int32_t* next_token);
 MAMBA_API mamba_status mamba_decode_plan_destroy(mamba_context* ctx, mamba_decode_plan* plan); /* NULL is fine */
 

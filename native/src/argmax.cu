@@ -68,13 +68,23 @@ void launch_argmax(mamba_context* ctx, const void* logits, mamba_dtype dt, int64
 
 using namespace mamba;
 
+// The checks both entries make; false when there are no rows (nothing to do).
+static bool check_argmax(mamba_context* ctx, const void* logits, mamba_dtype dt, int64_t rows, int64_t cols, const int32_t* result) {
+  activate(ctx);
+  check_dtype(dt, "dtype");
+  require(rows >= 0 && cols > 0 && cols <= 2147483647LL && rows <= 2147483647LL, "bad shape");
+  if (!rows) return false;
+  require(logits && result, "null pointer");
+  return true;
+}
+
+static std::string argmax_shapes(int64_t rows, int64_t cols, mamba_dtype dt) {
+  return format("(rows %lld, cols %lld, %s)", (long long)rows, (long long)cols, dtype_name(dt));
+}
+
 extern "C" MAMBA_API mamba_status mamba_argmax(mamba_context* ctx, const void* logits, mamba_dtype dt, int64_t rows, int64_t cols, int32_t* host_result) {
-  return guard("mamba_argmax", [&] { return format("(rows %lld, cols %lld, %s)", (long long)rows, (long long)cols, dtype_name(dt)); }, [&] {
-    activate(ctx);
-    check_dtype(dt, "dtype");
-    require(rows >= 0 && cols > 0 && cols <= 2147483647LL && rows <= 2147483647LL, "bad shape");
-    if (!rows) return;
-    require(logits && host_result, "null pointer");
+  return guard("mamba_argmax", [&] { return argmax_shapes(rows, cols, dt); }, [&] {
+    if (!check_argmax(ctx, logits, dt, rows, cols, host_result)) return;
     auto* res = static_cast<int32_t*>(workspace(ctx, kWsStaging, static_cast<size_t>(rows) * 4));
     launch_argmax(ctx, logits, dt, rows, cols, res);
     check_cuda(cudaMemcpyAsync(host_result, res, static_cast<size_t>(rows) * 4, cudaMemcpyDeviceToHost, ctx->stream), "cudaMemcpyAsync d2h");
@@ -83,12 +93,7 @@ extern "C" MAMBA_API mamba_status mamba_argmax(mamba_context* ctx, const void* l
 }
 
 extern "C" MAMBA_API mamba_status mamba_argmax_device(mamba_context* ctx, const void* logits, mamba_dtype dt, int64_t rows, int64_t cols, int32_t* device_result) {
-  return guard("mamba_argmax_device", [&] { return format("(rows %lld, cols %lld, %s)", (long long)rows, (long long)cols, dtype_name(dt)); }, [&] {
-    activate(ctx);
-    check_dtype(dt, "dtype");
-    require(rows >= 0 && cols > 0 && cols <= 2147483647LL && rows <= 2147483647LL, "bad shape");
-    if (!rows) return;
-    require(logits && device_result, "null pointer");
-    launch_argmax(ctx, logits, dt, rows, cols, device_result);
+  return guard("mamba_argmax_device", [&] { return argmax_shapes(rows, cols, dt); }, [&] {
+    if (check_argmax(ctx, logits, dt, rows, cols, device_result)) launch_argmax(ctx, logits, dt, rows, cols, device_result);
   });
 }

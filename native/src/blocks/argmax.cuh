@@ -1,6 +1,7 @@
-// The argmax rule of mamba_argmax / mamba_argmax_device and the fused decode step: the index of the largest value;
-// NaN never wins; ties go to the lowest index; -inf is a value (an all -inf row gives 0); a row with no non-NaN
-// value gives 0. The answer does not depend on the order candidates are merged in.
+// The argmax rule of every path (mamba.h; the CPU backend follows it too): the index of the largest value; NaN never
+// wins; ties go to the lowest index; -inf is a value (an all -inf row gives 0); a row with no non-NaN value gives -1.
+// Used by mamba_argmax / mamba_argmax_device and the fused decode step. The answer does not depend on the order
+// candidates are merged in.
 // A running best (bv, bi) starts at (-inf, kArgmaxNone): kArgmaxNone loses every tie, so a first -inf still wins,
 // and a best still at kArgmaxNone at the end had no candidate.
 #pragma once
@@ -34,6 +35,6 @@ __device__ __forceinline__ void argmax_warp(float& bv, int& bi) {
 }
 
 // The row's answer from its final best index.
-__device__ __forceinline__ int32_t argmax_result(int bi) { return bi == kArgmaxNone ? 0 : bi; }
+__device__ __forceinline__ int32_t argmax_result(int bi) { return bi == kArgmaxNone ? -1 : bi; }
 
 }  // namespace mamba
