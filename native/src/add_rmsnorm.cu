@@ -6,6 +6,8 @@
 #include "common.cuh"
 #include "blocks/add_rmsnorm.cuh"
 
+#include <algorithm>
+
 namespace mamba {
 
 // residual[row] += delta[row] (if given; stored, then re-read as stored) and this thread's sum of squares over
@@ -52,15 +54,23 @@ __global__ void add_rmsnorm_kernel(TR* __restrict__ residual, const void* __rest
 }
 
 template <class TR>
-__global__ void __launch_bounds__(256) add_rmsnorm_row_kernel(TR* __restrict__ residual, const void* __restrict__ delta, mamba_dtype ddt,
+__global__ void __launch_bounds__(tuning::rmsnorm_max_threads) add_rmsnorm_row_kernel(TR* __restrict__ residual, const void* __restrict__ delta, mamba_dtype ddt,
                                                               const void* __restrict__ weight, mamba_dtype wdt, float eps,
                                                               void* __restrict__ out, mamba_dtype odt, int dim) {
   const int64_t row = blockIdx.x;
   TR* r = residual + row * dim;
   const float ss = add_residual_sumsq<TR, 4>(r, delta, ddt, row, dim, threadIdx.x, blockDim.x);
-  __shared__ float s_part[8];
+  __shared__ float s_part[tuning::rmsnorm_max_threads / 32];
   const float inv = rmsnorm_inv(rmsnorm_block_sum(ss, s_part, blockDim.x / 32), dim, eps);
   store_normed<TR, 4>(r, weight, wdt, inv, out, odt, row, dim, threadIdx.x, blockDim.x);  // each thread re-reads its own writes
+}
+
+// Threads of add_rmsnorm_row_kernel for a row of dim: about tuning::rmsnorm_elems_per_thread elements a thread, whole
+// warps, 32 .. tuning::rmsnorm_max_threads (the fused decode step sums the row with the same count).
+int add_rmsnorm_threads(int64_t dim) {
+  const int64_t per = tuning::rmsnorm_elems_per_thread;
+  const int64_t threads = ((dim + per - 1) / per + 31) / 32 * 32;
+  return static_cast<int>(std::clamp<int64_t>(threads, 32, tuning::rmsnorm_max_threads));
 }
 
 }  // namespace mamba
@@ -80,11 +90,8 @@ extern "C" MAMBA_API mamba_status mamba_add_rmsnorm(mamba_context* ctx, void* re
     if (!rows) return;
     require(residual && weight && out, "null pointer");
     require(out != residual, "out must not alias residual");
-    if (!legacy_kernels() && rows <= 2147483647LL) {
-      // About 3 elements a thread, 32..256 threads.
-      int threads = static_cast<int>(((dim + 2) / 3 + 31) / 32 * 32);
-      if (threads < 32) threads = 32;
-      if (threads > 256) threads = 256;
+    if (!ctx->tune.legacy_kernels && rows <= 2147483647LL) {
+      const int threads = add_rmsnorm_threads(dim);
       MAMBA_DISPATCH_DTYPE(rdt, TR, {
         add_rmsnorm_row_kernel<TR><<<static_cast<unsigned>(rows), threads, 0, ctx->stream>>>(static_cast<TR*>(residual), delta, ddt, weight, wdt, eps,
                                                                                            out, odt, static_cast<int>(dim));

@@ -5,12 +5,11 @@
 
 namespace mamba {
 
-// 1024 threads a row (was 256: 80 µs for one 50280-wide row, latency-bound); the answer does not depend on the
-// reduction order.
-constexpr int kArgmaxThreads = 1024;
-
-// Each thread keeps 4 independent 16-byte loads in flight (a 50,280-wide f32 row is 12 per thread at 1024 threads):
-// the scalar loop it replaces waited ~13 dependent round trips (22.5 µs for 64 rows under ncu).
+// tuning::argmax_threads a row (1024; 256 was latency-bound); the answer does not depend on the reduction order.
+constexpr int kArgmaxThreads = tuning::argmax_threads;
+// 16-byte loads in flight a thread (a 50,280-wide f32 row is 12 per thread at 1024 threads): the scalar loop it
+// replaces waited ~13 dependent round trips.
+constexpr int kArgmaxLoads = tuning::argmax_loads_in_flight;
 template <class T>
 __global__ void __launch_bounds__(kArgmaxThreads) argmax_kernel(const T* __restrict__ logits, int64_t cols, int32_t* __restrict__ result) {
   constexpr int VE = 16 / sizeof(T);
@@ -24,15 +23,15 @@ __global__ void __launch_bounds__(kArgmaxThreads) argmax_kernel(const T* __restr
   const int64_t tail = head + nvec * VE;
   for (int64_t j = threadIdx.x; j < head; j += kArgmaxThreads) argmax_offer(bv, bi, to_f<T>(p[j]), static_cast<int>(j));
   const uint4* __restrict__ pv = reinterpret_cast<const uint4*>(p + head);
-  for (int64_t i0 = threadIdx.x; i0 < nvec; i0 += 4 * kArgmaxThreads) {
-    uint4 raw[4];
+  for (int64_t i0 = threadIdx.x; i0 < nvec; i0 += kArgmaxLoads * kArgmaxThreads) {
+    uint4 raw[kArgmaxLoads];
 #pragma unroll
-    for (int q = 0; q < 4; ++q) {
+    for (int q = 0; q < kArgmaxLoads; ++q) {
       const int64_t i = i0 + q * kArgmaxThreads;
       raw[q] = i < nvec ? pv[i] : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
-    for (int q = 0; q < 4; ++q) {
+    for (int q = 0; q < kArgmaxLoads; ++q) {
       const int64_t i = i0 + q * kArgmaxThreads;
       if (i >= nvec) break;
       T vals[VE];

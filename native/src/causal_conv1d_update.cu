@@ -35,9 +35,10 @@ extern "C" MAMBA_API mamba_status mamba_causal_conv1d_update(mamba_context* ctx,
     require(B >= 0 && E > 0 && K >= 1 && B <= 65535, "bad shape");
     if (!B) return;
     require(xz && w && state && u, "null pointer");
-    dim3 grid(static_cast<unsigned>((E + 127) / 128), static_cast<unsigned>(B));
+    constexpr int threads = tuning::conv_update_threads;
+    dim3 grid(static_cast<unsigned>((E + threads - 1) / threads), static_cast<unsigned>(B));
     MAMBA_DISPATCH_DTYPE(adt, T, {
-      conv_update_kernel<T><<<grid, 128, 0, ctx->stream>>>(static_cast<const T*>(xz), w, wdt, bias, bdt, state, sdt, static_cast<T*>(u), B, E, K);
+      conv_update_kernel<T><<<grid, threads, 0, ctx->stream>>>(static_cast<const T*>(xz), w, wdt, bias, bdt, state, sdt, static_cast<T*>(u), B, E, K);
     });
     check_launch(ctx, "conv_update_kernel");
   });

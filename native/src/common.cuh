@@ -1,9 +1,10 @@
-// Host-side internals shared by every op: the context, the error funnel, launch checks, the
+// Host-side internals shared by every op: the context (with its tuning), the error funnel, launch checks, the
 // dtype dispatch, and the launchers one op file calls in another. Device-side helpers: device_math.cuh (dtype,
 // formulas, reductions) and blocks/<op>.cuh (the arithmetic an op's kernels share with the fused decode step).
 #pragma once
 #include "mamba.h"
 #include "device_math.cuh"
+#include "tuning.cuh"
 
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -30,6 +31,8 @@ struct mamba_context {
   // cuBLAS workspace set once with cublasSetWorkspace, so captured GEMMs never allocate (graph-safe).
   void* cublas_ws = nullptr;
   size_t cublas_ws_bytes = 0;
+  // The environment switches, read once at creation (read_tuning); every launcher consults them here.
+  mamba::tuning tune;
 };
 
 struct mamba_graph {
@@ -40,9 +43,6 @@ struct mamba_graph {
 namespace mamba {
 
 enum WorkspaceSlot { kWsStaging = 0, kWsDelta = 1, kWsConvertA = 2, kWsConvertB = 3, kWsScanChunks = 4 };
-
-// Largest piece (in floats, 4 MiB) that uploads and downloads with a dtype conversion stage at once.
-constexpr int64_t kStagingElements = int64_t{1} << 20;
 
 struct Error {
   mamba_status status;
@@ -60,14 +60,12 @@ void* workspace(mamba_context* ctx, int slot, size_t bytes);
 void activate(mamba_context* ctx);  // validates ctx and makes its device current
 void check_dtype(mamba_dtype dt, const char* name);
 const char* dtype_name(mamba_dtype dt);
-// MAMBA_LEGACY_KERNELS=1 (read once): the pre-ABI-3 decode kernels (warp-per-row add+RMSNorm, thread-per-channel
-// state update, cuBLAS for every linear). For A/B benchmarking and bisecting only.
-bool legacy_kernels();
 inline void require(bool cond, const char* what) {
   if (!cond) fail(MAMBA_ERR_INVALID_ARGUMENT, what);
 }
 
-// Launchers one op file uses from another.
+// Launchers and launch shapes one op file uses from another.
+int add_rmsnorm_threads(int64_t dim);  // add_rmsnorm.cu (the fused decode step reproduces its row sum)
 void launch_convert(mamba_context* ctx, const void* src, mamba_dtype sdt, void* dst, mamba_dtype ddt, int64_t count);  // convert.cu
 // Column-major C = op(A)·op(B) + beta·C through cublasGemmEx with fp32 accumulation (linear.cu).
 void gemm_ex(mamba_context* ctx, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n, int64_t k, const void* a, mamba_dtype adt,

@@ -23,7 +23,8 @@
 // read (P1: norm weights, the warp's first in_proj rows and conv operands; P2/P4: whole rows at once; P3: W_dt, A,
 // the state, u, z), and the next layer is prefetched into L2 by the blocks that have no work in P2 and P3.
 // MAMBA_DECODE_TRACE=<file> writes the last step's per-phase timings when the plan is destroyed (write_trace);
-// MAMBA_DECODE_GRID=<blocks> overrides the grid (both diagnostics).
+// MAMBA_DECODE_GRID=<blocks> overrides the grid (both diagnostics, read into the context's tuning). The launch shapes
+// (threads, rows and chunks in flight, preload depths) are tuning::decode_*, with their measurements.
 #include "common.cuh"
 #include "blocks/add_rmsnorm.cuh"
 #include "blocks/argmax.cuh"
@@ -34,7 +35,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -72,10 +72,10 @@ struct mamba_decode_plan {
 
 namespace mamba {
 
-constexpr int kDecodeThreads = 256;
+constexpr int kDecodeThreads = tuning::decode_threads;
 constexpr int kDecodeWarps = kDecodeThreads / 32;
-constexpr size_t kHeadPrefetch = (size_t)16 << 20;  // lm_head bytes pulled into L2 during the last layer
-constexpr int kQe = 6;  // 16-byte chunks a lane requests at once in the E-long dot products (x_proj, out_proj)
+constexpr size_t kHeadPrefetch = tuning::decode_head_prefetch_bytes;
+constexpr int kQe = tuning::decode_row_chunks_in_flight;  // x_proj, out_proj
 using DecodeParams = mamba_decode_plan::Params;
 
 // Pulls `bytes` at p into L2 (spread over the threads; no registers held, no ordering); only blocks from `first_block`
@@ -309,8 +309,8 @@ __global__ void __launch_bounds__(kDecodeThreads, 1) decode_step_kernel(const De
     // round trips overlap the wait for `out` and the norm's reductions. Same arithmetic, same order.
     const T* Win = static_cast<const T*>(Ly.in_proj_weight);
     const bool vin = chunked_rows_ok<T>(Win, D);
-    constexpr int C = 3;  // in_proj columns a warp at once (2E = 3072 over ~1056 warps for 130m)
-    constexpr int kQin = 4, kNw = 4;
+    constexpr int C = tuning::decode_in_proj_columns;  // in_proj columns a warp at once
+    constexpr int kQin = tuning::decode_in_proj_preload_chunks, kNw = tuning::decode_norm_weights_per_thread;
     const T* rows0[C];
 #pragma unroll
     for (int c = 0; c < C; ++c) rows0[c] = gwarp + c * nwarps < 2 * E ? Win + (size_t)(gwarp + c * nwarps) * D : nullptr;
@@ -404,7 +404,7 @@ __global__ void __launch_bounds__(kDecodeThreads, 1) decode_step_kernel(const De
       const int n = lane % G;
       // Everything a channel needs that does not depend on dbc (W_dt entries, biases, u, z, A, the state) is loaded
       // before the wait for dbc, so those round trips overlap it; the arithmetic and its order are unchanged.
-      constexpr int kPreR = 4;  // W_dt entries a lane keeps in registers (R <= kPreR·G: all of them)
+      constexpr int kPreR = tuning::decode_dt_weights_per_lane;  // W_dt entries a lane keeps in registers (R <= kPreR·G: all)
       struct ChannelIn { float w[kPreR], dtb, u, z, a, st, dp; };
       auto load_channel = [&](int e0) {
         ChannelIn c{};
@@ -495,7 +495,7 @@ __global__ void __launch_bounds__(kDecodeThreads, 1) decode_step_kernel(const De
           if (rows[c]) argmax_offer(bv, bi, gemv_output(acc[c], 0.f), c0 + c * nwarps);
       }
     };
-    head(std::integral_constant<int, 8>{});  // 8 rows in flight a warp: lm_head 28.6 -> 25.3 us (130m, trace)
+    head(std::integral_constant<int, tuning::decode_head_rows>{});
     mark(1);
   }
   if (lane == 0) {
@@ -657,11 +657,11 @@ extern "C" MAMBA_API mamba_status mamba_decode_plan_create(mamba_context* ctx, c
       int occ = 0;
       MAMBA_DISPATCH_DTYPE(m->dtype, T, { occ = decode_occupancy<T>(plan->smem); });
       if (occ < 1) fail(MAMBA_ERR_UNSUPPORTED, "the fused decode kernel does not fit on one multiprocessor");
-      plan->grid = ctx->sm_count;  // one block a multiprocessor: fewer arrivals per barrier (2 a multiprocessor measured slower)
-      if (const char* g = std::getenv("MAMBA_DECODE_GRID"); g && *g) {  // diagnostic: phase cost against the arrivals per barrier
-        const int want = std::atoi(g);
+      plan->grid = tuning::decode_blocks_per_sm * ctx->sm_count;  // fewer arrivals per barrier than a fuller grid
+      if (ctx->tune.from_env(kKnobDecodeGrid)) {  // diagnostic: phase cost against the arrivals per barrier
+        const int want = ctx->tune.decode_grid;
         if (want < 1 || want > occ * ctx->sm_count)
-          fail(MAMBA_ERR_INVALID_ARGUMENT, format("MAMBA_DECODE_GRID=%s: between 1 and %d blocks", g, occ * ctx->sm_count));
+          fail(MAMBA_ERR_INVALID_ARGUMENT, format("MAMBA_DECODE_GRID=%d: between 1 and %d blocks", want, occ * ctx->sm_count));
         plan->grid = want;
       }
       plan->barriers_per_step = 4 * m->num_layers + 1;
@@ -691,8 +691,7 @@ extern "C" MAMBA_API mamba_status mamba_decode_plan_create(mamba_context* ctx, c
       int G = 1;
       while (G < N) G *= 2;
       p.G = G;
-      int nt = ((D + 2) / 3 + 31) / 32 * 32;  // add_rmsnorm's thread count for this width
-      p.norm_threads = nt < 32 ? 32 : (nt > 256 ? 256 : nt);
+      p.norm_threads = add_rmsnorm_threads(D);
       p.eps = m->eps;
       p.conv_state_dtype = m->conv_state_dtype;
       p.embed = m->embedding;
@@ -704,11 +703,11 @@ extern "C" MAMBA_API mamba_status mamba_decode_plan_create(mamba_context* ctx, c
       p.best_i = reinterpret_cast<int*>(s + obi);
       p.counter = reinterpret_cast<unsigned long long*>(s + octr);
       p.result = plan->device_result;
-      if (const char* tp = std::getenv("MAMBA_DECODE_TRACE"); tp && *tp) {
+      if (!ctx->tune.decode_trace.empty()) {
         const size_t bytes = (size_t)(plan->barriers_per_step + 1) * plan->grid * 8 * sizeof(unsigned long long);
         check_cuda(cudaMalloc(reinterpret_cast<void**>(&p.trace), bytes), "cudaMalloc(decode trace)");
         check_cuda(cudaMemset(p.trace, 0, bytes), "cudaMemset(decode trace)");
-        plan->trace_path = tp;
+        plan->trace_path = ctx->tune.decode_trace;
       }
     } catch (...) {
       destroy_plan(plan);

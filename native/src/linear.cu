@@ -3,15 +3,13 @@
 // fp32: CUBLAS_COMPUTE_32F with CUBLAS_DEFAULT_MATH (the context never enables TF32).
 // A bias is broadcast into y first and the GEMM runs with beta = 1, so y is rounded once.
 // F32 x with 16-bit w: x is rounded to w's dtype and the 16-bit GEMM runs (F32 or 16-bit y).
-// m = 1 row (a batch-1 decode step; up to MAMBA_GEMV_MAX_ROWS <= 8 rows if set — measured slower than cuBLAS
-// at 8 rows, where x is re-read with scalar loads) takes a GEMV kernel instead of cuBLAS: one warp per output column reads its weight
-// row with 16-byte loads, every lane accumulates all m rows in fp32 (x rounded to w's dtype on the fly), a
-// butterfly sum over the warp, + bias, one rounding. No workspace, so it is graph-capturable.
-// MAMBA_LEGACY_KERNELS=1 keeps cuBLAS for every shape.
+// m = 1 row (a batch-1 decode step; up to tuning.gemv_max_rows <= 8 rows with MAMBA_GEMV_MAX_ROWS — measured slower
+// than cuBLAS at 8 rows, where x is re-read with scalar loads) takes a GEMV kernel instead of cuBLAS: one warp per
+// output column reads its weight row with 16-byte loads, every lane accumulates all m rows in fp32 (x rounded to w's
+// dtype on the fly), a butterfly sum over the warp, + bias, one rounding (blocks/linear.cuh, shared with the fused
+// decode step). No workspace, so it is graph-capturable. MAMBA_LEGACY_KERNELS=1 keeps cuBLAS for every shape.
 #include "common.cuh"
 #include "blocks/linear.cuh"
-
-#include <cstdlib>
 
 namespace mamba {
 
@@ -42,13 +40,12 @@ void gemm_ex(mamba_context* ctx, cublasOperation_t ta, cublasOperation_t tb, int
                "cublasGemmEx");
 }
 
-constexpr int kGemvMaxRows = 8;
-constexpr int kGemvWarps = 8;  // warps (output columns) per 256-thread block
+constexpr int kGemvThreads = tuning::gemv_warps * 32;
 
 template <class TW, class TX, class TY, int M>
-__global__ void __launch_bounds__(256) gemv_kernel(const TX* __restrict__ x, const TW* __restrict__ w, const void* __restrict__ bias,
+__global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const TX* __restrict__ x, const TW* __restrict__ w, const void* __restrict__ bias,
                                                    mamba_dtype bdt, TY* __restrict__ y, int m, int n, int k, bool vec) {
-  const int col = blockIdx.x * kGemvWarps + threadIdx.x / 32;
+  const int col = blockIdx.x * tuning::gemv_warps + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (col >= n) return;  // whole warps only
   const TW* __restrict__ wr = w + (size_t)col * k;
@@ -83,28 +80,20 @@ __global__ void __launch_bounds__(256) gemv_kernel(const TX* __restrict__ x, con
 template <class TW, class TX, class TY>
 void launch_gemv(mamba_context* ctx, const void* x, const void* w, const void* bias, mamba_dtype bdt, void* y, int m, int n, int k) {
   const bool vec = chunked_rows_ok<TW>(w, k);
-  const unsigned blocks = static_cast<unsigned>((n + kGemvWarps - 1) / kGemvWarps);
+  const unsigned blocks = static_cast<unsigned>((n + tuning::gemv_warps - 1) / tuning::gemv_warps);
   auto* xp = static_cast<const TX*>(x);
   auto* wp = static_cast<const TW*>(w);
   auto* yp = static_cast<TY*>(y);
-  if (m == 1) gemv_kernel<TW, TX, TY, 1><<<blocks, 256, 0, ctx->stream>>>(xp, wp, bias, bdt, yp, m, n, k, vec);
-  else gemv_kernel<TW, TX, TY, kGemvMaxRows><<<blocks, 256, 0, ctx->stream>>>(xp, wp, bias, bdt, yp, m, n, k, vec);
+  if (m == 1) gemv_kernel<TW, TX, TY, 1><<<blocks, kGemvThreads, 0, ctx->stream>>>(xp, wp, bias, bdt, yp, m, n, k, vec);
+  else gemv_kernel<TW, TX, TY, tuning::gemv_rows_max><<<blocks, kGemvThreads, 0, ctx->stream>>>(xp, wp, bias, bdt, yp, m, n, k, vec);
   check_launch(ctx, "gemv_kernel");
 }
 
-// y (ydt, = wdt or F32) = x (xdt, = wdt or F32) · wᵀ + bias for m <= 8. Returns false when the combination is not covered.
-static int gemv_max_rows() {
-  static const int v = [] {
-    const char* s = std::getenv("MAMBA_GEMV_MAX_ROWS");
-    int r = s ? std::atoi(s) : 1;
-    return r < 0 ? 0 : (r > kGemvMaxRows ? kGemvMaxRows : r);
-  }();
-  return v;
-}
-
+// y (ydt, = wdt or F32) = x (xdt, = wdt or F32) · wᵀ + bias for m <= tuning.gemv_max_rows. Returns false when the
+// combination is not covered.
 bool try_gemv(mamba_context* ctx, const void* x, mamba_dtype xdt, const void* w, mamba_dtype wdt, const void* bias, mamba_dtype bdt,
               void* y, mamba_dtype ydt, int64_t m, int64_t n, int64_t k) {
-  if (legacy_kernels() || m > gemv_max_rows() || n > 2147483647LL || k > 2147483647LL) return false;
+  if (ctx->tune.legacy_kernels || m > ctx->tune.gemv_max_rows || n > 2147483647LL || k > 2147483647LL) return false;
   if (!(xdt == wdt || xdt == MAMBA_DTYPE_F32) || !(ydt == wdt || ydt == MAMBA_DTYPE_F32)) return false;
   const int mi = static_cast<int>(m), ni = static_cast<int>(n), ki = static_cast<int>(k);
   const bool xf = xdt == MAMBA_DTYPE_F32, yf = ydt == MAMBA_DTYPE_F32;

@@ -29,7 +29,6 @@
 #include "blocks/selective_state_update.cuh"
 
 #include <algorithm>
-#include <cstdlib>
 
 namespace mamba {
 
@@ -81,7 +80,7 @@ template <class T, int V> __device__ __forceinline__ RawVec<T, V> raw_pack(const
 
 template <int SPT, int TPC, int V, int TT_>
 struct ScanCfg {
-  static constexpr int kThreads = 128;
+  static constexpr int kThreads = tuning::scan_threads;
   static constexpr int CH = kThreads / TPC;    // channels per block (phase 2: TPC threads a channel)
   static constexpr int TT = TT_;
   static constexpr int NP = SPT * TPC;
@@ -96,7 +95,7 @@ struct ScanCfg {
 };
 
 template <class T, int SPT, int TPC, int V, int TT, int PASS>
-__global__ void __launch_bounds__(128) scan_fwd_kernel(const ScanArgs a) {
+__global__ void __launch_bounds__(tuning::scan_threads) scan_fwd_kernel(const ScanArgs a) {
   using Cfg = ScanCfg<SPT, TPC, V, TT>;
   constexpr int NT = Cfg::kThreads;
   constexpr int CH = Cfg::CH, NP = Cfg::NP, TP = Cfg::TP, YQ = Cfg::YQ, CQ = Cfg::CQ, TSTEP = Cfg::TSTEP, IT = Cfg::IT;
@@ -345,31 +344,16 @@ void launch_scan_pass(mamba_context* ctx, const ScanArgs& a, unsigned rows) {
   check_launch(ctx, "scan_fwd_kernel");
 }
 
-// Optional override for benchmarking: MAMBA_SCAN_CHUNKS forces the time-chunk count (1 = off).
-static int env_int(const char* name, int fallback) {
-  const char* s = std::getenv(name);
-  return s && *s ? std::atoi(s) : fallback;
-}
-static int scan_chunks_override() {
-  static int v = env_int("MAMBA_SCAN_CHUNKS", 0);
-  return v;
-}
-
-// MAMBA_SCAN_VEC=0 keeps phases 1/3 at one channel a thread (benchmark comparison).
-static bool scan_vec_enabled() {
-  static bool v = env_int("MAMBA_SCAN_VEC", 1) != 0;
-  return v;
-}
-
-// Time chunks for a grid of `blocks` (b, channel-block) pairs: enough to give every SM about three blocks, only
-// when the GPU would otherwise be less than full, and never shorter than 64 steps.
+// Time chunks for a grid of `blocks` (b, channel-block) pairs: enough to give every SM about
+// tuning::scan_chunk_blocks_per_sm blocks, only when the GPU would otherwise be less than full, never shorter than
+// tuning::scan_min_chunk_steps steps, at most tuning::scan_max_chunks; MAMBA_SCAN_CHUNKS > 0 forces the count.
 static int pick_chunks(mamba_context* ctx, int64_t blocks, int L) {
-  int forced = scan_chunks_override();
+  const int forced = ctx->tune.scan_chunks;
   int c = 1;
   if (forced > 0) c = forced;
-  else if (blocks < ctx->sm_count) c = static_cast<int>(3 * ctx->sm_count / std::max<int64_t>(blocks, 1));
-  c = std::min(c, std::max(1, L / 64));
-  return std::max(1, std::min(c, 64));
+  else if (blocks < ctx->sm_count) c = static_cast<int>(tuning::scan_chunk_blocks_per_sm * ctx->sm_count / std::max<int64_t>(blocks, 1));
+  c = std::min(c, std::max(1, L / tuning::scan_min_chunk_steps));
+  return std::max(1, std::min(c, tuning::scan_max_chunks));
 }
 
 template <class T, int SPT, int TPC, int V, int TT>
@@ -404,7 +388,7 @@ void launch_scan_v(mamba_context* ctx, const ScanArgs& a) {
   constexpr int V = 4;
   auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % (V * sizeof(T)) == 0; };
   const bool vec = a.E % V == 0 && aligned(a.u) && aligned(a.xz) && aligned(a.y) && reinterpret_cast<uintptr_t>(a.delta) % 16 == 0 &&
-                   scan_vec_enabled();
+                   ctx->tune.scan_vec;
   if constexpr (V * TPC <= TT) {  // TSTEP = V·TPC time rows in parallel must fit a tile
     if (vec) return launch_scan<T, SPT, TPC, V, TT>(ctx, a);
   }
@@ -413,12 +397,13 @@ void launch_scan_v(mamba_context* ctx, const ScanArgs& a) {
 
 template <class T>
 void dispatch_scan(mamba_context* ctx, const ScanArgs& a) {
+  // <states a thread SPT, threads a channel TPC, time tile TT> by d_state. Only N <= 16 (130m and every released
+  // Mamba-1 size) was measured, on the H200 (B 8, L 2048, bf16; RESULTS "H200, 2026-12-02"): 2 channels a thread
+  // 508 µs, 4 channels 1220 µs (spills), time tile 64 670 µs, tile 16 336 µs, against 323 µs here — fewer, fatter
+  // threads lose latency hiding. The other rows keep 16..32 states a channel per 4..16 threads, not measured.
   const int N = a.N;
   if (N <= 4) launch_scan_v<T, 4, 1, 16>(ctx, a);
   else if (N <= 8) launch_scan_v<T, 4, 2, 32>(ctx, a);
-  // N <= 16: 4 states a thread, 4 threads a channel. Measured on the H200 (B 8, L 2048, bf16, 2026-12-02): 2 channels
-  // a thread 508 µs, 4 channels 1220 µs (spills), time tile 64 670 µs, against 323 µs here — fewer, fatter threads
-  // lose latency hiding.
   else if (N <= 16) launch_scan_v<T, 4, 4, 32>(ctx, a);
   else if (N <= 32) launch_scan_v<T, 8, 4, 32>(ctx, a);
   else if (N <= 64) launch_scan_v<T, 8, 8, 32>(ctx, a);

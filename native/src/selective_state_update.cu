@@ -50,10 +50,11 @@ __global__ void __launch_bounds__(128) state_update_kernel(const T* __restrict__
 // At batch 64 (130m, H200, ncu) this took the kernel from 20.3 µs (a block per 8 channels of one row, δ̃/B/C staged
 // in shared memory behind a barrier, loads issued after the Δ dot product) to 18.1 µs. It stays instruction-bound
 // (11.4 M warp instructions at IPC 2.8): every lane of a group computes its channel's softplus and SiLU.
-constexpr int kRowsPerThread = 4;
+constexpr int kRowsPerThread = tuning::state_update_rows_per_thread;
+constexpr int kGroupThreads = tuning::state_update_threads;
 
 template <class T, int G>
-__global__ void __launch_bounds__(256) state_update_group_kernel(const T* __restrict__ u, const T* __restrict__ dbc, const T* __restrict__ xz,
+__global__ void __launch_bounds__(kGroupThreads) state_update_group_kernel(const T* __restrict__ u, const T* __restrict__ dbc, const T* __restrict__ xz,
                                                                  T* __restrict__ y, const void* __restrict__ dt_w, mamba_dtype wdt,
                                                                  const void* __restrict__ dt_b, mamba_dtype bdt, const float* __restrict__ A,
                                                                  const float* __restrict__ D, float* __restrict__ state, int B, int E, int N,
@@ -61,7 +62,7 @@ __global__ void __launch_bounds__(256) state_update_group_kernel(const T* __rest
   constexpr int RB = kRowsPerThread;
   const int ld = R + 2 * N;
   const int n = threadIdx.x % G;
-  const int e = blockIdx.x * (256 / G) + threadIdx.x / G;
+  const int e = blockIdx.x * (kGroupThreads / G) + threadIdx.x / G;
   const int b0 = blockIdx.y * RB;
   const bool e_ok = e < E;  // no early return: the whole warp takes part in the shuffles
   const bool s_ok = e_ok && n < N;
@@ -112,9 +113,9 @@ __global__ void __launch_bounds__(256) state_update_group_kernel(const T* __rest
 template <class T, int G>
 void launch_group(mamba_context* ctx, const T* u, const T* dbc, const T* xz, T* y, const void* dt_w, mamba_dtype wdt, const void* dt_b,
                   mamba_dtype bdt, const float* A, const float* D, float* state, int B, int E, int N, int R) {
-  constexpr int CPB = 256 / G;
+  constexpr int CPB = kGroupThreads / G;
   dim3 grid(static_cast<unsigned>((E + CPB - 1) / CPB), static_cast<unsigned>((B + kRowsPerThread - 1) / kRowsPerThread));
-  state_update_group_kernel<T, G><<<grid, 256, 0, ctx->stream>>>(u, dbc, xz, y, dt_w, wdt, dt_b, bdt, A, D, state, B, E, N, R);
+  state_update_group_kernel<T, G><<<grid, kGroupThreads, 0, ctx->stream>>>(u, dbc, xz, y, dt_w, wdt, dt_b, bdt, A, D, state, B, E, N, R);
 }
 
 }  // namespace mamba
@@ -134,7 +135,7 @@ extern "C" MAMBA_API mamba_status mamba_selective_state_update(mamba_context* ct
     require(R + 2 * N <= 12000, "dt_rank + 2*d_state too large");
     if (!B) return;
     require(u && dbc && xz && y && dt_w && dt_b && A && state, "null pointer");
-    if (N <= 32 && !legacy_kernels()) {
+    if (N <= 32 && !ctx->tune.legacy_kernels) {
       MAMBA_DISPATCH_DTYPE(adt, T, {
         auto* up = static_cast<const T*>(u);
         auto* dp = static_cast<const T*>(dbc);
