@@ -77,32 +77,38 @@ int add_rmsnorm_threads(int64_t dim) {
 
 using namespace mamba;
 
-extern "C" MAMBA_API mamba_status mamba_add_rmsnorm(mamba_context* ctx, void* residual, mamba_dtype rdt, const void* delta, mamba_dtype ddt,
-                                                    const void* weight, mamba_dtype wdt, float eps, void* out, mamba_dtype odt,
-                                                    int64_t rows, int64_t dim) {
-  return guard("mamba_add_rmsnorm", [&] { return format("(rows %lld, dim %lld, residual %s, out %s)", (long long)rows, (long long)dim, dtype_name(rdt), dtype_name(odt)); }, [&] {
+extern "C" MAMBA_API mamba_status mamba_add_rmsnorm(mamba_context* ctx, const mamba_add_rmsnorm_params* params) {
+  auto shapes = [&] {
+    return params_ok(params) ? format("(rows %lld, dim %lld, residual %s, out %s)", (long long)params->rows, (long long)params->dim,
+                                      dtype_name(params->residual_dtype), dtype_name(params->out_dtype))
+                             : std::string();
+  };
+  return guard("mamba_add_rmsnorm", shapes, [&] {
+    const mamba_add_rmsnorm_params& p = check_params(params, "mamba_add_rmsnorm_params");
     activate(ctx);
-    check_dtype(rdt, "residual_dtype");
-    if (delta) check_dtype(ddt, "delta_dtype");
-    check_dtype(wdt, "weight_dtype");
-    check_dtype(odt, "out_dtype");
-    require(rows >= 0 && dim > 0 && dim <= (1 << 24), "bad shape");
-    if (!rows) return;
-    require(residual && weight && out, "null pointer");
-    require(out != residual, "out must not alias residual");
-    if (!ctx->tune.legacy_kernels && rows <= 2147483647LL) {
+    check_dtype(p.residual_dtype, "residual_dtype");
+    if (p.delta) check_dtype(p.delta_dtype, "delta_dtype");
+    check_dtype(p.weight_dtype, "weight_dtype");
+    check_dtype(p.out_dtype, "out_dtype");
+    require(p.rows >= 0 && p.dim > 0 && p.dim <= (1 << 24), "bad shape");
+    if (!p.rows) return;
+    require(p.residual && p.weight && p.out, "null pointer");
+    require(p.out != p.residual, "out must not alias residual");
+    const int dim = static_cast<int>(p.dim);
+    if (!ctx->tune.legacy_kernels && p.rows <= 2147483647LL) {
       const int threads = add_rmsnorm_threads(dim);
-      MAMBA_DISPATCH_DTYPE(rdt, TR, {
-        add_rmsnorm_row_kernel<TR><<<static_cast<unsigned>(rows), threads, 0, ctx->stream>>>(static_cast<TR*>(residual), delta, ddt, weight, wdt, eps,
-                                                                                           out, odt, static_cast<int>(dim));
+      MAMBA_DISPATCH_DTYPE(p.residual_dtype, TR, {
+        add_rmsnorm_row_kernel<TR><<<static_cast<unsigned>(p.rows), threads, 0, ctx->stream>>>(
+            static_cast<TR*>(p.residual), p.delta, p.delta_dtype, p.weight, p.weight_dtype, p.epsilon, p.out, p.out_dtype, dim);
       });
       check_launch(ctx, "add_rmsnorm_row_kernel");
       return;
     }
-    const int threads = 256, per = threads / 32;
-    unsigned blocks = blocks_for(rows, per);
-    MAMBA_DISPATCH_DTYPE(rdt, TR, {
-      add_rmsnorm_kernel<TR><<<blocks, threads, 0, ctx->stream>>>(static_cast<TR*>(residual), delta, ddt, weight, wdt, eps, out, odt, rows, static_cast<int>(dim));
+    const int threads = 256, per = threads / 32;  // the former kernel's shape
+    unsigned blocks = blocks_for(p.rows, per);
+    MAMBA_DISPATCH_DTYPE(p.residual_dtype, TR, {
+      add_rmsnorm_kernel<TR><<<blocks, threads, 0, ctx->stream>>>(static_cast<TR*>(p.residual), p.delta, p.delta_dtype, p.weight, p.weight_dtype,
+                                                                  p.epsilon, p.out, p.out_dtype, p.rows, dim);
     });
     check_launch(ctx, "add_rmsnorm_kernel");
   });

@@ -265,16 +265,25 @@ static void conv_fwd(mamba_context* ctx, const void* xz, mamba_dtype adt, const 
 
 using namespace mamba;
 
-extern "C" MAMBA_API mamba_status mamba_causal_conv1d_fwd(mamba_context* ctx, const void* xz, mamba_dtype adt, const void* w, mamba_dtype wdt,
-                                                          const void* bias, mamba_dtype bdt, const float* mask, void* u, void* state,
-                                                          mamba_dtype sdt, int32_t B, int32_t L, int32_t E, int32_t K) {
-  return guard("mamba_causal_conv1d_fwd", [&] { return format("(B %d, L %d, E %d, K %d, %s)", B, L, E, K, dtype_name(adt)); },
-               [&] { conv_fwd(ctx, xz, adt, w, wdt, bias, bdt, mask, u, state, sdt, B, L, E, K, false); });
+// "(B .., L .., E .., K .., dtype)" for error messages, when the struct may be read.
+std::string mamba::conv_shapes(const mamba_causal_conv1d_params* p) {
+  return params_ok(p) ? format("(B %d, L %d, E %d, K %d, %s)", p->batch, p->length, p->channels, p->width, dtype_name(p->act_dtype))
+                      : std::string();
 }
 
-extern "C" MAMBA_API mamba_status mamba_causal_conv1d_fwd_continue(mamba_context* ctx, const void* xz, mamba_dtype adt, const void* w,
-                                                                   mamba_dtype wdt, const void* bias, mamba_dtype bdt, void* u, void* state,
-                                                                   mamba_dtype sdt, int32_t B, int32_t L, int32_t E, int32_t K) {
-  return guard("mamba_causal_conv1d_fwd_continue", [&] { return format("(B %d, L %d, E %d, K %d, %s)", B, L, E, K, dtype_name(adt)); },
-               [&] { conv_fwd(ctx, xz, adt, w, wdt, bias, bdt, nullptr, u, state, sdt, B, L, E, K, true); });
+extern "C" MAMBA_API mamba_status mamba_causal_conv1d_fwd(mamba_context* ctx, const mamba_causal_conv1d_params* params) {
+  return guard("mamba_causal_conv1d_fwd", [&] { return conv_shapes(params); }, [&] {
+    const mamba_causal_conv1d_params& p = check_params(params, "mamba_causal_conv1d_params");
+    conv_fwd(ctx, p.xz, p.act_dtype, p.weight, p.weight_dtype, p.bias, p.bias_dtype, p.mask, p.u, p.conv_state, p.state_dtype, p.batch,
+             p.length, p.channels, p.width, false);
+  });
+}
+
+extern "C" MAMBA_API mamba_status mamba_causal_conv1d_fwd_continue(mamba_context* ctx, const mamba_causal_conv1d_params* params) {
+  return guard("mamba_causal_conv1d_fwd_continue", [&] { return conv_shapes(params); }, [&] {
+    const mamba_causal_conv1d_params& p = check_params(params, "mamba_causal_conv1d_params");
+    require(p.mask == nullptr, "the continuation takes no mask");
+    conv_fwd(ctx, p.xz, p.act_dtype, p.weight, p.weight_dtype, p.bias, p.bias_dtype, nullptr, p.u, p.conv_state, p.state_dtype, p.batch,
+             p.length, p.channels, p.width, true);
+  });
 }

@@ -23,22 +23,25 @@ __global__ void conv_update_kernel(const T* __restrict__ xz, const void* __restr
 
 using namespace mamba;
 
-extern "C" MAMBA_API mamba_status mamba_causal_conv1d_update(mamba_context* ctx, const void* xz, mamba_dtype adt, const void* w, mamba_dtype wdt,
-                                                             const void* bias, mamba_dtype bdt, void* state, mamba_dtype sdt, void* u,
-                                                             int32_t B, int32_t E, int32_t K) {
-  return guard("mamba_causal_conv1d_update", [&] { return format("(B %d, E %d, K %d, %s)", B, E, K, dtype_name(adt)); }, [&] {
+extern "C" MAMBA_API mamba_status mamba_causal_conv1d_update(mamba_context* ctx, const mamba_causal_conv1d_params* params) {
+  return guard("mamba_causal_conv1d_update", [&] { return conv_shapes(params); }, [&] {
+    const mamba_causal_conv1d_params& p = check_params(params, "mamba_causal_conv1d_params");
     activate(ctx);
-    check_dtype(adt, "act_dtype");
-    check_dtype(wdt, "weight_dtype");
-    check_dtype(sdt, "state_dtype");
-    if (bias) check_dtype(bdt, "bias_dtype");
+    check_dtype(p.act_dtype, "act_dtype");
+    check_dtype(p.weight_dtype, "weight_dtype");
+    check_dtype(p.state_dtype, "state_dtype");
+    if (p.bias) check_dtype(p.bias_dtype, "bias_dtype");
+    const int B = p.batch, E = p.channels, K = p.width;
+    require(p.length == 1, "a conv update step has length 1");
+    require(p.mask == nullptr, "a conv update step takes no mask");
     require(B >= 0 && E > 0 && K >= 1 && B <= 65535, "bad shape");
     if (!B) return;
-    require(xz && w && state && u, "null pointer");
+    require(p.xz && p.weight && p.conv_state && p.u, "null pointer");
     constexpr int threads = tuning::conv_update_threads;
     dim3 grid(static_cast<unsigned>((E + threads - 1) / threads), static_cast<unsigned>(B));
-    MAMBA_DISPATCH_DTYPE(adt, T, {
-      conv_update_kernel<T><<<grid, threads, 0, ctx->stream>>>(static_cast<const T*>(xz), w, wdt, bias, bdt, state, sdt, static_cast<T*>(u), B, E, K);
+    MAMBA_DISPATCH_DTYPE(p.act_dtype, T, {
+      conv_update_kernel<T><<<grid, threads, 0, ctx->stream>>>(static_cast<const T*>(p.xz), p.weight, p.weight_dtype, p.bias, p.bias_dtype,
+                                                               p.conv_state, p.state_dtype, static_cast<T*>(p.u), B, E, K);
     });
     check_launch(ctx, "conv_update_kernel");
   });

@@ -18,6 +18,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 struct mamba_context {
   int device = 0;
@@ -64,8 +65,29 @@ inline void require(bool cond, const char* what) {
   if (!cond) fail(MAMBA_ERR_INVALID_ARGUMENT, what);
 }
 
+// Parameter structs of the entries (mamba.h). params_ok: not null and struct_size is this library's sizeof (only then
+// may its fields be read, e.g. by an entry's error-message lambda). check_params also requires `reserved` (where the
+// struct has one) to be 0, and returns the struct.
+template <class Params> bool params_ok(const Params* p) { return p && p->struct_size == static_cast<int32_t>(sizeof(Params)); }
+
+template <class Params, class = void> struct has_reserved : std::false_type {};
+template <class Params> struct has_reserved<Params, std::void_t<decltype(&Params::reserved)>> : std::true_type {};
+
+template <class Params>
+const Params& check_params(const Params* p, const char* type_name) {
+  if (!p) fail(MAMBA_ERR_INVALID_ARGUMENT, format("%s is null", type_name));
+  if (!params_ok(p))
+    fail(MAMBA_ERR_INVALID_ARGUMENT, format("%s.struct_size is %d, but this library (ABI %d) takes %d: rebuild against its mamba.h",
+                                            type_name, static_cast<int>(p->struct_size), MAMBA_ABI_VERSION, static_cast<int>(sizeof(Params))));
+  if constexpr (has_reserved<Params>::value)
+    if (p->reserved != 0) fail(MAMBA_ERR_INVALID_ARGUMENT, format("%s.reserved must be 0", type_name));
+  return *p;
+}
+
 // Launchers and launch shapes one op file uses from another.
 int add_rmsnorm_threads(int64_t dim);  // add_rmsnorm.cu (the fused decode step reproduces its row sum)
+std::string conv_shapes(const mamba_causal_conv1d_params* p);   // causal_conv1d_fwd.cu, for the conv entries' messages
+std::string scan_shapes(const mamba_selective_scan_params* p);  // selective_scan.cu, for the scan entries' messages
 void launch_convert(mamba_context* ctx, const void* src, mamba_dtype sdt, void* dst, mamba_dtype ddt, int64_t count);  // convert.cu
 // Column-major C = op(A)·op(B) + beta·C through cublasGemmEx with fp32 accumulation (linear.cu).
 void gemm_ex(mamba_context* ctx, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n, int64_t k, const void* a, mamba_dtype adt,

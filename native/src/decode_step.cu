@@ -621,14 +621,14 @@ using namespace mamba;
 
 extern "C" MAMBA_API mamba_status mamba_decode_plan_create(mamba_context* ctx, const mamba_decode_model* m, mamba_decode_plan** out) {
   return guard("mamba_decode_plan_create", [&] {
-    return m ? format("(layers %d, d %d, E %d, N %d, R %d, K %d, vocab %d, %s)", m->num_layers, m->hidden, m->inner, m->state, m->rank,
-                      m->conv_kernel, m->vocab, dtype_name(m->dtype))
-             : std::string();
+    return params_ok(m) ? format("(layers %d, d %d, E %d, N %d, R %d, K %d, vocab %d, %s)", m->num_layers, m->hidden, m->inner, m->state,
+                                 m->rank, m->conv_kernel, m->vocab, dtype_name(m->dtype))
+                        : std::string();
   }, [&] {
     require(out != nullptr, "out is null");
     *out = nullptr;
+    check_params(m, "mamba_decode_model");
     activate(ctx);
-    require(m != nullptr, "model is null");
     check_dtype(m->dtype, "dtype");
     check_dtype(m->conv_state_dtype, "conv_state_dtype");
     require(m->num_layers >= 0 && m->hidden > 0 && m->inner > 0 && m->state > 0 && m->rank > 0 && m->conv_kernel >= 1 && m->vocab > 0,
@@ -637,7 +637,8 @@ extern "C" MAMBA_API mamba_status mamba_decode_plan_create(mamba_context* ctx, c
     if (m->hidden > 16384) fail(MAMBA_ERR_UNSUPPORTED, format("the fused decode step covers hidden <= 16384 (got %d)", m->hidden));
     require(m->embedding && m->norm_f && m->lm_head && (m->num_layers == 0 || m->layers), "null pointer");
     for (int l = 0; l < m->num_layers; ++l) {
-      const mamba_decode_layer& L = m->layers[l];
+      // Layer 0's size is read first: only when it is this library's sizeof is the table's stride known.
+      const mamba_decode_layer& L = check_params(&m->layers[l], format("mamba_decode_layer %d", l).c_str());
       require(L.norm_weight && L.in_proj_weight && L.conv_weight && L.conv_state && L.x_proj_weight && L.dt_proj_weight && L.dt_proj_bias &&
                   L.A && L.ssm_state && L.out_proj_weight,
               "null layer pointer");

@@ -106,64 +106,76 @@ bool try_gemv(mamba_context* ctx, const void* x, mamba_dtype xdt, const void* w,
   return true;
 }
 
+// y = x·wᵀ + bias: the GEMV kernel for a few rows, else cuBLAS (with the conversions an operand mix needs).
+static void linear(mamba_context* ctx, const void* x, mamba_dtype xdt, const void* w, mamba_dtype wdt, const void* bias, mamba_dtype bdt,
+                   void* y, mamba_dtype ydt, int64_t m, int64_t n, int64_t k) {
+  activate(ctx);
+  check_dtype(xdt, "x_dtype");
+  check_dtype(wdt, "w_dtype");
+  check_dtype(ydt, "y_dtype");
+  if (bias) check_dtype(bdt, "bias_dtype");
+  require(m >= 0 && n > 0 && k > 0, "bad shape");
+  if (!m) return;
+  require(x && w && y, "null pointer");
+  if (try_gemv(ctx, x, xdt, w, wdt, bias, bdt, y, ydt, m, n, k)) return;
+  mamba_dtype cdt = xdt;
+  const void* xa = x;
+  const void* wa = w;
+  if (xdt == MAMBA_DTYPE_F32 && wdt != MAMBA_DTYPE_F32) {
+    // F32 activations on 16-bit weights (the lm_head on the F32 norm_f output): round x to the weight dtype
+    // (round to nearest even, the interface's contract) and run the 16-bit tensor-core GEMM; the weights are
+    // never converted. Same launch_convert + gemm_ex as an explicit convert followed by a same-dtype linear.
+    void* t = workspace(ctx, kWsConvertA, static_cast<size_t>(m * k) * dtype_size(wdt));
+    launch_convert(ctx, x, xdt, t, wdt, m * k);
+    xa = t;
+    cdt = wdt;
+  } else if (xdt != wdt) {
+    // Other operand mixes: compute in fp32 on converted copies (slow path).
+    cdt = MAMBA_DTYPE_F32;
+    if (xdt != MAMBA_DTYPE_F32) {
+      void* t = workspace(ctx, kWsConvertA, static_cast<size_t>(m * k) * 4);
+      launch_convert(ctx, x, xdt, t, MAMBA_DTYPE_F32, m * k);
+      xa = t;
+    }
+    if (wdt != MAMBA_DTYPE_F32) {
+      void* t = workspace(ctx, kWsConvertB, static_cast<size_t>(n * k) * 4);
+      launch_convert(ctx, w, wdt, t, MAMBA_DTYPE_F32, n * k);
+      wa = t;
+    }
+  }
+  // cuBLAS needs C of the operand type or F32 (for 16-bit operands); F32 operands need F32 C.
+  void* yc = y;
+  bool convert_back = false;
+  if (!(ydt == cdt || ydt == MAMBA_DTYPE_F32)) {
+    yc = workspace(ctx, kWsDelta, static_cast<size_t>(m * n) * 4);
+    convert_back = true;
+  }
+  mamba_dtype ycdt = convert_back ? MAMBA_DTYPE_F32 : ydt;
+  float beta = 0.f;
+  if (bias) {
+    unsigned blocks = blocks_for(m * n, 256);
+    if (blocks > 65535u * 8) blocks = 65535u * 8;
+    MAMBA_DISPATCH_DTYPE(ycdt, TY, { bias_broadcast_kernel<TY><<<blocks, 256, 0, ctx->stream>>>(static_cast<TY*>(yc), bias, bdt, m, n); });
+    check_launch(ctx, "bias_broadcast_kernel");
+    beta = 1.f;
+  }
+  gemm_ex(ctx, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, wa, cdt, k, xa, cdt, k, beta, yc, ycdt, n);
+  if (convert_back) launch_convert(ctx, yc, MAMBA_DTYPE_F32, y, ydt, m * n);
+}
+
 }  // namespace mamba
 
 using namespace mamba;
 
-extern "C" MAMBA_API mamba_status mamba_linear(mamba_context* ctx, const void* x, mamba_dtype xdt, const void* w, mamba_dtype wdt,
-                                               const void* bias, mamba_dtype bdt, void* y, mamba_dtype ydt, int64_t m, int64_t n, int64_t k) {
-  return guard("mamba_linear", [&] { return format("(x [%lld, %lld] %s, w [%lld, %lld] %s, y %s)", (long long)m, (long long)k, dtype_name(xdt), (long long)n, (long long)k, dtype_name(wdt), dtype_name(ydt)); }, [&] {
-    activate(ctx);
-    check_dtype(xdt, "x_dtype");
-    check_dtype(wdt, "w_dtype");
-    check_dtype(ydt, "y_dtype");
-    if (bias) check_dtype(bdt, "bias_dtype");
-    require(m >= 0 && n > 0 && k > 0, "bad shape");
-    if (!m) return;
-    require(x && w && y, "null pointer");
-    if (try_gemv(ctx, x, xdt, w, wdt, bias, bdt, y, ydt, m, n, k)) return;
-    mamba_dtype cdt = xdt;
-    const void* xa = x;
-    const void* wa = w;
-    if (xdt == MAMBA_DTYPE_F32 && wdt != MAMBA_DTYPE_F32) {
-      // F32 activations on 16-bit weights (the lm_head on the F32 norm_f output): round x to the weight dtype
-      // (round to nearest even, the interface's contract) and run the 16-bit tensor-core GEMM; the weights are
-      // never converted. Same launch_convert + gemm_ex as an explicit convert followed by a same-dtype linear.
-      void* t = workspace(ctx, kWsConvertA, static_cast<size_t>(m * k) * dtype_size(wdt));
-      launch_convert(ctx, x, xdt, t, wdt, m * k);
-      xa = t;
-      cdt = wdt;
-    } else if (xdt != wdt) {
-      // Other operand mixes: compute in fp32 on converted copies (slow path).
-      cdt = MAMBA_DTYPE_F32;
-      if (xdt != MAMBA_DTYPE_F32) {
-        void* t = workspace(ctx, kWsConvertA, static_cast<size_t>(m * k) * 4);
-        launch_convert(ctx, x, xdt, t, MAMBA_DTYPE_F32, m * k);
-        xa = t;
-      }
-      if (wdt != MAMBA_DTYPE_F32) {
-        void* t = workspace(ctx, kWsConvertB, static_cast<size_t>(n * k) * 4);
-        launch_convert(ctx, w, wdt, t, MAMBA_DTYPE_F32, n * k);
-        wa = t;
-      }
-    }
-    // cuBLAS needs C of the operand type or F32 (for 16-bit operands); F32 operands need F32 C.
-    void* yc = y;
-    bool convert_back = false;
-    if (!(ydt == cdt || ydt == MAMBA_DTYPE_F32)) {
-      yc = workspace(ctx, kWsDelta, static_cast<size_t>(m * n) * 4);
-      convert_back = true;
-    }
-    mamba_dtype ycdt = convert_back ? MAMBA_DTYPE_F32 : ydt;
-    float beta = 0.f;
-    if (bias) {
-      unsigned blocks = blocks_for(m * n, 256);
-      if (blocks > 65535u * 8) blocks = 65535u * 8;
-      MAMBA_DISPATCH_DTYPE(ycdt, TY, { bias_broadcast_kernel<TY><<<blocks, 256, 0, ctx->stream>>>(static_cast<TY*>(yc), bias, bdt, m, n); });
-      check_launch(ctx, "bias_broadcast_kernel");
-      beta = 1.f;
-    }
-    gemm_ex(ctx, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, wa, cdt, k, xa, cdt, k, beta, yc, ycdt, n);
-    if (convert_back) launch_convert(ctx, yc, MAMBA_DTYPE_F32, y, ydt, m * n);
+extern "C" MAMBA_API mamba_status mamba_linear(mamba_context* ctx, const mamba_linear_params* params) {
+  auto shapes = [&] {
+    const mamba_linear_params* p = params;
+    return params_ok(p) ? format("(x [%lld, %lld] %s, w [%lld, %lld] %s, y %s)", (long long)p->m, (long long)p->k, dtype_name(p->x_dtype),
+                                 (long long)p->n, (long long)p->k, dtype_name(p->w_dtype), dtype_name(p->y_dtype))
+                        : std::string();
+  };
+  return guard("mamba_linear", shapes, [&] {
+    const mamba_linear_params& p = check_params(params, "mamba_linear_params");
+    linear(ctx, p.x, p.x_dtype, p.w, p.w_dtype, p.bias, p.bias_dtype, p.y, p.y_dtype, p.m, p.n, p.k);
   });
 }

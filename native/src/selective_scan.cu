@@ -424,9 +424,13 @@ float* dt_proj(mamba_context* ctx, const void* dbc, mamba_dtype adt, int64_t row
   return delta;
 }
 
-static void scan_impl(mamba_context* ctx, const void* u, const void* dbc, const void* xz, void* y, mamba_dtype adt, const void* dt_w,
-                      mamba_dtype wdt, const void* dt_b, mamba_dtype bdt, const float* A, const float* D, float* state, int32_t B,
-                      int32_t L, int32_t E, int32_t N, int32_t R, bool cont) {
+static void scan(mamba_context* ctx, const mamba_selective_scan_params& p, bool cont) {
+  const void *u = p.u, *dbc = p.dbc, *xz = p.xz, *dt_w = p.dt_weight, *dt_b = p.dt_bias;
+  void* y = p.y;
+  const mamba_dtype adt = p.act_dtype, wdt = p.dt_weight_dtype, bdt = p.dt_bias_dtype;
+  const float *A = p.A, *D = p.D;
+  float* state = p.state;
+  const int32_t B = p.batch, L = p.length, E = p.channels, N = p.d_state, R = p.dt_rank;
   activate(ctx);
   check_dtype(adt, "act_dtype");
   check_dtype(wdt, "dt_weight_dtype");
@@ -453,22 +457,22 @@ static void scan_impl(mamba_context* ctx, const void* u, const void* dbc, const 
   MAMBA_DISPATCH_DTYPE(adt, T, { dispatch_scan<T>(ctx, a); });
 }
 
+// "(B .., L .., E .., N .., R .., dtype)" for error messages, when the struct may be read.
+std::string scan_shapes(const mamba_selective_scan_params* p) {
+  return params_ok(p) ? format("(B %d, L %d, E %d, N %d, R %d, %s)", p->batch, p->length, p->channels, p->d_state, p->dt_rank, dtype_name(p->act_dtype))
+                      : std::string();
+}
+
 }  // namespace mamba
 
 using namespace mamba;
 
-extern "C" MAMBA_API mamba_status mamba_selective_scan_fwd(mamba_context* ctx, const void* u, const void* dbc, const void* xz, void* y,
-                                                           mamba_dtype adt, const void* dt_w, mamba_dtype wdt, const void* dt_b, mamba_dtype bdt,
-                                                           const float* A, const float* D, float* state, int32_t B, int32_t L, int32_t E,
-                                                           int32_t N, int32_t R) {
-  return guard("mamba_selective_scan_fwd", [&] { return format("(B %d, L %d, E %d, N %d, R %d, %s)", B, L, E, N, R, dtype_name(adt)); },
-               [&] { scan_impl(ctx, u, dbc, xz, y, adt, dt_w, wdt, dt_b, bdt, A, D, state, B, L, E, N, R, false); });
+extern "C" MAMBA_API mamba_status mamba_selective_scan_fwd(mamba_context* ctx, const mamba_selective_scan_params* params) {
+  return guard("mamba_selective_scan_fwd", [&] { return scan_shapes(params); },
+               [&] { scan(ctx, check_params(params, "mamba_selective_scan_params"), false); });
 }
 
-extern "C" MAMBA_API mamba_status mamba_selective_scan_continue(mamba_context* ctx, const void* u, const void* dbc, const void* xz, void* y,
-                                                                mamba_dtype adt, const void* dt_w, mamba_dtype wdt, const void* dt_b,
-                                                                mamba_dtype bdt, const float* A, const float* D, float* state, int32_t B,
-                                                                int32_t L, int32_t E, int32_t N, int32_t R) {
-  return guard("mamba_selective_scan_continue", [&] { return format("(B %d, L %d, E %d, N %d, R %d, %s)", B, L, E, N, R, dtype_name(adt)); },
-               [&] { scan_impl(ctx, u, dbc, xz, y, adt, dt_w, wdt, dt_b, bdt, A, D, state, B, L, E, N, R, true); });
+extern "C" MAMBA_API mamba_status mamba_selective_scan_continue(mamba_context* ctx, const mamba_selective_scan_params* params) {
+  return guard("mamba_selective_scan_continue", [&] { return scan_shapes(params); },
+               [&] { scan(ctx, check_params(params, "mamba_selective_scan_params"), true); });
 }

@@ -122,11 +122,16 @@ void launch_group(mamba_context* ctx, const T* u, const T* dbc, const T* xz, T* 
 
 using namespace mamba;
 
-extern "C" MAMBA_API mamba_status mamba_selective_state_update(mamba_context* ctx, const void* u, const void* dbc, const void* xz, void* y,
-                                                               mamba_dtype adt, const void* dt_w, mamba_dtype wdt, const void* dt_b,
-                                                               mamba_dtype bdt, const float* A, const float* D, float* state, int32_t B,
-                                                               int32_t E, int32_t N, int32_t R) {
-  return guard("mamba_selective_state_update", [&] { return format("(B %d, E %d, N %d, R %d, %s)", B, E, N, R, dtype_name(adt)); }, [&] {
+extern "C" MAMBA_API mamba_status mamba_selective_state_update(mamba_context* ctx, const mamba_selective_scan_params* params) {
+  return guard("mamba_selective_state_update", [&] { return scan_shapes(params); }, [&] {
+    const mamba_selective_scan_params& p = check_params(params, "mamba_selective_scan_params");
+    require(p.length == 1, "a state update step has length 1");
+    const void *u = p.u, *dbc = p.dbc, *xz = p.xz, *dt_w = p.dt_weight, *dt_b = p.dt_bias;
+    void* y = p.y;
+    const mamba_dtype adt = p.act_dtype, wdt = p.dt_weight_dtype, bdt = p.dt_bias_dtype;
+    const float *A = p.A, *D = p.D;
+    float* state = p.state;
+    const int32_t B = p.batch, E = p.channels, N = p.d_state, R = p.dt_rank;
     activate(ctx);
     check_dtype(adt, "act_dtype");
     check_dtype(wdt, "dt_weight_dtype");
@@ -151,7 +156,7 @@ extern "C" MAMBA_API mamba_status mamba_selective_state_update(mamba_context* ct
       check_launch(ctx, "state_update_group_kernel");
       return;
     }
-    dim3 grid(static_cast<unsigned>((E + 127) / 128), static_cast<unsigned>(B));
+    dim3 grid(static_cast<unsigned>((E + 127) / 128), static_cast<unsigned>(B));  // the former kernel's shape
     size_t smem = sizeof(float) * (R + 2 * N);
     MAMBA_DISPATCH_DTYPE(adt, T, {
       state_update_kernel<T><<<grid, 128, smem, ctx->stream>>>(static_cast<const T*>(u), static_cast<const T*>(dbc), static_cast<const T*>(xz),
