@@ -15,7 +15,8 @@ struct Field {
   size_t size;
 };
 
-#define MAMBA_FIELD(S, f) Field{#f, offsetof(S, f), sizeof(S::f)}
+// F(f): field f of S, the struct a table's namespace names.
+#define F(f) Field{#f, offsetof(S, f), sizeof(S::f)}
 
 // True when the fields tile [0, total) in order: no field left out, none out of order, no padding.
 template <size_t N>
@@ -28,66 +29,52 @@ constexpr bool tiles(const Field (&fields)[N], size_t total) {
   return end == total;
 }
 
-constexpr Field kAddRmsNorm[] = {
-    MAMBA_FIELD(mamba_add_rmsnorm_params, struct_size), MAMBA_FIELD(mamba_add_rmsnorm_params, residual_dtype),
-    MAMBA_FIELD(mamba_add_rmsnorm_params, delta_dtype), MAMBA_FIELD(mamba_add_rmsnorm_params, weight_dtype),
-    MAMBA_FIELD(mamba_add_rmsnorm_params, out_dtype),   MAMBA_FIELD(mamba_add_rmsnorm_params, epsilon),
-    MAMBA_FIELD(mamba_add_rmsnorm_params, rows),        MAMBA_FIELD(mamba_add_rmsnorm_params, dim),
-    MAMBA_FIELD(mamba_add_rmsnorm_params, residual),    MAMBA_FIELD(mamba_add_rmsnorm_params, delta),
-    MAMBA_FIELD(mamba_add_rmsnorm_params, weight),      MAMBA_FIELD(mamba_add_rmsnorm_params, out)};
-static_assert(tiles(kAddRmsNorm, sizeof(mamba_add_rmsnorm_params)), "kAddRmsNorm must list every field of mamba_add_rmsnorm_params");
+namespace add_rmsnorm {
+using S = mamba_add_rmsnorm_params;
+constexpr Field kFields[] = {F(struct_size), F(residual_dtype), F(delta_dtype), F(weight_dtype), F(out_dtype), F(epsilon),
+                             F(rows),        F(dim),            F(residual),    F(delta),        F(weight),    F(out)};
+static_assert(tiles(kFields, sizeof(S)), "list every field of mamba_add_rmsnorm_params, in order");
+}  // namespace add_rmsnorm
 
-constexpr Field kLinear[] = {
-    MAMBA_FIELD(mamba_linear_params, struct_size), MAMBA_FIELD(mamba_linear_params, x_dtype), MAMBA_FIELD(mamba_linear_params, w_dtype),
-    MAMBA_FIELD(mamba_linear_params, bias_dtype),  MAMBA_FIELD(mamba_linear_params, y_dtype), MAMBA_FIELD(mamba_linear_params, reserved),
-    MAMBA_FIELD(mamba_linear_params, m),           MAMBA_FIELD(mamba_linear_params, n),       MAMBA_FIELD(mamba_linear_params, k),
-    MAMBA_FIELD(mamba_linear_params, x),           MAMBA_FIELD(mamba_linear_params, w),       MAMBA_FIELD(mamba_linear_params, bias),
-    MAMBA_FIELD(mamba_linear_params, y)};
-static_assert(tiles(kLinear, sizeof(mamba_linear_params)), "kLinear must list every field of mamba_linear_params");
+namespace linear {
+using S = mamba_linear_params;
+constexpr Field kFields[] = {F(struct_size), F(x_dtype), F(w_dtype), F(bias_dtype), F(y_dtype), F(reserved), F(m),
+                             F(n),           F(k),       F(x),       F(w),          F(bias),    F(y)};
+static_assert(tiles(kFields, sizeof(S)), "list every field of mamba_linear_params, in order");
+}  // namespace linear
 
-constexpr Field kCausalConv1d[] = {
-    MAMBA_FIELD(mamba_causal_conv1d_params, struct_size), MAMBA_FIELD(mamba_causal_conv1d_params, act_dtype),
-    MAMBA_FIELD(mamba_causal_conv1d_params, weight_dtype), MAMBA_FIELD(mamba_causal_conv1d_params, bias_dtype),
-    MAMBA_FIELD(mamba_causal_conv1d_params, state_dtype), MAMBA_FIELD(mamba_causal_conv1d_params, batch),
-    MAMBA_FIELD(mamba_causal_conv1d_params, length),      MAMBA_FIELD(mamba_causal_conv1d_params, channels),
-    MAMBA_FIELD(mamba_causal_conv1d_params, width),       MAMBA_FIELD(mamba_causal_conv1d_params, reserved),
-    MAMBA_FIELD(mamba_causal_conv1d_params, xz),          MAMBA_FIELD(mamba_causal_conv1d_params, weight),
-    MAMBA_FIELD(mamba_causal_conv1d_params, bias),        MAMBA_FIELD(mamba_causal_conv1d_params, mask),
-    MAMBA_FIELD(mamba_causal_conv1d_params, u),           MAMBA_FIELD(mamba_causal_conv1d_params, conv_state)};
-static_assert(tiles(kCausalConv1d, sizeof(mamba_causal_conv1d_params)), "kCausalConv1d must list every field of mamba_causal_conv1d_params");
+namespace causal_conv1d {
+using S = mamba_causal_conv1d_params;
+constexpr Field kFields[] = {F(struct_size), F(act_dtype), F(weight_dtype), F(bias_dtype), F(state_dtype), F(batch), F(length), F(channels),
+                             F(width),       F(reserved),  F(xz),           F(weight),     F(bias),        F(mask),  F(u),      F(conv_state)};
+static_assert(tiles(kFields, sizeof(S)), "list every field of mamba_causal_conv1d_params, in order");
+}  // namespace causal_conv1d
 
-constexpr Field kSelectiveScan[] = {
-    MAMBA_FIELD(mamba_selective_scan_params, struct_size),     MAMBA_FIELD(mamba_selective_scan_params, act_dtype),
-    MAMBA_FIELD(mamba_selective_scan_params, dt_weight_dtype), MAMBA_FIELD(mamba_selective_scan_params, dt_bias_dtype),
-    MAMBA_FIELD(mamba_selective_scan_params, batch),           MAMBA_FIELD(mamba_selective_scan_params, length),
-    MAMBA_FIELD(mamba_selective_scan_params, channels),        MAMBA_FIELD(mamba_selective_scan_params, d_state),
-    MAMBA_FIELD(mamba_selective_scan_params, dt_rank),         MAMBA_FIELD(mamba_selective_scan_params, reserved),
-    MAMBA_FIELD(mamba_selective_scan_params, u),               MAMBA_FIELD(mamba_selective_scan_params, dbc),
-    MAMBA_FIELD(mamba_selective_scan_params, xz),              MAMBA_FIELD(mamba_selective_scan_params, y),
-    MAMBA_FIELD(mamba_selective_scan_params, dt_weight),       MAMBA_FIELD(mamba_selective_scan_params, dt_bias),
-    MAMBA_FIELD(mamba_selective_scan_params, A),               MAMBA_FIELD(mamba_selective_scan_params, D),
-    MAMBA_FIELD(mamba_selective_scan_params, state)};
-static_assert(tiles(kSelectiveScan, sizeof(mamba_selective_scan_params)), "kSelectiveScan must list every field of mamba_selective_scan_params");
+namespace selective_scan {
+using S = mamba_selective_scan_params;
+constexpr Field kFields[] = {F(struct_size), F(act_dtype), F(dt_weight_dtype), F(dt_bias_dtype), F(batch), F(length), F(channels),
+                             F(d_state),     F(dt_rank),   F(reserved),        F(u),             F(dbc),   F(xz),     F(y),
+                             F(dt_weight),   F(dt_bias),   F(A),               F(D),             F(state)};
+static_assert(tiles(kFields, sizeof(S)), "list every field of mamba_selective_scan_params, in order");
+}  // namespace selective_scan
 
-constexpr Field kDecodeLayer[] = {
-    MAMBA_FIELD(mamba_decode_layer, struct_size),    MAMBA_FIELD(mamba_decode_layer, reserved),       MAMBA_FIELD(mamba_decode_layer, norm_weight),
-    MAMBA_FIELD(mamba_decode_layer, in_proj_weight), MAMBA_FIELD(mamba_decode_layer, in_proj_bias),   MAMBA_FIELD(mamba_decode_layer, conv_weight),
-    MAMBA_FIELD(mamba_decode_layer, conv_bias),      MAMBA_FIELD(mamba_decode_layer, conv_state),     MAMBA_FIELD(mamba_decode_layer, x_proj_weight),
-    MAMBA_FIELD(mamba_decode_layer, dt_proj_weight), MAMBA_FIELD(mamba_decode_layer, dt_proj_bias),   MAMBA_FIELD(mamba_decode_layer, A),
-    MAMBA_FIELD(mamba_decode_layer, D),              MAMBA_FIELD(mamba_decode_layer, ssm_state),      MAMBA_FIELD(mamba_decode_layer, out_proj_weight),
-    MAMBA_FIELD(mamba_decode_layer, out_proj_bias)};
-static_assert(tiles(kDecodeLayer, sizeof(mamba_decode_layer)), "kDecodeLayer must list every field of mamba_decode_layer");
+namespace decode_layer {
+using S = mamba_decode_layer;
+constexpr Field kFields[] = {F(struct_size),    F(reserved),       F(norm_weight),  F(in_proj_weight), F(in_proj_bias),
+                             F(conv_weight),    F(conv_bias),      F(conv_state),   F(x_proj_weight),  F(dt_proj_weight),
+                             F(dt_proj_bias),   F(A),              F(D),            F(ssm_state),      F(out_proj_weight),
+                             F(out_proj_bias)};
+static_assert(tiles(kFields, sizeof(S)), "list every field of mamba_decode_layer, in order");
+}  // namespace decode_layer
 
-constexpr Field kDecodeModel[] = {
-    MAMBA_FIELD(mamba_decode_model, struct_size), MAMBA_FIELD(mamba_decode_model, num_layers),       MAMBA_FIELD(mamba_decode_model, hidden),
-    MAMBA_FIELD(mamba_decode_model, inner),       MAMBA_FIELD(mamba_decode_model, state),            MAMBA_FIELD(mamba_decode_model, rank),
-    MAMBA_FIELD(mamba_decode_model, conv_kernel), MAMBA_FIELD(mamba_decode_model, vocab),            MAMBA_FIELD(mamba_decode_model, dtype),
-    MAMBA_FIELD(mamba_decode_model, conv_state_dtype), MAMBA_FIELD(mamba_decode_model, eps),         MAMBA_FIELD(mamba_decode_model, reserved),
-    MAMBA_FIELD(mamba_decode_model, embedding),   MAMBA_FIELD(mamba_decode_model, norm_f),           MAMBA_FIELD(mamba_decode_model, lm_head),
-    MAMBA_FIELD(mamba_decode_model, layers)};
-static_assert(tiles(kDecodeModel, sizeof(mamba_decode_model)), "kDecodeModel must list every field of mamba_decode_model");
+namespace decode_model {
+using S = mamba_decode_model;
+constexpr Field kFields[] = {F(struct_size), F(num_layers), F(hidden),    F(inner),     F(state),  F(rank),    F(conv_kernel), F(vocab),
+                             F(dtype),       F(conv_state_dtype), F(eps), F(reserved),  F(embedding), F(norm_f), F(lm_head),   F(layers)};
+static_assert(tiles(kFields, sizeof(S)), "list every field of mamba_decode_model, in order");
+}  // namespace decode_model
 
-#undef MAMBA_FIELD
+#undef F
 
 struct StructInfo {
   const char* name;
@@ -102,12 +89,12 @@ constexpr StructInfo info(const char* name, size_t size, const Field (&fields)[N
 }
 
 constexpr StructInfo kStructs[] = {
-    info("mamba_add_rmsnorm_params", sizeof(mamba_add_rmsnorm_params), kAddRmsNorm),
-    info("mamba_linear_params", sizeof(mamba_linear_params), kLinear),
-    info("mamba_causal_conv1d_params", sizeof(mamba_causal_conv1d_params), kCausalConv1d),
-    info("mamba_selective_scan_params", sizeof(mamba_selective_scan_params), kSelectiveScan),
-    info("mamba_decode_layer", sizeof(mamba_decode_layer), kDecodeLayer),
-    info("mamba_decode_model", sizeof(mamba_decode_model), kDecodeModel),
+    info("mamba_add_rmsnorm_params", sizeof(add_rmsnorm::S), add_rmsnorm::kFields),
+    info("mamba_linear_params", sizeof(linear::S), linear::kFields),
+    info("mamba_causal_conv1d_params", sizeof(causal_conv1d::S), causal_conv1d::kFields),
+    info("mamba_selective_scan_params", sizeof(selective_scan::S), selective_scan::kFields),
+    info("mamba_decode_layer", sizeof(decode_layer::S), decode_layer::kFields),
+    info("mamba_decode_model", sizeof(decode_model::S), decode_model::kFields),
 };
 constexpr int kStructCount = static_cast<int>(sizeof(kStructs) / sizeof(kStructs[0]));
 
