@@ -39,6 +39,18 @@ static std::vector<float> rnd(size_t n, float lo, float hi, std::mt19937& g) {
   for (auto& x : v) x = d(g);
   return v;
 }
+// The parameter struct of the scan entries for the buffers of one shape.
+static mamba_selective_scan_params scan_params(const void* u, const void* dbc, const void* xz, void* y, mamba_dtype dt, const void* W,
+                                               const void* bias, const void* A, const void* D, void* state, int B, int L, int E, int N, int R) {
+  mamba_selective_scan_params p{};
+  p.struct_size = sizeof p;
+  p.act_dtype = p.dt_weight_dtype = p.dt_bias_dtype = dt;
+  p.batch = B; p.length = L; p.channels = E; p.d_state = N; p.dt_rank = R;
+  p.u = u; p.dbc = dbc; p.xz = xz; p.y = y; p.dt_weight = W; p.dt_bias = bias;
+  p.A = static_cast<const float*>(A); p.D = static_cast<const float*>(D); p.state = static_cast<float*>(state);
+  return p;
+}
+
 static double softplus(double x) { return x > 20 ? x : std::log1p(std::exp(x)); }
 static double silu(double x) { return x / (1 + std::exp(-x)); }
 
@@ -100,7 +112,8 @@ static int self_check() {
       void *dA = dev_upload(A, MAMBA_DTYPE_F32), *dD = dev_upload(D, MAMBA_DTYPE_F32), *dy = nullptr, *ds = nullptr;
       CK(mamba_buffer_alloc(g_ctx, (int64_t)yr.size() * 4, &dy));
       CK(mamba_buffer_alloc(g_ctx, (int64_t)sr.size() * 4, &ds));
-      CK(mamba_selective_scan_fwd(g_ctx, du, ddbc, dxz, dy, dt, dW, dt, db, dt, (float*)dA, (float*)dD, (float*)ds, B, L, E, N, R));
+      const mamba_selective_scan_params sp = scan_params(du, ddbc, dxz, dy, dt, dW, db, dA, dD, ds, B, L, E, N, R);
+      CK(mamba_selective_scan_fwd(g_ctx, &sp));
       double ey = rel_err(dev_download(dy, dt, yr.size()), yr), es = rel_err(dev_download(ds, MAMBA_DTYPE_F32, sr.size()), sr);
       double tol = dt == MAMBA_DTYPE_F32 ? 1e-5 : 3e-2;
       bool ok = ey <= tol && es <= tol;
@@ -166,16 +179,21 @@ int main(int argc, char** argv) {
     CK(mamba_buffer_alloc(g_ctx, (int64_t)B * E * N * 4, &ds));
     CK(mamba_buffer_alloc(g_ctx, (int64_t)B * E * K * 4, &dcs));
     CK(mamba_buffer_alloc(g_ctx, (int64_t)u.size() * 4, &dlin));
-    float t_scan = time_median([&] {
-      CK(mamba_selective_scan_fwd(g_ctx, du, ddbc, dxz, dy, dt, dW, dt, db, dt, (float*)dA, (float*)dD, (float*)ds, B, L, E, N, R));
-    });
+    const mamba_selective_scan_params sp = scan_params(du, ddbc, dxz, dy, dt, dW, db, dA, dD, ds, B, L, E, N, R);
+    float t_scan = time_median([&] { CK(mamba_selective_scan_fwd(g_ctx, &sp)); });
     // dt_proj alone (same GEMM shape and output dtype, contiguous δ̃ instead of a strided one): [BL, R]·[E, R]ᵀ
-    float t_gemm = time_median([&] {
-      CK(mamba_linear(g_ctx, ddbc, dt, dW, dt, nullptr, dt, dlin, dt, (int64_t)B * L, E, R));
-    });
-    float t_conv = time_median([&] {
-      CK(mamba_causal_conv1d_fwd(g_ctx, dxz, dt, dcw, dt, dcb, dt, nullptr, du, nullptr, dt, B, L, E, K));
-    });
+    mamba_linear_params lp{};
+    lp.struct_size = sizeof lp;
+    lp.x_dtype = lp.w_dtype = lp.bias_dtype = lp.y_dtype = dt;
+    lp.m = (int64_t)B * L; lp.n = E; lp.k = R;
+    lp.x = ddbc; lp.w = dW; lp.y = dlin;
+    float t_gemm = time_median([&] { CK(mamba_linear(g_ctx, &lp)); });
+    mamba_causal_conv1d_params cp{};
+    cp.struct_size = sizeof cp;
+    cp.act_dtype = cp.weight_dtype = cp.bias_dtype = cp.state_dtype = dt;
+    cp.batch = B; cp.length = L; cp.channels = E; cp.width = K;
+    cp.xz = dxz; cp.weight = dcw; cp.bias = dcb; cp.u = du;
+    float t_conv = time_median([&] { CK(mamba_causal_conv1d_fwd(g_ctx, &cp)); });
     float t_sync = time_median([&] { CK(mamba_synchronize(g_ctx)); }, 7, 1);
     std::printf("time %s B%d E%d L%d N%d: scan+dt_proj %.1f us, dt_proj GEMM alone %.1f us, scan kernel ~%.1f us, conv1d+silu %.1f us (sync overhead %.1f us)\n",
                 nm, B, E, L, N, t_scan, t_gemm, t_scan - t_gemm, t_conv, t_sync);

@@ -14,6 +14,12 @@
  *    cross-entropy, download) synchronize that stream before returning.
  *  - A context is used by one thread at a time.
  *  - mamba_abi_version() must equal MAMBA_ABI_VERSION of the header the caller was built against.
+ *  - Entries with many operands take one parameter struct (mamba_<op>_params). Its first field, struct_size, is
+ *    sizeof(the struct) in the header the caller was built against; the library refuses a size it does not know
+ *    (MAMBA_ERR_INVALID_ARGUMENT), so a caller built against another layout fails cleanly. Layouts are fixed:
+ *    32-bit fields first, padded to a multiple of 8 bytes by `reserved` (must be 0), then 64-bit fields and
+ *    pointers; nothing is padded implicitly. mamba_struct_layout() reports each struct's size and field offsets
+ *    (binding tests). The backward entries of training will take the forward struct plus one of gradients.
  */
 #ifndef MAMBA_H
 #define MAMBA_H
@@ -34,7 +40,7 @@
 extern "C" {
 #endif
 
-#define MAMBA_ABI_VERSION 4
+#define MAMBA_ABI_VERSION 5
 
 /* Status codes (int32). */
 typedef int32_t mamba_status;
@@ -53,7 +59,7 @@ typedef int32_t mamba_dtype;
 #define MAMBA_DTYPE_BF16 1
 #define MAMBA_DTYPE_F16  2
 
-/* Opaque context: device, stream, cuBLAS handle and workspaces. */
+/* Opaque context: device, stream, cuBLAS handle, workspaces and the tuning switches read at its creation. */
 typedef struct mamba_context mamba_context;
 /* Opaque instantiated CUDA graph (captured on a context's stream). */
 typedef struct mamba_graph mamba_graph;
@@ -62,10 +68,18 @@ typedef struct mamba_graph mamba_graph;
 MAMBA_API int32_t mamba_abi_version(void);
 MAMBA_API const char* mamba_last_error(void);
 MAMBA_API mamba_status mamba_get_device_count(int32_t* count);
-/* Multi-line text: library and ABI version, compiled architectures, driver and runtime versions and,
- * if device >= 0, that device's name, compute capability and memory. Writes at most capacity bytes
+/* Multi-line text: library and ABI version, compiled architectures, driver and runtime versions, one line per tuning
+ * switch ("tuning MAMBA_...=value (default|from the environment; meaning)", as a context created now would read them)
+ * and, if device >= 0, that device's name, compute capability and memory. Writes at most capacity bytes
  * (always NUL-terminated when capacity > 0); *length receives the full length without the NUL. */
 MAMBA_API mamba_status mamba_describe(int32_t device, char* buffer, int64_t capacity, int64_t* length);
+/* Layout of the parameter struct called `name` (e.g. "mamba_linear_params") as this library was built: *size = its
+ * sizeof; offsets[i] and field_names[i] (static strings, either array may be NULL) for its first `capacity` fields
+ * in declaration order; *count = the number of fields. An unknown name is MAMBA_ERR_INVALID_ARGUMENT. */
+MAMBA_API mamba_status mamba_struct_layout(const char* name, int64_t* size, int64_t* offsets, const char** field_names, int32_t capacity,
+                                           int32_t* count);
+/* The name of the index-th parameter struct mamba_struct_layout knows (0, 1, ...), NULL past the last. */
+MAMBA_API const char* mamba_struct_name(int32_t index);
 
 /* ---- context --------------------------------------------------------------------------------- */
 MAMBA_API mamba_status mamba_context_create(int32_t device, mamba_context** out);
@@ -87,6 +101,78 @@ MAMBA_API mamba_status mamba_download_f32(mamba_context* ctx, const void* src, m
 /* Device -> device dtype conversion (same pointer allowed only when the dtypes are equal). */
 MAMBA_API mamba_status mamba_convert(mamba_context* ctx, const void* src, mamba_dtype src_dtype, void* dst, mamba_dtype dst_dtype, int64_t count);
 
+/* ---- parameter structs (see the ABI rules at the top) ----------------------------------------- */
+
+/* mamba_add_rmsnorm: residual [rows, dim] += delta (if delta != NULL); out = RMSNorm(residual) * weight, fp32 math,
+ * one rounding. */
+typedef struct mamba_add_rmsnorm_params {
+  int32_t struct_size;          /* sizeof(mamba_add_rmsnorm_params) */
+  mamba_dtype residual_dtype;
+  mamba_dtype delta_dtype;      /* ignored without delta */
+  mamba_dtype weight_dtype;
+  mamba_dtype out_dtype;
+  float epsilon;
+  int64_t rows;
+  int64_t dim;
+  void* residual;               /* [rows, dim], updated in place when delta is given */
+  const void* delta;            /* [rows, dim] or NULL */
+  const void* weight;           /* [dim] */
+  void* out;                    /* [rows, dim]; must not alias residual */
+} mamba_add_rmsnorm_params;
+
+/* mamba_linear: y [m, n] = x [m, k] * w [n, k]^T (+ bias [n]). */
+typedef struct mamba_linear_params {
+  int32_t struct_size;          /* sizeof(mamba_linear_params) */
+  mamba_dtype x_dtype;
+  mamba_dtype w_dtype;
+  mamba_dtype bias_dtype;       /* ignored without bias */
+  mamba_dtype y_dtype;
+  int32_t reserved;             /* 0 */
+  int64_t m, n, k;
+  const void* x;
+  const void* w;
+  const void* bias;             /* or NULL */
+  void* y;
+} mamba_linear_params;
+
+/* The causal depthwise conv of a Mamba block: mamba_causal_conv1d_fwd, _fwd_continue and _update. Shapes: B = batch,
+ * L = length (1 for _update), E = channels, K = width. */
+typedef struct mamba_causal_conv1d_params {
+  int32_t struct_size;          /* sizeof(mamba_causal_conv1d_params) */
+  mamba_dtype act_dtype;        /* xz and u */
+  mamba_dtype weight_dtype;
+  mamba_dtype bias_dtype;       /* ignored without bias */
+  mamba_dtype state_dtype;      /* ignored without conv_state */
+  int32_t batch, length, channels, width;
+  int32_t reserved;             /* 0 */
+  const void* xz;               /* [B, L, 2E]: the x half is convolved */
+  const void* weight;           /* [E, K] */
+  const void* bias;             /* [E] or NULL */
+  const float* mask;            /* [B, L] f32 row mask or NULL (mamba_causal_conv1d_fwd only) */
+  void* u;                      /* [B, L, E] output in act_dtype */
+  void* conv_state;             /* [B, E, K] */
+} mamba_causal_conv1d_params;
+
+/* The selective scan of a Mamba block with dt_proj fused in front: mamba_selective_scan_fwd, _continue and
+ * mamba_selective_state_update (length 1). delta = softplus(W_dt [E, R] * dbc[..., 0:R] + dt_bias [E]). */
+typedef struct mamba_selective_scan_params {
+  int32_t struct_size;          /* sizeof(mamba_selective_scan_params) */
+  mamba_dtype act_dtype;        /* u, dbc, xz, y */
+  mamba_dtype dt_weight_dtype;
+  mamba_dtype dt_bias_dtype;
+  int32_t batch, length, channels, d_state, dt_rank;  /* B, L, E, N, R */
+  int32_t reserved;             /* 0 */
+  const void* u;                /* [B, L, E] */
+  const void* dbc;              /* [B, L, R + 2N]: delta inputs, B, C */
+  const void* xz;               /* [B, L, 2E]: the z half gates */
+  void* y;                      /* [B, L, E] */
+  const void* dt_weight;        /* [E, R] */
+  const void* dt_bias;          /* [E] */
+  const float* A;               /* [E, N] f32 (= -exp(A_log)) */
+  const float* D;               /* [E] f32 or NULL */
+  float* state;                 /* [B, E, N] f32 (see each entry) */
+} mamba_selective_scan_params;
+
 /* ---- ops ------------------------------------------------------------------------------------- */
 /* out[m, :] = table[ids[m], :]; table [vocab, dim]; ids are host int32, checked against [0, vocab). */
 MAMBA_API mamba_status mamba_embedding(mamba_context* ctx, const void* table, mamba_dtype table_dtype, int64_t vocab, int64_t dim,
@@ -97,70 +183,46 @@ MAMBA_API mamba_status mamba_embedding(mamba_context* ctx, const void* table, ma
 MAMBA_API mamba_status mamba_embedding_device_ids(mamba_context* ctx, const void* table, mamba_dtype table_dtype, int64_t vocab, int64_t dim,
                                                   const int32_t* device_ids, int64_t count, void* out, mamba_dtype out_dtype);
 
-/* residual [rows, dim] += delta (if delta != NULL); out = RMSNorm(residual) * weight, fp32 math, one rounding. */
-MAMBA_API mamba_status mamba_add_rmsnorm(mamba_context* ctx, void* residual, mamba_dtype residual_dtype,
-                                         const void* delta, mamba_dtype delta_dtype,
-                                         const void* weight, mamba_dtype weight_dtype, float epsilon,
-                                         void* out, mamba_dtype out_dtype, int64_t rows, int64_t dim);
+/* Fused residual add + RMSNorm (mamba_add_rmsnorm_params). */
+MAMBA_API mamba_status mamba_add_rmsnorm(mamba_context* ctx, const mamba_add_rmsnorm_params* params);
 
 /* x[m, :] *= mask[m]; mask is device float32 [rows]. */
 MAMBA_API mamba_status mamba_mask_rows(mamba_context* ctx, void* x, mamba_dtype dtype, const float* mask, int64_t rows, int64_t cols);
 
-/* y [M, N] = x [M, K] * w[N, K]^T (+ bias [N]) through cuBLAS with fp32 accumulation (fp32: TF32 off).
+/* y = x * w^T (+ bias) through cuBLAS with fp32 accumulation (fp32: TF32 off); m = 1 takes a GEMV kernel.
  * x and w of the same dtype take the fast path; y may be that dtype or F32. */
-MAMBA_API mamba_status mamba_linear(mamba_context* ctx, const void* x, mamba_dtype x_dtype, const void* w, mamba_dtype w_dtype,
-                                    const void* bias, mamba_dtype bias_dtype, void* y, mamba_dtype y_dtype,
-                                    int64_t m, int64_t n, int64_t k);
+MAMBA_API mamba_status mamba_linear(mamba_context* ctx, const mamba_linear_params* params);
 
-/* Causal depthwise conv over the x half of xz [B, L, 2E] (+bias, SiLU, then row mask [B*L] if given):
- * u [B, L, E] in act_dtype. conv_state [B, E, K] (optional) receives the last K inputs (zero-padded). */
-MAMBA_API mamba_status mamba_causal_conv1d_fwd(mamba_context* ctx, const void* xz, mamba_dtype act_dtype,
-                                               const void* weight, mamba_dtype weight_dtype, const void* bias, mamba_dtype bias_dtype,
-                                               const float* mask, void* u, void* conv_state, mamba_dtype state_dtype,
-                                               int32_t batch, int32_t length, int32_t channels, int32_t width);
+/* Causal depthwise conv over the x half of xz (+bias, SiLU, then row mask if given): u in act_dtype. conv_state
+ * (optional) receives the last K inputs (zero-padded). */
+MAMBA_API mamba_status mamba_causal_conv1d_fwd(mamba_context* ctx, const mamba_causal_conv1d_params* params);
 
-/* mamba_causal_conv1d_fwd continuing from conv_state [B, E, K] (required, no mask): the K-1 inputs before
- * t = 0 are its columns 1..K-1; afterwards it holds the last K inputs of [history, x] (also when L < K-1).
- * L = 0 leaves it unchanged. Chunked prefill: a long prompt runs as several calls with the same state. */
-MAMBA_API mamba_status mamba_causal_conv1d_fwd_continue(mamba_context* ctx, const void* xz, mamba_dtype act_dtype,
-                                                        const void* weight, mamba_dtype weight_dtype, const void* bias, mamba_dtype bias_dtype,
-                                                        void* u, void* conv_state, mamba_dtype state_dtype,
-                                                        int32_t batch, int32_t length, int32_t channels, int32_t width);
+/* mamba_causal_conv1d_fwd continuing from conv_state (required, no mask): the K-1 inputs before t = 0 are its
+ * columns 1..K-1; afterwards it holds the last K inputs of [history, x] (also when L < K-1). L = 0 leaves it
+ * unchanged. Chunked prefill: a long prompt runs as several calls with the same state. */
+MAMBA_API mamba_status mamba_causal_conv1d_fwd_continue(mamba_context* ctx, const mamba_causal_conv1d_params* params);
 
-/* One decode step: conv_state [B, E, K] shifts left and takes x (x half of xz [B, 2E]);
+/* One decode step (length 1, no mask): conv_state (required) shifts left and takes x (x half of xz [B, 2E]);
  * u [B, E] = SiLU(bias + sum_k w[e, k] * conv_state[e, k]). */
-MAMBA_API mamba_status mamba_causal_conv1d_update(mamba_context* ctx, const void* xz, mamba_dtype act_dtype,
-                                                  const void* weight, mamba_dtype weight_dtype, const void* bias, mamba_dtype bias_dtype,
-                                                  void* conv_state, mamba_dtype state_dtype, void* u,
-                                                  int32_t batch, int32_t channels, int32_t width);
+MAMBA_API mamba_status mamba_causal_conv1d_update(mamba_context* ctx, const mamba_causal_conv1d_params* params);
 
-/* Selective scan from a zero state with dt_proj fused in front:
- * delta = softplus(W_dt [E, R] * dbc[..., 0:R] + dt_bias [E]); A [E, N] f32 (= -exp(A_log)); D [E] f32 (optional);
- * u, y [B, L, E], dbc [B, L, R+2N], xz [B, L, 2E] (z half gates) all in act_dtype; state_out [B, E, N] f32 optional. */
-MAMBA_API mamba_status mamba_selective_scan_fwd(mamba_context* ctx, const void* u, const void* dbc, const void* xz, void* y,
-                                                mamba_dtype act_dtype, const void* dt_weight, mamba_dtype dt_weight_dtype,
-                                                const void* dt_bias, mamba_dtype dt_bias_dtype, const float* A, const float* D,
-                                                float* state_out, int32_t batch, int32_t length, int32_t channels,
-                                                int32_t d_state, int32_t dt_rank);
+/* Selective scan from a zero state; state (optional) receives the final state. */
+MAMBA_API mamba_status mamba_selective_scan_fwd(mamba_context* ctx, const mamba_selective_scan_params* params);
 
-/* mamba_selective_scan_fwd starting from state [B, E, N] f32 (required) as s_{-1} instead of zero; the final
- * state overwrites it in place. L = 0 leaves it unchanged. */
-MAMBA_API mamba_status mamba_selective_scan_continue(mamba_context* ctx, const void* u, const void* dbc, const void* xz, void* y,
-                                                     mamba_dtype act_dtype, const void* dt_weight, mamba_dtype dt_weight_dtype,
-                                                     const void* dt_bias, mamba_dtype dt_bias_dtype, const float* A, const float* D,
-                                                     float* state, int32_t batch, int32_t length, int32_t channels,
-                                                     int32_t d_state, int32_t dt_rank);
+/* mamba_selective_scan_fwd starting from state (required) as s_{-1} instead of zero; the final state overwrites it
+ * in place. L = 0 leaves it unchanged. */
+MAMBA_API mamba_status mamba_selective_scan_continue(mamba_context* ctx, const mamba_selective_scan_params* params);
 
-/* One decode step from state [B, E, N] f32 (updated in place); u, y [B, E], dbc [B, R+2N], xz [B, 2E]. */
-MAMBA_API mamba_status mamba_selective_state_update(mamba_context* ctx, const void* u, const void* dbc, const void* xz, void* y,
-                                                    mamba_dtype act_dtype, const void* dt_weight, mamba_dtype dt_weight_dtype,
-                                                    const void* dt_bias, mamba_dtype dt_bias_dtype, const float* A, const float* D,
-                                                    float* state, int32_t batch, int32_t channels, int32_t d_state, int32_t dt_rank);
+/* One decode step (length 1) from state (required), updated in place: u, y [B, E], dbc [B, R+2N], xz [B, 2E]. */
+MAMBA_API mamba_status mamba_selective_state_update(mamba_context* ctx, const mamba_selective_scan_params* params);
 
-/* result[m] (host int32) = index of the largest value of logits row m (lowest index on ties; NaN ignored). */
+/* result[m] (host int32) = the argmax of logits row m. The rule, shared by every path (these entries, the fused decode
+ * step and the managed CPU backend): the index of the largest value; NaN never wins; ties go to the lowest index;
+ * -inf is a value (an all -inf row gives 0); a row with no non-NaN value gives -1. */
 MAMBA_API mamba_status mamba_argmax(mamba_context* ctx, const void* logits, mamba_dtype dtype, int64_t rows, int64_t cols, int32_t* host_result);
 
-/* Like mamba_argmax, but result is a device int32 [rows] buffer; nothing is synchronized (graph-capturable). */
+/* Like mamba_argmax, but result is a device int32 [rows] buffer; nothing is synchronized (graph-capturable). A -1
+ * (a row of NaN) must not reach mamba_embedding_device_ids: the caller checks the ids it feeds back. */
 MAMBA_API mamba_status mamba_argmax_device(mamba_context* ctx, const void* logits, mamba_dtype dtype, int64_t rows, int64_t cols, int32_t* device_result);
 
 /* *loss_sum (host) = sum over rows with targets[m] != ignore_index of -log softmax(logits[m])[targets[m]]
@@ -196,6 +258,8 @@ MAMBA_API mamba_status mamba_graph_destroy(mamba_context* ctx, mamba_graph* grap
  * return MAMBA_ERR_UNSUPPORTED. */
 typedef struct mamba_decode_plan mamba_decode_plan;
 typedef struct mamba_decode_layer {
+  int32_t struct_size;          /* sizeof(mamba_decode_layer), in every entry of the table */
+  int32_t reserved;             /* 0 */
   const void* norm_weight;
   const void* in_proj_weight;
   const void* in_proj_bias;
@@ -212,17 +276,20 @@ typedef struct mamba_decode_layer {
   const void* out_proj_bias;
 } mamba_decode_layer;
 typedef struct mamba_decode_model {
+  int32_t struct_size;          /* sizeof(mamba_decode_model) */
   int32_t num_layers, hidden, inner, state, rank, conv_kernel, vocab;
   mamba_dtype dtype;
   mamba_dtype conv_state_dtype;
   float eps;
+  int32_t reserved;             /* 0 */
   const void* embedding;
   const void* norm_f;
   const void* lm_head;
   const mamba_decode_layer* layers; /* host array of num_layers entries */
 } mamba_decode_model;
 MAMBA_API mamba_status mamba_decode_plan_create(mamba_context* ctx, const mamba_decode_model* model, mamba_decode_plan** out);
-/* Runs one step for `token` (0 <= token < vocab) and writes the greedy next token; synchronizes the stream. */
+/* Runs one step for `token` (0 <= token < vocab) and writes the greedy next token (the mamba_argmax rule: -1 when every
+ * logit is NaN); synchronizes the stream. */
 MAMBA_API mamba_status mamba_decode_plan_step(mamba_context* ctx, mamba_decode_plan* plan, int32_t token, int32_t* next_token);
 MAMBA_API mamba_status mamba_decode_plan_destroy(mamba_context* ctx, mamba_decode_plan* plan); /* NULL is fine */
 

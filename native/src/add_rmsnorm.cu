@@ -4,9 +4,42 @@
 // latency-bound); the sum of squares is reduced per warp, then over the warps in a fixed order (deterministic).
 // MAMBA_LEGACY_KERNELS=1 selects the former one-warp-per-row kernel.
 #include "common.cuh"
+#include "blocks/add_rmsnorm.cuh"
+
+#include <algorithm>
 
 namespace mamba {
 
+// residual[row] += delta[row] (if given; stored, then re-read as stored) and this thread's sum of squares over
+// elements start, start + stride, ... in order. Unrolled U times so several independent loads are in flight (one
+// warp a row is otherwise latency-bound); the per-thread order is unchanged, so the results are the same bits.
+// (Stride is the kernel's own type for it, unsigned blockDim.x or int 32, so each loop compiles as before.)
+template <class TR, int U, class Stride>
+__device__ __forceinline__ float add_residual_sumsq(TR* r, const void* delta, mamba_dtype ddt, int64_t row, int dim, int start, Stride stride) {
+  float ss = 0.f;
+#pragma unroll U
+  for (int j = start; j < dim; j += stride) {
+    float v = to_f<TR>(r[j]);
+    if (delta) {
+      const TR st = rmsnorm_add_residual<TR>(v, load_any(delta, ddt, row * dim + j));
+      r[j] = st;
+      v = to_f<TR>(st);
+    }
+    rmsnorm_accumulate(v, ss);
+  }
+  return ss;
+}
+
+// out[row] = (residual · inv) · weight over the same elements, rounded once to out's dtype.
+template <class TR, int U, class Stride>
+__device__ __forceinline__ void store_normed(const TR* r, const void* weight, mamba_dtype wdt, float inv, void* out, mamba_dtype odt,
+                                             int64_t row, int dim, int start, Stride stride) {
+#pragma unroll U
+  for (int j = start; j < dim; j += stride)
+    store_any(out, odt, row * dim + j, rmsnorm_scale(to_f<TR>(r[j]), inv, load_any(weight, wdt, j)));
+}
+
+// The former kernel (MAMBA_LEGACY_KERNELS=1): one warp a row, the sum of squares reduced by the warp alone.
 template <class TR>
 __global__ void add_rmsnorm_kernel(TR* __restrict__ residual, const void* __restrict__ delta, mamba_dtype ddt,
                                    const void* __restrict__ weight, mamba_dtype wdt, float eps, void* __restrict__ out,
@@ -16,97 +49,66 @@ __global__ void add_rmsnorm_kernel(TR* __restrict__ residual, const void* __rest
   int lane = threadIdx.x % 32;
   if (row >= rows) return;
   TR* r = residual + row * dim;
-  float ss = 0.f;
-  // Unrolled so that several independent loads are in flight (one warp per row is otherwise latency-bound:
-  // ~12 µs for d = 768); the per-lane accumulation order is unchanged, so the results are the same bits.
-#pragma unroll 8
-  for (int j = lane; j < dim; j += 32) {
-    float v = to_f<TR>(r[j]);
-    if (delta) {
-      v += load_any(delta, ddt, row * dim + j);
-      TR st = from_f<TR>(v);
-      r[j] = st;
-      v = to_f<TR>(st);
-    }
-    ss = fmaf(v, v, ss);
-  }
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-  float inv = rsqrtf(ss / dim + eps);
-#pragma unroll 8
-  for (int j = lane; j < dim; j += 32) {
-    float v = to_f<TR>(r[j]);
-    store_any(out, odt, row * dim + j, (v * inv) * load_any(weight, wdt, j));
-  }
+  const float ss = warp_sum(add_residual_sumsq<TR, 8>(r, delta, ddt, row, dim, lane, 32));
+  store_normed<TR, 8>(r, weight, wdt, rmsnorm_inv(ss, dim, eps), out, odt, row, dim, lane, 32);
 }
 
 template <class TR>
-__global__ void __launch_bounds__(256) add_rmsnorm_row_kernel(TR* __restrict__ residual, const void* __restrict__ delta, mamba_dtype ddt,
+__global__ void __launch_bounds__(tuning::rmsnorm_max_threads) add_rmsnorm_row_kernel(TR* __restrict__ residual, const void* __restrict__ delta, mamba_dtype ddt,
                                                               const void* __restrict__ weight, mamba_dtype wdt, float eps,
                                                               void* __restrict__ out, mamba_dtype odt, int dim) {
   const int64_t row = blockIdx.x;
   TR* r = residual + row * dim;
-  float ss = 0.f;
-#pragma unroll 4
-  for (int j = threadIdx.x; j < dim; j += blockDim.x) {
-    float v = to_f<TR>(r[j]);
-    if (delta) {
-      v += load_any(delta, ddt, row * dim + j);
-      TR st = from_f<TR>(v);
-      r[j] = st;
-      v = to_f<TR>(st);
-    }
-    ss = fmaf(v, v, ss);
-  }
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-  __shared__ float s_part[8];
-  const int w = threadIdx.x / 32, nw = blockDim.x / 32;
-  if ((threadIdx.x & 31) == 0) s_part[w] = ss;
-  __syncthreads();
-  float tot = 0.f;
-  for (int i = 0; i < nw; ++i) tot += s_part[i];
-  const float inv = rsqrtf(tot / dim + eps);
-#pragma unroll 4
-  for (int j = threadIdx.x; j < dim; j += blockDim.x) {
-    float v = to_f<TR>(r[j]);  // this thread's own write above
-    store_any(out, odt, row * dim + j, (v * inv) * load_any(weight, wdt, j));
-  }
+  const float ss = add_residual_sumsq<TR, 4>(r, delta, ddt, row, dim, threadIdx.x, blockDim.x);
+  __shared__ float s_part[tuning::rmsnorm_max_threads / 32];
+  const float inv = rmsnorm_inv(rmsnorm_block_sum(ss, s_part, blockDim.x / 32), dim, eps);
+  store_normed<TR, 4>(r, weight, wdt, inv, out, odt, row, dim, threadIdx.x, blockDim.x);  // each thread re-reads its own writes
+}
+
+// Threads of add_rmsnorm_row_kernel for a row of dim: about tuning::rmsnorm_elems_per_thread elements a thread, whole
+// warps, 32 .. tuning::rmsnorm_max_threads (the fused decode step sums the row with the same count).
+int add_rmsnorm_threads(int64_t dim) {
+  const int64_t per = tuning::rmsnorm_elems_per_thread;
+  const int64_t threads = ((dim + per - 1) / per + 31) / 32 * 32;
+  return static_cast<int>(std::clamp<int64_t>(threads, 32, tuning::rmsnorm_max_threads));
 }
 
 }  // namespace mamba
 
 using namespace mamba;
 
-extern "C" MAMBA_API mamba_status mamba_add_rmsnorm(mamba_context* ctx, void* residual, mamba_dtype rdt, const void* delta, mamba_dtype ddt,
-                                                    const void* weight, mamba_dtype wdt, float eps, void* out, mamba_dtype odt,
-                                                    int64_t rows, int64_t dim) {
-  return guard("mamba_add_rmsnorm", [&] { return format("(rows %lld, dim %lld, residual %s, out %s)", (long long)rows, (long long)dim, dtype_name(rdt), dtype_name(odt)); }, [&] {
+extern "C" MAMBA_API mamba_status mamba_add_rmsnorm(mamba_context* ctx, const mamba_add_rmsnorm_params* params) {
+  auto shapes = [&] {
+    return params_ok(params) ? format("(rows %lld, dim %lld, residual %s, out %s)", (long long)params->rows, (long long)params->dim,
+                                      dtype_name(params->residual_dtype), dtype_name(params->out_dtype))
+                             : std::string();
+  };
+  return guard("mamba_add_rmsnorm", shapes, [&] {
+    const mamba_add_rmsnorm_params& p = check_params(params, "mamba_add_rmsnorm_params");
     activate(ctx);
-    check_dtype(rdt, "residual_dtype");
-    if (delta) check_dtype(ddt, "delta_dtype");
-    check_dtype(wdt, "weight_dtype");
-    check_dtype(odt, "out_dtype");
-    require(rows >= 0 && dim > 0 && dim <= (1 << 24), "bad shape");
-    if (!rows) return;
-    require(residual && weight && out, "null pointer");
-    require(out != residual, "out must not alias residual");
-    if (!legacy_kernels() && rows <= 2147483647LL) {
-      // About 3 elements a thread, 32..256 threads.
-      int threads = static_cast<int>(((dim + 2) / 3 + 31) / 32 * 32);
-      if (threads < 32) threads = 32;
-      if (threads > 256) threads = 256;
-      MAMBA_DISPATCH_DTYPE(rdt, TR, {
-        add_rmsnorm_row_kernel<TR><<<static_cast<unsigned>(rows), threads, 0, ctx->stream>>>(static_cast<TR*>(residual), delta, ddt, weight, wdt, eps,
-                                                                                           out, odt, static_cast<int>(dim));
+    check_dtype(p.residual_dtype, "residual_dtype");
+    if (p.delta) check_dtype(p.delta_dtype, "delta_dtype");
+    check_dtype(p.weight_dtype, "weight_dtype");
+    check_dtype(p.out_dtype, "out_dtype");
+    require(p.rows >= 0 && p.dim > 0 && p.dim <= (1 << 24), "bad shape");
+    if (!p.rows) return;
+    require(p.residual && p.weight && p.out, "null pointer");
+    require(p.out != p.residual, "out must not alias residual");
+    const int dim = static_cast<int>(p.dim);
+    if (!ctx->tune.legacy_kernels && p.rows <= 2147483647LL) {
+      const int threads = add_rmsnorm_threads(dim);
+      MAMBA_DISPATCH_DTYPE(p.residual_dtype, TR, {
+        add_rmsnorm_row_kernel<TR><<<static_cast<unsigned>(p.rows), threads, 0, ctx->stream>>>(
+            static_cast<TR*>(p.residual), p.delta, p.delta_dtype, p.weight, p.weight_dtype, p.epsilon, p.out, p.out_dtype, dim);
       });
       check_launch(ctx, "add_rmsnorm_row_kernel");
       return;
     }
-    const int threads = 256, per = threads / 32;
-    unsigned blocks = blocks_for(rows, per);
-    MAMBA_DISPATCH_DTYPE(rdt, TR, {
-      add_rmsnorm_kernel<TR><<<blocks, threads, 0, ctx->stream>>>(static_cast<TR*>(residual), delta, ddt, weight, wdt, eps, out, odt, rows, static_cast<int>(dim));
+    const int threads = 256, per = threads / 32;  // the former kernel's shape
+    unsigned blocks = blocks_for(p.rows, per);
+    MAMBA_DISPATCH_DTYPE(p.residual_dtype, TR, {
+      add_rmsnorm_kernel<TR><<<blocks, threads, 0, ctx->stream>>>(static_cast<TR*>(p.residual), p.delta, p.delta_dtype, p.weight, p.weight_dtype,
+                                                                  p.epsilon, p.out, p.out_dtype, p.rows, dim);
     });
     check_launch(ctx, "add_rmsnorm_kernel");
   });

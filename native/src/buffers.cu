@@ -4,10 +4,6 @@
 
 using namespace mamba;
 
-namespace mamba {
-void launch_convert(mamba_context* ctx, const void* src, mamba_dtype sdt, void* dst, mamba_dtype ddt, int64_t count);
-}
-
 extern "C" {
 
 MAMBA_API mamba_status mamba_buffer_alloc(mamba_context* ctx, int64_t bytes, void** out) {
@@ -75,10 +71,10 @@ MAMBA_API mamba_status mamba_upload_f32(mamba_context* ctx, const float* src, in
     if (ddt == MAMBA_DTYPE_F32) {
       check_cuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, ctx->stream), "cudaMemcpyAsync h2d");
     } else {
-      // Staged in bounded pieces: the grow-only staging slot then never exceeds kStagingElements floats, instead of
+      // Staged in bounded pieces: the grow-only staging slot then never exceeds tuning::staging_elements floats, instead of
       // keeping a buffer the size of the largest weight (the embedding) for the context's lifetime. Stream order
       // makes reusing the slot safe (each copy starts after the previous conversion).
-      const int64_t piece = std::min<int64_t>(count, kStagingElements);
+      const int64_t piece = std::min<int64_t>(count, tuning::staging_elements);
       void* stage = workspace(ctx, kWsStaging, static_cast<size_t>(piece) * 4);
       for (int64_t offset = 0; offset < count; offset += piece) {
         int64_t n = std::min<int64_t>(piece, count - offset);
@@ -101,7 +97,7 @@ MAMBA_API mamba_status mamba_download_f32(mamba_context* ctx, const void* src, m
       check_cuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, ctx->stream), "cudaMemcpyAsync d2h");
     } else {
       // Bounded pieces, as in mamba_upload_f32.
-      const int64_t piece = std::min<int64_t>(count, kStagingElements);
+      const int64_t piece = std::min<int64_t>(count, tuning::staging_elements);
       void* stage = workspace(ctx, kWsStaging, static_cast<size_t>(piece) * 4);
       for (int64_t offset = 0; offset < count; offset += piece) {
         int64_t n = std::min<int64_t>(piece, count - offset);

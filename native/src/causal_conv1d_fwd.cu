@@ -12,8 +12,8 @@
 
 namespace mamba {
 
-constexpr int kConvThreads = 128;
-constexpr int kConvTile = 32;
+constexpr int kConvThreads = tuning::conv_threads;
+constexpr int kConvTile = tuning::conv_tile;
 
 template <class T, int K>
 __global__ void __launch_bounds__(kConvThreads) conv_fwd_kernel(const T* __restrict__ xz, const void* __restrict__ w, mamba_dtype wdt,
@@ -60,8 +60,8 @@ __global__ void __launch_bounds__(kConvThreads) conv_fwd_kernel(const T* __restr
 // 4 consecutive channels (one 16-byte fp32 or 8-byte 16-bit load per time row, so a warp reads 512 or 256
 // contiguous bytes) and 32 time steps, loaded 16 rows at a time so 16 loads are in flight per thread. The
 // arithmetic per channel is that of conv_fwd_kernel (same order: bias, then taps 0..K-1), so both give the same bits.
-constexpr int kConvVecTile = 32;
-constexpr int kConvVecGroup = 16;
+constexpr int kConvVecTile = tuning::conv_vec_tile;
+constexpr int kConvVecGroup = tuning::conv_vec_rows_in_flight;
 
 template <class T> struct Pack4 { using type = uint2; };  // 4 × 16-bit
 template <> struct Pack4<float> { using type = float4; };
@@ -218,7 +218,7 @@ static void conv_fwd(mamba_context* ctx, const void* xz, mamba_dtype adt, const 
   const void* hist = cont ? state : nullptr;
   const size_t vec_bytes = 4 * dtype_size(adt);
   const bool vec = E % 4 == 0 && K >= 2 && K <= 4 && reinterpret_cast<uintptr_t>(xz) % vec_bytes == 0 &&
-                   reinterpret_cast<uintptr_t>(u) % vec_bytes == 0 && !legacy_kernels();
+                   reinterpret_cast<uintptr_t>(u) % vec_bytes == 0 && !ctx->tune.legacy_kernels;
   if (L > 0 && vec) {
     dim3 grid(static_cast<unsigned>((E / 4 + kConvThreads - 1) / kConvThreads), static_cast<unsigned>((L + kConvVecTile - 1) / kConvVecTile),
               static_cast<unsigned>(B));
@@ -265,16 +265,25 @@ static void conv_fwd(mamba_context* ctx, const void* xz, mamba_dtype adt, const 
 
 using namespace mamba;
 
-extern "C" MAMBA_API mamba_status mamba_causal_conv1d_fwd(mamba_context* ctx, const void* xz, mamba_dtype adt, const void* w, mamba_dtype wdt,
-                                                          const void* bias, mamba_dtype bdt, const float* mask, void* u, void* state,
-                                                          mamba_dtype sdt, int32_t B, int32_t L, int32_t E, int32_t K) {
-  return guard("mamba_causal_conv1d_fwd", [&] { return format("(B %d, L %d, E %d, K %d, %s)", B, L, E, K, dtype_name(adt)); },
-               [&] { conv_fwd(ctx, xz, adt, w, wdt, bias, bdt, mask, u, state, sdt, B, L, E, K, false); });
+// "(B .., L .., E .., K .., dtype)" for error messages, when the struct may be read.
+std::string mamba::conv_shapes(const mamba_causal_conv1d_params* p) {
+  return params_ok(p) ? format("(B %d, L %d, E %d, K %d, %s)", p->batch, p->length, p->channels, p->width, dtype_name(p->act_dtype))
+                      : std::string();
 }
 
-extern "C" MAMBA_API mamba_status mamba_causal_conv1d_fwd_continue(mamba_context* ctx, const void* xz, mamba_dtype adt, const void* w,
-                                                                   mamba_dtype wdt, const void* bias, mamba_dtype bdt, void* u, void* state,
-                                                                   mamba_dtype sdt, int32_t B, int32_t L, int32_t E, int32_t K) {
-  return guard("mamba_causal_conv1d_fwd_continue", [&] { return format("(B %d, L %d, E %d, K %d, %s)", B, L, E, K, dtype_name(adt)); },
-               [&] { conv_fwd(ctx, xz, adt, w, wdt, bias, bdt, nullptr, u, state, sdt, B, L, E, K, true); });
+extern "C" MAMBA_API mamba_status mamba_causal_conv1d_fwd(mamba_context* ctx, const mamba_causal_conv1d_params* params) {
+  return guard("mamba_causal_conv1d_fwd", [&] { return conv_shapes(params); }, [&] {
+    const mamba_causal_conv1d_params& p = check_params(params, "mamba_causal_conv1d_params");
+    conv_fwd(ctx, p.xz, p.act_dtype, p.weight, p.weight_dtype, p.bias, p.bias_dtype, p.mask, p.u, p.conv_state, p.state_dtype, p.batch,
+             p.length, p.channels, p.width, false);
+  });
+}
+
+extern "C" MAMBA_API mamba_status mamba_causal_conv1d_fwd_continue(mamba_context* ctx, const mamba_causal_conv1d_params* params) {
+  return guard("mamba_causal_conv1d_fwd_continue", [&] { return conv_shapes(params); }, [&] {
+    const mamba_causal_conv1d_params& p = check_params(params, "mamba_causal_conv1d_params");
+    require(p.mask == nullptr, "the continuation takes no mask");
+    conv_fwd(ctx, p.xz, p.act_dtype, p.weight, p.weight_dtype, p.bias, p.bias_dtype, nullptr, p.u, p.conv_state, p.state_dtype, p.batch,
+             p.length, p.channels, p.width, true);
+  });
 }

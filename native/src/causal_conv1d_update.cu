@@ -1,6 +1,8 @@
 // Causal conv1d single-token update (spec §11.2): conv_state [B, E, K] shifts left by one and takes x
-// (x half of xz [B, 2E]) as its newest column; u = SiLU(bias + Σ_k w[e,k]·state[e,k]). One thread per (b, e).
+// (x half of xz [B, 2E]) as its newest column; u = SiLU(bias + Σ_k w[e,k]·state[e,k]). One thread per (b, e);
+// the arithmetic is blocks/causal_conv1d_update.cuh, which the fused decode step runs too.
 #include "common.cuh"
+#include "blocks/causal_conv1d_update.cuh"
 
 namespace mamba {
 
@@ -10,37 +12,36 @@ __global__ void conv_update_kernel(const T* __restrict__ xz, const void* __restr
   int e = blockIdx.x * blockDim.x + threadIdx.x;
   int b = blockIdx.y;
   if (e >= E) return;
-  size_t base = ((size_t)b * E + e) * K;
-  float x = to_f<T>(xz[(size_t)b * 2 * E + e]);
-  float acc = bias ? load_any(bias, bdt, e) : 0.f;
-  for (int k = 0; k < K; ++k) {
-    float v = k + 1 < K ? load_any(state, sdt, base + k + 1) : x;
-    store_any(state, sdt, base + k, v);
-    v = load_any(state, sdt, base + k);  // the value as stored (the state's dtype), as the sequence form sees it
-    acc = fmaf(load_any(w, wdt, (size_t)e * K + k), v, acc);
-  }
-  u[(size_t)b * E + e] = from_f<T>(silu_fast(acc));  // the same SiLU as the sequence kernels
+  const size_t base = ((size_t)b * E + e) * K;
+  const float x = to_f<T>(xz[(size_t)b * 2 * E + e]);
+  const float acc = conv_update_step(state, sdt, base, K, x, [&](int k) { return load_any(w, wdt, (size_t)e * K + k); },
+                                     bias ? load_any(bias, bdt, e) : 0.f);
+  u[(size_t)b * E + e] = from_f<T>(conv_activation(acc));
 }
 
 }  // namespace mamba
 
 using namespace mamba;
 
-extern "C" MAMBA_API mamba_status mamba_causal_conv1d_update(mamba_context* ctx, const void* xz, mamba_dtype adt, const void* w, mamba_dtype wdt,
-                                                             const void* bias, mamba_dtype bdt, void* state, mamba_dtype sdt, void* u,
-                                                             int32_t B, int32_t E, int32_t K) {
-  return guard("mamba_causal_conv1d_update", [&] { return format("(B %d, E %d, K %d, %s)", B, E, K, dtype_name(adt)); }, [&] {
+extern "C" MAMBA_API mamba_status mamba_causal_conv1d_update(mamba_context* ctx, const mamba_causal_conv1d_params* params) {
+  return guard("mamba_causal_conv1d_update", [&] { return conv_shapes(params); }, [&] {
+    const mamba_causal_conv1d_params& p = check_params(params, "mamba_causal_conv1d_params");
     activate(ctx);
-    check_dtype(adt, "act_dtype");
-    check_dtype(wdt, "weight_dtype");
-    check_dtype(sdt, "state_dtype");
-    if (bias) check_dtype(bdt, "bias_dtype");
+    check_dtype(p.act_dtype, "act_dtype");
+    check_dtype(p.weight_dtype, "weight_dtype");
+    check_dtype(p.state_dtype, "state_dtype");
+    if (p.bias) check_dtype(p.bias_dtype, "bias_dtype");
+    const int B = p.batch, E = p.channels, K = p.width;
+    require(p.length == 1, "a conv update step has length 1");
+    require(p.mask == nullptr, "a conv update step takes no mask");
     require(B >= 0 && E > 0 && K >= 1 && B <= 65535, "bad shape");
     if (!B) return;
-    require(xz && w && state && u, "null pointer");
-    dim3 grid(static_cast<unsigned>((E + 127) / 128), static_cast<unsigned>(B));
-    MAMBA_DISPATCH_DTYPE(adt, T, {
-      conv_update_kernel<T><<<grid, 128, 0, ctx->stream>>>(static_cast<const T*>(xz), w, wdt, bias, bdt, state, sdt, static_cast<T*>(u), B, E, K);
+    require(p.xz && p.weight && p.conv_state && p.u, "null pointer");
+    constexpr int threads = tuning::conv_update_threads;
+    dim3 grid(static_cast<unsigned>((E + threads - 1) / threads), static_cast<unsigned>(B));
+    MAMBA_DISPATCH_DTYPE(p.act_dtype, T, {
+      conv_update_kernel<T><<<grid, threads, 0, ctx->stream>>>(static_cast<const T*>(p.xz), p.weight, p.weight_dtype, p.bias, p.bias_dtype,
+                                                               p.conv_state, p.state_dtype, static_cast<T*>(p.u), B, E, K);
     });
     check_launch(ctx, "conv_update_kernel");
   });

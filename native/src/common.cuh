@@ -1,6 +1,10 @@
-// Internal helpers shared by every op: the context, error funnel, dtype load/store, launch checks.
+// Host-side internals shared by every op: the context (with its tuning), the error funnel, launch checks, the
+// dtype dispatch, and the launchers one op file calls in another. Device-side helpers: device_math.cuh (dtype,
+// formulas, reductions) and blocks/<op>.cuh (the arithmetic an op's kernels share with the fused decode step).
 #pragma once
 #include "mamba.h"
+#include "device_math.cuh"
+#include "tuning.cuh"
 
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -14,6 +18,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 struct mamba_context {
   int device = 0;
@@ -27,6 +32,8 @@ struct mamba_context {
   // cuBLAS workspace set once with cublasSetWorkspace, so captured GEMMs never allocate (graph-safe).
   void* cublas_ws = nullptr;
   size_t cublas_ws_bytes = 0;
+  // The environment switches, read once at creation (read_tuning); every launcher consults them here.
+  mamba::tuning tune;
 };
 
 struct mamba_graph {
@@ -37,9 +44,6 @@ struct mamba_graph {
 namespace mamba {
 
 enum WorkspaceSlot { kWsStaging = 0, kWsDelta = 1, kWsConvertA = 2, kWsConvertB = 3, kWsScanChunks = 4 };
-
-// Largest piece (in floats, 4 MiB) that uploads and downloads with a dtype conversion stage at once.
-constexpr int64_t kStagingElements = int64_t{1} << 20;
 
 struct Error {
   mamba_status status;
@@ -55,15 +59,39 @@ void clear_error();
 void set_error(const char* op, const std::string& shapes, const std::string& message);
 void* workspace(mamba_context* ctx, int slot, size_t bytes);
 void activate(mamba_context* ctx);  // validates ctx and makes its device current
-size_t dtype_size(mamba_dtype dt);
 void check_dtype(mamba_dtype dt, const char* name);
 const char* dtype_name(mamba_dtype dt);
-// MAMBA_LEGACY_KERNELS=1 (read once): the pre-ABI-3 decode kernels (warp-per-row add+RMSNorm, thread-per-channel
-// state update, cuBLAS for every linear). For A/B benchmarking and bisecting only.
-bool legacy_kernels();
 inline void require(bool cond, const char* what) {
   if (!cond) fail(MAMBA_ERR_INVALID_ARGUMENT, what);
 }
+
+// Parameter structs of the entries (mamba.h). params_ok: not null and struct_size is this library's sizeof (only then
+// may its fields be read, e.g. by an entry's error-message lambda). check_params also requires `reserved` (where the
+// struct has one) to be 0, and returns the struct.
+template <class Params> bool params_ok(const Params* p) { return p && p->struct_size == static_cast<int32_t>(sizeof(Params)); }
+
+template <class Params, class = void> struct has_reserved : std::false_type {};
+template <class Params> struct has_reserved<Params, std::void_t<decltype(&Params::reserved)>> : std::true_type {};
+
+template <class Params>
+const Params& check_params(const Params* p, const char* type_name) {
+  if (!p) fail(MAMBA_ERR_INVALID_ARGUMENT, format("%s is null", type_name));
+  if (!params_ok(p))
+    fail(MAMBA_ERR_INVALID_ARGUMENT, format("%s.struct_size is %d, but this library (ABI %d) takes %d: rebuild against its mamba.h",
+                                            type_name, static_cast<int>(p->struct_size), MAMBA_ABI_VERSION, static_cast<int>(sizeof(Params))));
+  if constexpr (has_reserved<Params>::value)
+    if (p->reserved != 0) fail(MAMBA_ERR_INVALID_ARGUMENT, format("%s.reserved must be 0", type_name));
+  return *p;
+}
+
+// Launchers and launch shapes one op file uses from another.
+int add_rmsnorm_threads(int64_t dim);  // add_rmsnorm.cu (the fused decode step reproduces its row sum)
+std::string conv_shapes(const mamba_causal_conv1d_params* p);   // causal_conv1d_fwd.cu, for the conv entries' messages
+std::string scan_shapes(const mamba_selective_scan_params* p);  // selective_scan.cu, for the scan entries' messages
+void launch_convert(mamba_context* ctx, const void* src, mamba_dtype sdt, void* dst, mamba_dtype ddt, int64_t count);  // convert.cu
+// Column-major C = op(A)·op(B) + beta·C through cublasGemmEx with fp32 accumulation (linear.cu).
+void gemm_ex(mamba_context* ctx, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n, int64_t k, const void* a, mamba_dtype adt,
+             int64_t lda, const void* b, mamba_dtype bdt, int64_t ldb, float beta, void* c, mamba_dtype cdt, int64_t ldc);
 
 // The catch-all funnel: every extern "C" entry runs its body through this.
 template <class Shapes, class Body>
@@ -86,83 +114,6 @@ mamba_status guard(const char* op, Shapes&& shapes, Body&& body) noexcept {
   } catch (...) {
     set_error(op, "", "internal error: unknown exception");
     return MAMBA_ERR_INTERNAL;
-  }
-}
-
-// ---- device-side dtype helpers ------------------------------------------------------------------
-template <class T> __device__ __forceinline__ float to_f(T v);
-template <> __device__ __forceinline__ float to_f<float>(float v) { return v; }
-template <> __device__ __forceinline__ float to_f<__half>(__half v) { return __half2float(v); }
-template <> __device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <class T> __device__ __forceinline__ T from_f(float v);
-template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
-template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-
-__device__ __forceinline__ float load_any(const void* p, mamba_dtype dt, size_t i) {
-  switch (dt) {
-    case MAMBA_DTYPE_BF16: return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
-    case MAMBA_DTYPE_F16: return __half2float(static_cast<const __half*>(p)[i]);
-    default: return static_cast<const float*>(p)[i];
-  }
-}
-__device__ __forceinline__ void store_any(void* p, mamba_dtype dt, size_t i, float v) {
-  switch (dt) {
-    case MAMBA_DTYPE_BF16: static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(v); break;
-    case MAMBA_DTYPE_F16: static_cast<__half*>(p)[i] = __float2half_rn(v); break;
-    default: static_cast<float*>(p)[i] = v; break;
-  }
-}
-
-__device__ __forceinline__ float ex2_approx(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-// PyTorch softplus (beta 1, threshold 20).
-__device__ __forceinline__ float softplus_f(float x) { return x > 20.f ? x : log1pf(expf(x)); }
-__device__ __forceinline__ float silu_f(float x) { return x / (1.f + expf(-x)); }
-// MUFU-based forms for the hot kernels (relative error ~1e-7 where the value matters):
-// log1p(e) ≈ e below -15, where 1 + e would round to 1.
-__device__ __forceinline__ float softplus_fast(float x) {
-  if (x > 20.f) return x;
-  const float e = __expf(x);
-  return x < -15.f ? e : __logf(1.f + e);
-}
-__device__ __forceinline__ float silu_fast(float x) { return __fdividef(x, 1.f + __expf(-x)); }
-
-// Rounds v to what storing it in dtype dt and reading it back gives.
-__device__ __forceinline__ float round_any(float v, mamba_dtype dt) {
-  switch (dt) {
-    case MAMBA_DTYPE_BF16: return __bfloat162float(__float2bfloat16_rn(v));
-    case MAMBA_DTYPE_F16: return __half2float(__float2half_rn(v));
-    default: return v;
-  }
-}
-
-// One conv update step of one channel (spec §11.2): the state [K] at `base` shifts left and takes x as its newest
-// column (each value as the state dtype stores it); acc += Σ_k w[k]·state[k] in tap order. The old columns are
-// all read before any is written, so the loads are in flight together (the step is latency-bound).
-__device__ __forceinline__ void conv_step_taps(void* state, mamba_dtype sdt, size_t base, int K, float x, const float* w, float& acc) {
-  constexpr int kMaxTaps = 8;
-  if (K <= kMaxTaps) {
-    float v[kMaxTaps];
-#pragma unroll
-    for (int k = 0; k < kMaxTaps; ++k)
-      if (k < K) v[k] = k + 1 < K ? load_any(state, sdt, base + k + 1) : round_any(x, sdt);
-#pragma unroll
-    for (int k = 0; k < kMaxTaps; ++k)
-      if (k < K) {
-        store_any(state, sdt, base + k, v[k]);
-        acc = fmaf(w[k], v[k], acc);
-      }
-  } else {
-    for (int k = 0; k < K; ++k) {
-      const float v = k + 1 < K ? load_any(state, sdt, base + k + 1) : round_any(x, sdt);
-      store_any(state, sdt, base + k, v);
-      acc = fmaf(w[k], v, acc);
-    }
   }
 }
 

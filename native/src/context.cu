@@ -1,11 +1,10 @@
 // Library-level entries: ABI version, thread-local last error, device count, describe, and the
-// context (device, non-blocking stream, cuBLAS handle, grow-only workspaces).
+// context (device, non-blocking stream, cuBLAS handle, grow-only workspaces, tuning).
 #include "common.cuh"
 
+#include <algorithm>
 #include <cstdlib>
-
 #include <cstring>
-#include <vector>
 
 #ifndef MAMBA_VERSION_STRING
 #define MAMBA_VERSION_STRING "0.0.0"
@@ -105,8 +104,6 @@ void* workspace(mamba_context* ctx, int slot, size_t bytes) {
   return p;
 }
 
-size_t dtype_size(mamba_dtype dt) { return dt == MAMBA_DTYPE_F32 ? 4 : 2; }
-
 const char* dtype_name(mamba_dtype dt) {
   switch (dt) {
     case MAMBA_DTYPE_F32: return "f32";
@@ -127,19 +124,47 @@ void check_dtype(mamba_dtype dt, const char* name) {
 #endif
 }
 
+namespace {
+// The switches' environment names, indexed by TuningKnob.
+constexpr const char* kKnobNames[kKnobCount] = {"MAMBA_LEGACY_KERNELS", "MAMBA_GEMV_MAX_ROWS", "MAMBA_SCAN_CHUNKS",
+                                                "MAMBA_SCAN_VEC",       "MAMBA_DECODE_GRID",   "MAMBA_DECODE_TRACE"};
+}  // namespace
+
+tuning read_tuning() {
+  tuning t;
+  // A switch counts as set when its variable is present and not empty.
+  auto env = [&](TuningKnob k) -> const char* {
+    const char* s = std::getenv(kKnobNames[k]);
+    if (!s || !*s) return nullptr;
+    t.from_environment |= 1u << k;
+    return s;
+  };
+  if (const char* s = env(kKnobLegacyKernels)) t.legacy_kernels = s[0] != '0';
+  if (const char* s = env(kKnobGemvMaxRows)) t.gemv_max_rows = std::clamp(std::atoi(s), 0, tuning::gemv_rows_max);
+  if (const char* s = env(kKnobScanChunks)) t.scan_chunks = std::atoi(s);
+  if (const char* s = env(kKnobScanVec)) t.scan_vec = std::atoi(s) != 0;
+  if (const char* s = env(kKnobDecodeGrid)) t.decode_grid = std::atoi(s);
+  if (const char* s = env(kKnobDecodeTrace)) t.decode_trace = s;
+  return t;
+}
+
+std::string describe_tuning(const tuning& t) {
+  std::string s;
+  auto line = [&](TuningKnob k, const std::string& value, const char* meaning) {
+    s += format("tuning %s=%s (%s; %s)\n", kKnobNames[k], value.c_str(), t.from_env(k) ? "from the environment" : "default", meaning);
+  };
+  line(kKnobLegacyKernels, t.legacy_kernels ? "1" : "0", "1: the pre-ABI-3 decode kernels");
+  line(kKnobGemvMaxRows, std::to_string(t.gemv_max_rows), "rows that take the GEMV kernel instead of cuBLAS");
+  line(kKnobScanChunks, std::to_string(t.scan_chunks), "scan time chunks, 0: chosen from the grid, 1: no split");
+  line(kKnobScanVec, t.scan_vec ? "1" : "0", "0: scan phases 1/3 one channel a thread");
+  line(kKnobDecodeGrid, std::to_string(t.decode_grid), "fused decode blocks, 0: one a multiprocessor");
+  line(kKnobDecodeTrace, t.decode_trace, "fused decode per-phase trace file, empty: off");
+  return s;
+}
+
 }  // namespace mamba
 
 using namespace mamba;
-
-namespace mamba {
-bool legacy_kernels() {
-  static const bool v = [] {
-    const char* s = std::getenv("MAMBA_LEGACY_KERNELS");
-    return s && s[0] && s[0] != '0';
-  }();
-  return v;
-}
-}  // namespace mamba
 
 extern "C" {
 
@@ -188,6 +213,7 @@ MAMBA_API mamba_status mamba_describe(int32_t device, char* buffer, int64_t capa
     } else {
       s += format("devices: %d\n", n);
     }
+    s += describe_tuning(read_tuning());
     if (device >= 0 && device < n) {
       cudaDeviceProp p;
       check_cuda(cudaGetDeviceProperties(&p, device), "cudaGetDeviceProperties");
@@ -221,14 +247,15 @@ MAMBA_API mamba_status mamba_context_create(int32_t device, mamba_context** out)
     check_cuda(cudaSetDevice(device), "cudaSetDevice");
     auto* ctx = new mamba_context();
     ctx->device = device;
+    ctx->tune = read_tuning();
     try {
       check_cuda(cudaDeviceGetAttribute(&ctx->sm_count, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
       check_cuda(cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking), "cudaStreamCreate");
       check_cublas(cublasCreate(&ctx->cublas), "cublasCreate");
       check_cublas(cublasSetStream(ctx->cublas, ctx->stream), "cublasSetStream");
       // A fixed cuBLAS workspace (after SetStream, which resets it): captured GEMMs then never allocate, and
-      // eager and captured calls see the same workspace, hence the same algorithms and bits. 32 MiB (Hopper).
-      ctx->cublas_ws_bytes = size_t(32) << 20;
+      // eager and captured calls see the same workspace, hence the same algorithms and bits.
+      ctx->cublas_ws_bytes = tuning::cublas_workspace_bytes;
       check_cuda(cudaMalloc(&ctx->cublas_ws, ctx->cublas_ws_bytes), "cuBLAS workspace allocation");
       check_cublas(cublasSetWorkspace(ctx->cublas, ctx->cublas_ws, ctx->cublas_ws_bytes), "cublasSetWorkspace");
       // No TF32: fp32 GEMMs are true fp32 (spec §6, §11.6).

@@ -10,11 +10,12 @@
 //   P2  x_proj GEMV → dbc.          P3  dt_proj + softplus + state update + readout + gate → y (G lanes a channel).
 //   P4  out_proj GEMV → out.        Final: residual += out, norm_f, lm_head GEMV with a running argmax per warp,
 //       block partials, barrier, block 0 reduces them.
-// Same bits as the op-by-op path (and so as the captured graph): every stage reproduces the arithmetic of the
-// standalone kernel it replaces, in the same order — add_rmsnorm_row_kernel's thread mapping and warp-ordered
-// reduction (norm_threads logical threads), gemv_kernel's lane-strided 16-byte loads and butterfly, conv_update
-// and state_update_group_kernel's expressions; argmax's answer (lowest index of the largest non-NaN value) does not
-// depend on the order. The barrier counter only grows: the plan adds (4·layers + 1)·grid per step on the host and
+// Same bits as the op-by-op path (and so as the captured graph) by construction: every stage calls the building
+// blocks of the standalone kernel it replaces (blocks/<op>.cuh), with the same thread mapping — add_rmsnorm_row_kernel's
+// (norm_threads logical threads) and its block sum, gemv_kernel's lane-strided 16-byte chunks, fma_chunk and
+// butterfly, the conv update step, state_update_group_kernel's lane groups and SSM step, the argmax rule. What stays
+// here is the loop structure only this kernel has: weight rows and operands loaded before a grid barrier releases
+// the input (preload_rows, warp_dots_pre, the P1 conv operands, P3's ChannelIn), several rows side by side. The barrier counter only grows: the plan adds (4·layers + 1)·grid per step on the host and
 // passes the base, so nothing has to be reset between steps. The token comes in as a kernel argument and the
 // chosen id goes out through mapped pinned memory: one launch and one stream synchronisation per step.
 // A phase costs a barrier (~0.65 us for the last block to arrive and leave) plus its chain of dependent memory round
@@ -22,13 +23,18 @@
 // read (P1: norm weights, the warp's first in_proj rows and conv operands; P2/P4: whole rows at once; P3: W_dt, A,
 // the state, u, z), and the next layer is prefetched into L2 by the blocks that have no work in P2 and P3.
 // MAMBA_DECODE_TRACE=<file> writes the last step's per-phase timings when the plan is destroyed (write_trace);
-// MAMBA_DECODE_GRID=<blocks> overrides the grid (both diagnostics).
+// MAMBA_DECODE_GRID=<blocks> overrides the grid (both diagnostics, read into the context's tuning). The launch shapes
+// (threads, rows and chunks in flight, preload depths) are tuning::decode_*, with their measurements.
 #include "common.cuh"
+#include "blocks/add_rmsnorm.cuh"
+#include "blocks/argmax.cuh"
+#include "blocks/causal_conv1d_update.cuh"
+#include "blocks/linear.cuh"
+#include "blocks/selective_state_update.cuh"
 #include "grid_barrier.cuh"
 
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -66,14 +72,11 @@ struct mamba_decode_plan {
 
 namespace mamba {
 
-constexpr int kDecodeThreads = 256;
+constexpr int kDecodeThreads = tuning::decode_threads;
 constexpr int kDecodeWarps = kDecodeThreads / 32;
-constexpr float kLog2eD = 1.4426950408889634f;
-constexpr size_t kHeadPrefetch = (size_t)16 << 20;  // lm_head bytes pulled into L2 during the last layer
-constexpr int kQe = 6;  // 16-byte chunks a lane requests at once in the E-long dot products (x_proj, out_proj)
+constexpr size_t kHeadPrefetch = tuning::decode_head_prefetch_bytes;
+constexpr int kQe = tuning::decode_row_chunks_in_flight;  // x_proj, out_proj
 using DecodeParams = mamba_decode_plan::Params;
-
-__device__ __forceinline__ size_t dtype_size_d(mamba_dtype dt) { return dt == MAMBA_DTYPE_F32 ? 4 : 2; }
 
 // Pulls `bytes` at p into L2 (spread over the threads; no registers held, no ordering); only blocks from `first_block`
 // on take part (the ones with no work in the current phase). (A Hopper bulk prefetch, cp.async.bulk.prefetch.L2 of 64 KB
@@ -96,16 +99,9 @@ template <class T> __device__ __forceinline__ float ld_act(const T* p, int i) {
   }
 }
 
-// 16 bytes of TW as floats.
-template <class TW> __device__ __forceinline__ void unpack16(const uint4& raw, float (&v)[16 / sizeof(TW)]) {
-  const TW* t = reinterpret_cast<const TW*>(&raw);
-#pragma unroll
-  for (int i = 0; i < 16 / (int)sizeof(TW); ++i) v[i] = to_f<TW>(t[i]);
-}
-
 // The x values of chunk `base`: floats in shared memory already rounded to the weight dtype (XS), or 16 bytes of TW in
 // global memory written by other blocks (through L2).
-template <class TW, bool XS> __device__ __forceinline__ void load_x_chunk(const void* x, int base, float (&xv)[16 / sizeof(TW)]) {
+template <class TW, bool XS> __device__ __forceinline__ void load_x_chunk(const void* x, int base, float (&xv)[chunk_elems<TW>()]) {
   if constexpr (XS) {
     const float4* xp = reinterpret_cast<const float4*>(static_cast<const float*>(x) + base);
 #pragma unroll
@@ -118,18 +114,10 @@ template <class TW, bool XS> __device__ __forceinline__ void load_x_chunk(const 
   }
 }
 
-// acc += w·x over one 16-byte weight chunk, fmaf in index order.
-template <class TW> __device__ __forceinline__ void fma_chunk(const uint4& w, const float (&xv)[16 / sizeof(TW)], float& acc) {
-  float wv[16 / sizeof(TW)];
-  unpack16<TW>(w, wv);
-#pragma unroll
-  for (int i = 0; i < 16 / (int)sizeof(TW); ++i) acc = fmaf(wv[i], xv[i], acc);
-}
-
 // The lane loop over 16-byte chunks from `base0` on (lane-strided by 32 chunks), C rows side by side; acc is not reset.
 template <class TW, bool XS, int C>
 __device__ __forceinline__ void warp_dots_vec_from(const TW* const (&wr)[C], int k, int base0, const void* x, float (&acc)[C]) {
-  constexpr int V = 16 / sizeof(TW);
+  constexpr int V = chunk_elems<TW>();
 #pragma unroll 2
   for (int base = base0; base < k; base += 32 * V) {
     float xv[V];
@@ -142,13 +130,6 @@ __device__ __forceinline__ void warp_dots_vec_from(const TW* const (&wr)[C], int
   }
 }
 
-template <int C> __device__ __forceinline__ void warp_sum(float (&acc)[C]) {
-#pragma unroll
-  for (int c = 0; c < C; ++c)
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) acc[c] += __shfl_xor_sync(0xffffffffu, acc[c], o);
-}
-
 // Output columns of y = x·wᵀ: gemv_kernel's arithmetic (lane-strided 16-byte weight loads when vec, per-lane fmaf in
 // index order, xor butterfly), for C columns at once (independent accumulators, so C rows' loads are in flight
 // together; each column's own order is unchanged). x is in shared memory as floats already rounded to the weight
@@ -158,7 +139,7 @@ __device__ __forceinline__ void warp_dots(const TW* const (&wr)[C], int k, bool 
 #pragma unroll
   for (int c = 0; c < C; ++c) acc[c] = 0.f;
   if (vec) {
-    warp_dots_vec_from<TW, XS, C>(wr, k, lane * (16 / (int)sizeof(TW)), x, acc);
+    warp_dots_vec_from<TW, XS, C>(wr, k, lane * chunk_elems<TW>(), x, acc);
   } else {
     for (int j = lane; j < k; j += 32) {
       const float xj = XS ? static_cast<const float*>(x)[j] : ld_act(static_cast<const TW*>(x), j);
@@ -167,7 +148,7 @@ __device__ __forceinline__ void warp_dots(const TW* const (&wr)[C], int k, bool 
         if (wr[c]) acc[c] = fmaf(to_f<TW>(wr[c][j]), xj, acc[c]);
     }
   }
-  warp_sum<C>(acc);
+  warp_sum_each<C>(acc);
 }
 
 // Weight chunks of C rows loaded into registers before the phase's input is waited for (weights never depend on it),
@@ -175,7 +156,7 @@ __device__ __forceinline__ void warp_dots(const TW* const (&wr)[C], int k, bool 
 // walks, in its order.
 template <class TW, int C, int Q>
 __device__ __forceinline__ void preload_rows(const TW* const (&wr)[C], int k, bool vec, int lane, uint4 (&w)[C][Q]) {
-  constexpr int V = 16 / sizeof(TW);
+  constexpr int V = chunk_elems<TW>();
 #pragma unroll
   for (int q = 0; q < Q; ++q) {
     const int base = lane * V + q * 32 * V;
@@ -194,7 +175,7 @@ __device__ __forceinline__ void warp_dots_pre(const TW* const (&wr)[C], int k, b
     warp_dots<TW, XS, C>(wr, k, vec, lane, x, acc);
     return;
   }
-  constexpr int V = 16 / sizeof(TW);
+  constexpr int V = chunk_elems<TW>();
 #pragma unroll
   for (int c = 0; c < C; ++c) acc[c] = 0.f;
   uint4 xr[XS ? 1 : Q];
@@ -216,7 +197,7 @@ __device__ __forceinline__ void warp_dots_pre(const TW* const (&wr)[C], int k, b
     for (int c = 0; c < C; ++c) fma_chunk<TW>(w[c][q], xv, acc[c]);
   }
   warp_dots_vec_from<TW, XS, C>(wr, k, lane * V + Q * 32 * V, x, acc);  // the chunks past the registers
-  warp_sum<C>(acc);
+  warp_sum_each<C>(acc);
 }
 
 // warp_dot over x in global memory with the first Q chunks of the row and of x all requested before the first FMA
@@ -231,11 +212,8 @@ __device__ __forceinline__ float warp_dot_all(const TW* wr, int k, bool vec, int
   return a1[0];
 }
 
-template <class TW> __device__ __forceinline__ bool vec_ok(const void* w, int k) {
-  return k % (16 / static_cast<int>(sizeof(TW))) == 0 && (reinterpret_cast<uintptr_t>(w) & 15) == 0;
-}
-
-// residual (+= delta) and RMSNorm statistics exactly as add_rmsnorm_row_kernel with `nt` threads; returns 1/rms.
+// The fp32 residual row (+= delta) and its RMSNorm statistics as add_rmsnorm_row_kernel computes them with `nt`
+// threads (the threads past nt add nothing); returns 1/rms.
 template <class T>
 __device__ float block_residual_norm(float* h, const T* delta, int D, int nt, float eps, float* s_part) {
   const int tid = threadIdx.x;
@@ -244,24 +222,15 @@ __device__ float block_residual_norm(float* h, const T* delta, int D, int nt, fl
     for (int j = tid; j < D; j += nt) {
       float v = h[j];
       if (delta) {
-        v += ld_act(delta, j);
+        v = rmsnorm_add_residual<float>(v, ld_act(delta, j));
         h[j] = v;
       }
-      ss = fmaf(v, v, ss);
+      rmsnorm_accumulate(v, ss);
     }
   }
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-  if ((tid & 31) == 0) s_part[tid / 32] = ss;
-  __syncthreads();
-  float tot = 0.f;
-  for (int i = 0; i < nt / 32; ++i) tot += s_part[i];
+  const float tot = rmsnorm_block_sum(ss, s_part, nt / 32);
   __syncthreads();  // s_part is reused by the next call
-  return rsqrtf(tot / D + eps);
-}
-
-__device__ __forceinline__ void better_d(float& bv, int& bi, float v, int i) {
-  if (v > bv || (v == bv && i < bi)) { bv = v; bi = i; }
+  return rmsnorm_inv(tot, D, eps);
 }
 
 template <class T>
@@ -311,7 +280,7 @@ __global__ void __launch_bounds__(kDecodeThreads, 1) decode_step_kernel(const De
     prefetch_l2(n.in_proj_weight, (size_t)2 * E * D * es, fb);
     prefetch_l2(n.conv_weight, (size_t)E * K * 4, fb);
     prefetch_l2(n.conv_bias, (size_t)E * 4, fb);
-    prefetch_l2(n.conv_state, (size_t)E * K * dtype_size_d(p.conv_state_dtype), fb);
+    prefetch_l2(n.conv_state, (size_t)E * K * dtype_size(p.conv_state_dtype), fb);
     prefetch_l2(n.x_proj_weight, (size_t)ldbc * E * es, fb);
   };
   auto prefetch_back = [&](const mamba_decode_layer& n, int fb) {
@@ -339,9 +308,9 @@ __global__ void __launch_bounds__(kDecodeThreads, 1) decode_step_kernel(const De
     // in_proj rows (kQin 16-byte chunks a lane each), and the conv operands of the channels its lanes finish; their
     // round trips overlap the wait for `out` and the norm's reductions. Same arithmetic, same order.
     const T* Win = static_cast<const T*>(Ly.in_proj_weight);
-    const bool vin = vec_ok<T>(Win, D);
-    constexpr int C = 3;  // in_proj columns a warp at once (2E = 3072 over ~1056 warps for 130m)
-    constexpr int kQin = 4, kNw = 4, kTaps = 8;
+    const bool vin = chunked_rows_ok<T>(Win, D);
+    constexpr int C = tuning::decode_in_proj_columns;  // in_proj columns a warp at once
+    constexpr int kQin = tuning::decode_in_proj_preload_chunks, kNw = tuning::decode_norm_weights_per_thread;
     const T* rows0[C];
 #pragma unroll
     for (int c = 0; c < C; ++c) rows0[c] = gwarp + c * nwarps < 2 * E ? Win + (size_t)(gwarp + c * nwarps) * D : nullptr;
@@ -353,16 +322,14 @@ __global__ void __launch_bounds__(kDecodeThreads, 1) decode_step_kernel(const De
     for (int i = 0; i < kNw; ++i) nwr[i] = tid + i * kDecodeThreads < D ? nw[tid + i * kDecodeThreads] : 0.f;
     // conv operands of the channel this lane finishes in the first round (lane c < C, column gwarp + c·nwarps < E)
     const int ccol = gwarp + lane * nwarps;
-    const bool conv_pre = lane < C && ccol < E && K <= kTaps;
-    float cst[kTaps], cwr[kTaps], cbr = 0.f;
+    const bool conv_pre = lane < C && ccol < E && K <= kConvMaxTaps;
+    float cst[kConvMaxTaps], cwr[kConvMaxTaps], cbr = 0.f;  // old columns 1..K-1, taps, bias
     if (conv_pre) {
       const float* cw = static_cast<const float*>(Ly.conv_weight) + (size_t)ccol * K;
       const float* cb = static_cast<const float*>(Ly.conv_bias);
+      conv_update_load_history(Ly.conv_state, p.conv_state_dtype, (size_t)ccol * K, K, cst);
 #pragma unroll
-      for (int k = 0; k < kTaps; ++k) {
-        cst[k] = k + 1 < K ? load_any(Ly.conv_state, p.conv_state_dtype, (size_t)ccol * K + k + 1) : 0.f;
-        cwr[k] = k < K ? cw[k] : 0.f;
-      }
+      for (int k = 0; k < kConvMaxTaps; ++k) cwr[k] = k < K ? cw[k] : 0.f;
       cbr = cb ? cb[ccol] : 0.f;
     }
     const float inv = block_residual_norm<T>(h, l > 0 ? out : nullptr, D, p.norm_threads, p.eps, s_part);
@@ -370,9 +337,9 @@ __global__ void __launch_bounds__(kDecodeThreads, 1) decode_step_kernel(const De
 #pragma unroll
     for (int i = 0; i < kNw; ++i) {
       const int j = tid + i * kDecodeThreads;
-      if (j < D) xs[j] = to_f<T>(from_f<T>((h[j] * inv) * nwr[i]));
+      if (j < D) xs[j] = round_to<T>(rmsnorm_scale(h[j], inv, nwr[i]));
     }
-    for (int j = tid + kNw * kDecodeThreads; j < D; j += kDecodeThreads) xs[j] = to_f<T>(from_f<T>((h[j] * inv) * nw[j]));
+    for (int j = tid + kNw * kDecodeThreads; j < D; j += kDecodeThreads) xs[j] = round_to<T>(rmsnorm_scale(h[j], inv, nw[j]));
     __syncthreads();
     mark(1);
     {
@@ -390,28 +357,20 @@ __global__ void __launch_bounds__(kDecodeThreads, 1) decode_step_kernel(const De
         for (int c = 0; c < C; ++c) {
           const int col = c0 + c * nwarps;
           if (lane != c || !rows[c]) continue;  // lane c finishes column c (the three run side by side)
-          const T val = from_f<T>(acc[c] + (bias ? bias[col] : 0.f));
+          const T val = from_f<T>(gemv_output(acc[c], bias ? bias[col] : 0.f));
           if (col < E) {
-            // conv_update_kernel for channel col: shift the state, newest column = x, taps in order, SiLU.
+            // conv_update_kernel's step for channel col (conv_update_shift with the operands already in registers).
             const float x = to_f<T>(val);
             const size_t sb = (size_t)col * K;
-            if (first && conv_pre) {  // conv_step_taps with the old columns and the weights already in registers
-              float cacc = cbr;
-#pragma unroll
-              for (int k = 0; k < kTaps; ++k)
-                if (k < K) {
-                  const float v = k + 1 < K ? cst[k] : round_any(x, p.conv_state_dtype);  // cst[k] = old column k + 1
-                  store_any(Ly.conv_state, p.conv_state_dtype, sb + k, v);
-                  cacc = fmaf(cwr[k], v, cacc);
-                }
-              u[col] = from_f<T>(silu_fast(cacc));
+            float cacc;
+            if (first && conv_pre) {
+              cacc = conv_update_shift(Ly.conv_state, p.conv_state_dtype, sb, K, cst, x, [&](int k) { return cwr[k]; }, cbr);
             } else {
-              const float* cw = static_cast<const float*>(Ly.conv_weight);
+              const float* cw = static_cast<const float*>(Ly.conv_weight) + sb;
               const float* cb = static_cast<const float*>(Ly.conv_bias);
-              float cacc = cb ? cb[col] : 0.f;
-              conv_step_taps(Ly.conv_state, p.conv_state_dtype, sb, K, x, cw + (size_t)col * K, cacc);
-              u[col] = from_f<T>(silu_fast(cacc));
+              cacc = conv_update_step(Ly.conv_state, p.conv_state_dtype, sb, K, x, [&](int k) { return cw[k]; }, cb ? cb[col] : 0.f);
             }
+            u[col] = from_f<T>(conv_activation(cacc));
           } else {
             z[col - E] = val;
           }
@@ -423,10 +382,10 @@ __global__ void __launch_bounds__(kDecodeThreads, 1) decode_step_kernel(const De
     // ---- P2: x_proj ----------------------------------------------------------------------------------
     {
       const T* W = static_cast<const T*>(Ly.x_proj_weight);
-      const bool vec = vec_ok<T>(W, E);
+      const bool vec = chunked_rows_ok<T>(W, E);
       for (int col = gwarp; col < ldbc; col += nwarps) {
         const float acc = warp_dot_all<T, kQe>(W + (size_t)col * E, E, vec, lane, u);
-        if (lane == 0) dbc[col] = from_f<T>(acc + 0.f);
+        if (lane == 0) dbc[col] = from_f<T>(gemv_output(acc, 0.f));
       }
     }
     // The blocks without an x_proj column stream the next layer's P1/P2 inputs (after the last layer: the first 16 MB
@@ -445,7 +404,7 @@ __global__ void __launch_bounds__(kDecodeThreads, 1) decode_step_kernel(const De
       const int n = lane % G;
       // Everything a channel needs that does not depend on dbc (W_dt entries, biases, u, z, A, the state) is loaded
       // before the wait for dbc, so those round trips overlap it; the arithmetic and its order are unchanged.
-      constexpr int kPreR = 4;  // W_dt entries a lane keeps in registers (R <= kPreR·G: all of them)
+      constexpr int kPreR = tuning::decode_dt_weights_per_lane;  // W_dt entries a lane keeps in registers (R <= kPreR·G: all)
       struct ChannelIn { float w[kPreR], dtb, u, z, a, st, dp; };
       auto load_channel = [&](int e0) {
         ChannelIn c{};
@@ -483,22 +442,18 @@ __global__ void __launch_bounds__(kDecodeThreads, 1) decode_step_kernel(const De
             if (n + i * G < R) dr = fmaf(cin.w[i], s_dbc[n + i * G], dr);
           for (int r = n + kPreR * G; r < R; r += G) dr = fmaf(to_f<T>(dtw[(size_t)e * R + r]), s_dbc[r], dr);
         }
-        for (int o = G / 2; o > 0; o >>= 1) dr += __shfl_xor_sync(0xffffffffu, dr, o, G);
-        const float dv = softplus_f(dr + (e_ok ? cin.dtb : 0.f));
+        dr = group_sum(dr, G);
+        const float dv = ssm_delta(dr, e_ok ? cin.dtb : 0.f);
         const float uv = e_ok ? cin.u : 0.f;
         const float duv = dv * uv;
         float part = 0.f;
         if (e_ok && n < N) {
-          const float dA = ex2_approx(dv * (cin.a * kLog2eD));
-          const float hv = fmaf(dA, cin.st, duv * s_dbc[R + n]);
+          const float hv = ssm_state_step(dv, ssm_scaled_a(cin.a), cin.st, duv, s_dbc[R + n]);
           state[(size_t)e * N + n] = hv;
           part = hv * s_dbc[R + N + n];
         }
-        for (int o = G / 2; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o, G);
-        if (e_ok && n == 0) {
-          const float yv = part + cin.dp * uv;
-          y[e] = from_f<T>(yv * silu_f(cin.z));
-        }
+        part = group_sum(part, G);
+        if (e_ok && n == 0) y[e] = from_f<T>(ssm_gate_output(part, cin.dp, uv, cin.z));
       }
     }
     if (l + 1 < p.layers) prefetch_back(p.layer[l + 1], p3_idle);
@@ -507,11 +462,11 @@ __global__ void __launch_bounds__(kDecodeThreads, 1) decode_step_kernel(const De
     // ---- P4: out_proj ------------------------------------------------------------------------------
     {
       const T* W = static_cast<const T*>(Ly.out_proj_weight);
-      const bool vec = vec_ok<T>(W, E);
+      const bool vec = chunked_rows_ok<T>(W, E);
       const float* bias = static_cast<const float*>(Ly.out_proj_bias);
       for (int col = gwarp; col < D; col += nwarps) {
         const float acc = warp_dot_all<T, kQe>(W + (size_t)col * E, E, vec, lane, y);
-        if (lane == 0) out[col] = from_f<T>(acc + (bias ? bias[col] : 0.f));
+        if (lane == 0) out[col] = from_f<T>(gemv_output(acc, bias ? bias[col] : 0.f));
       }
     }
     mark(0);
@@ -519,14 +474,14 @@ __global__ void __launch_bounds__(kDecodeThreads, 1) decode_step_kernel(const De
   }
   // ---- final: residual + norm_f (fp32 output, then rounded to the lm_head dtype), lm_head, argmax --------
   const float inv = block_residual_norm<T>(h, p.layers > 0 ? out : nullptr, D, p.norm_threads, p.eps, s_part);
-  for (int j = tid; j < D; j += kDecodeThreads) xs[j] = to_f<T>(from_f<T>((h[j] * inv) * p.norm_f[j]));
+  for (int j = tid; j < D; j += kDecodeThreads) xs[j] = round_to<T>(rmsnorm_scale(h[j], inv, p.norm_f[j]));
   __syncthreads();
   mark(0);
   float bv = -INFINITY;
-  int bi = 0x7fffffff;
+  int bi = kArgmaxNone;
   {
     const T* W = static_cast<const T*>(p.lm_head);
-    const bool vec = vec_ok<T>(W, D);
+    const bool vec = chunked_rows_ok<T>(W, D);
     auto head = [&](auto rows_in_flight) {
       constexpr int C = decltype(rows_in_flight)::value;  // lm_head rows in flight per warp
       for (int c0 = gwarp; c0 < p.V; c0 += C * nwarps) {
@@ -536,13 +491,11 @@ __global__ void __launch_bounds__(kDecodeThreads, 1) decode_step_kernel(const De
         float acc[C];
         warp_dots<T, true, C>(rows, D, vec, lane, xs, acc);
 #pragma unroll
-        for (int c = 0; c < C; ++c) {
-          const float v = acc[c] + 0.f;
-          if (rows[c] && v == v) better_d(bv, bi, v, c0 + c * nwarps);
-        }
+        for (int c = 0; c < C; ++c)
+          if (rows[c]) argmax_offer(bv, bi, gemv_output(acc[c], 0.f), c0 + c * nwarps);
       }
     };
-    head(std::integral_constant<int, 8>{});  // 8 rows in flight a warp: lm_head 28.6 -> 25.3 us (130m, trace)
+    head(std::integral_constant<int, tuning::decode_head_rows>{});
     mark(1);
   }
   if (lane == 0) {
@@ -551,22 +504,17 @@ __global__ void __launch_bounds__(kDecodeThreads, 1) decode_step_kernel(const De
   }
   __syncthreads();
   if (tid == 0) {
-    for (int w = 1; w < kDecodeWarps; ++w) better_d(bv, bi, s_bv[w], s_bi[w]);
+    for (int w = 1; w < kDecodeWarps; ++w) argmax_merge(bv, bi, s_bv[w], s_bi[w]);
     p.best_v[blockIdx.x] = bv;
     p.best_i[blockIdx.x] = bi;
   }
   barrier();
   if (blockIdx.x == 0 && warp == 0) {
     bv = -INFINITY;
-    bi = 0x7fffffff;
-    for (int b = lane; b < (int)gridDim.x; b += 32) better_d(bv, bi, __ldcg(p.best_v + b), __ldcg(p.best_i + b));
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-      const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-      const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-      better_d(bv, bi, ov, oi);
-    }
-    if (lane == 0) *reinterpret_cast<volatile int32_t*>(p.result) = bi == 0x7fffffff ? 0 : bi;
+    bi = kArgmaxNone;
+    for (int b = lane; b < (int)gridDim.x; b += 32) argmax_merge(bv, bi, __ldcg(p.best_v + b), __ldcg(p.best_i + b));
+    argmax_warp(bv, bi);
+    if (lane == 0) *reinterpret_cast<volatile int32_t*>(p.result) = argmax_result(bi);
   }
 }
 
@@ -673,14 +621,14 @@ using namespace mamba;
 
 extern "C" MAMBA_API mamba_status mamba_decode_plan_create(mamba_context* ctx, const mamba_decode_model* m, mamba_decode_plan** out) {
   return guard("mamba_decode_plan_create", [&] {
-    return m ? format("(layers %d, d %d, E %d, N %d, R %d, K %d, vocab %d, %s)", m->num_layers, m->hidden, m->inner, m->state, m->rank,
-                      m->conv_kernel, m->vocab, dtype_name(m->dtype))
-             : std::string();
+    return params_ok(m) ? format("(layers %d, d %d, E %d, N %d, R %d, K %d, vocab %d, %s)", m->num_layers, m->hidden, m->inner, m->state,
+                                 m->rank, m->conv_kernel, m->vocab, dtype_name(m->dtype))
+                        : std::string();
   }, [&] {
     require(out != nullptr, "out is null");
     *out = nullptr;
+    check_params(m, "mamba_decode_model");
     activate(ctx);
-    require(m != nullptr, "model is null");
     check_dtype(m->dtype, "dtype");
     check_dtype(m->conv_state_dtype, "conv_state_dtype");
     require(m->num_layers >= 0 && m->hidden > 0 && m->inner > 0 && m->state > 0 && m->rank > 0 && m->conv_kernel >= 1 && m->vocab > 0,
@@ -689,7 +637,8 @@ extern "C" MAMBA_API mamba_status mamba_decode_plan_create(mamba_context* ctx, c
     if (m->hidden > 16384) fail(MAMBA_ERR_UNSUPPORTED, format("the fused decode step covers hidden <= 16384 (got %d)", m->hidden));
     require(m->embedding && m->norm_f && m->lm_head && (m->num_layers == 0 || m->layers), "null pointer");
     for (int l = 0; l < m->num_layers; ++l) {
-      const mamba_decode_layer& L = m->layers[l];
+      // Layer 0's size is read first: only when it is this library's sizeof is the table's stride known.
+      const mamba_decode_layer& L = check_params(&m->layers[l], format("mamba_decode_layer %d", l).c_str());
       require(L.norm_weight && L.in_proj_weight && L.conv_weight && L.conv_state && L.x_proj_weight && L.dt_proj_weight && L.dt_proj_bias &&
                   L.A && L.ssm_state && L.out_proj_weight,
               "null layer pointer");
@@ -709,11 +658,11 @@ extern "C" MAMBA_API mamba_status mamba_decode_plan_create(mamba_context* ctx, c
       int occ = 0;
       MAMBA_DISPATCH_DTYPE(m->dtype, T, { occ = decode_occupancy<T>(plan->smem); });
       if (occ < 1) fail(MAMBA_ERR_UNSUPPORTED, "the fused decode kernel does not fit on one multiprocessor");
-      plan->grid = ctx->sm_count;  // one block a multiprocessor: fewer arrivals per barrier (2 a multiprocessor measured slower)
-      if (const char* g = std::getenv("MAMBA_DECODE_GRID"); g && *g) {  // diagnostic: phase cost against the arrivals per barrier
-        const int want = std::atoi(g);
+      plan->grid = tuning::decode_blocks_per_sm * ctx->sm_count;  // fewer arrivals per barrier than a fuller grid
+      if (ctx->tune.from_env(kKnobDecodeGrid)) {  // diagnostic: phase cost against the arrivals per barrier
+        const int want = ctx->tune.decode_grid;
         if (want < 1 || want > occ * ctx->sm_count)
-          fail(MAMBA_ERR_INVALID_ARGUMENT, format("MAMBA_DECODE_GRID=%s: between 1 and %d blocks", g, occ * ctx->sm_count));
+          fail(MAMBA_ERR_INVALID_ARGUMENT, format("MAMBA_DECODE_GRID=%d: between 1 and %d blocks", want, occ * ctx->sm_count));
         plan->grid = want;
       }
       plan->barriers_per_step = 4 * m->num_layers + 1;
@@ -743,8 +692,7 @@ extern "C" MAMBA_API mamba_status mamba_decode_plan_create(mamba_context* ctx, c
       int G = 1;
       while (G < N) G *= 2;
       p.G = G;
-      int nt = ((D + 2) / 3 + 31) / 32 * 32;  // add_rmsnorm's thread count for this width
-      p.norm_threads = nt < 32 ? 32 : (nt > 256 ? 256 : nt);
+      p.norm_threads = add_rmsnorm_threads(D);
       p.eps = m->eps;
       p.conv_state_dtype = m->conv_state_dtype;
       p.embed = m->embedding;
@@ -756,11 +704,11 @@ extern "C" MAMBA_API mamba_status mamba_decode_plan_create(mamba_context* ctx, c
       p.best_i = reinterpret_cast<int*>(s + obi);
       p.counter = reinterpret_cast<unsigned long long*>(s + octr);
       p.result = plan->device_result;
-      if (const char* tp = std::getenv("MAMBA_DECODE_TRACE"); tp && *tp) {
+      if (!ctx->tune.decode_trace.empty()) {
         const size_t bytes = (size_t)(plan->barriers_per_step + 1) * plan->grid * 8 * sizeof(unsigned long long);
         check_cuda(cudaMalloc(reinterpret_cast<void**>(&p.trace), bytes), "cudaMalloc(decode trace)");
         check_cuda(cudaMemset(p.trace, 0, bytes), "cudaMemset(decode trace)");
-        plan->trace_path = tp;
+        plan->trace_path = ctx->tune.decode_trace;
       }
     } catch (...) {
       destroy_plan(plan);

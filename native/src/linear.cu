@@ -3,18 +3,15 @@
 // fp32: CUBLAS_COMPUTE_32F with CUBLAS_DEFAULT_MATH (the context never enables TF32).
 // A bias is broadcast into y first and the GEMM runs with beta = 1, so y is rounded once.
 // F32 x with 16-bit w: x is rounded to w's dtype and the 16-bit GEMM runs (F32 or 16-bit y).
-// m = 1 row (a batch-1 decode step; up to MAMBA_GEMV_MAX_ROWS <= 8 rows if set — measured slower than cuBLAS
-// at 8 rows, where x is re-read with scalar loads) takes a GEMV kernel instead of cuBLAS: one warp per output column reads its weight
-// row with 16-byte loads, every lane accumulates all m rows in fp32 (x rounded to w's dtype on the fly), a
-// butterfly sum over the warp, + bias, one rounding. No workspace, so it is graph-capturable.
-// MAMBA_LEGACY_KERNELS=1 keeps cuBLAS for every shape.
+// m = 1 row (a batch-1 decode step; up to tuning.gemv_max_rows <= 8 rows with MAMBA_GEMV_MAX_ROWS — measured slower
+// than cuBLAS at 8 rows, where x is re-read with scalar loads) takes a GEMV kernel instead of cuBLAS: one warp per
+// output column reads its weight row with 16-byte loads, every lane accumulates all m rows in fp32 (x rounded to w's
+// dtype on the fly), a butterfly sum over the warp, + bias, one rounding (blocks/linear.cuh, shared with the fused
+// decode step). No workspace, so it is graph-capturable. MAMBA_LEGACY_KERNELS=1 keeps cuBLAS for every shape.
 #include "common.cuh"
-
-#include <cstdlib>
+#include "blocks/linear.cuh"
 
 namespace mamba {
-
-void launch_convert(mamba_context* ctx, const void* src, mamba_dtype sdt, void* dst, mamba_dtype ddt, int64_t count);
 
 cudaDataType_t cuda_type(mamba_dtype dt) {
   switch (dt) {
@@ -31,7 +28,7 @@ __global__ void bias_broadcast_kernel(TY* __restrict__ y, const void* __restrict
     y[i] = from_f<TY>(load_any(bias, bdt, i % n));
 }
 
-// Column-major gemm wrapper used by linear and by the scan's dt_proj: C = alpha·op(A)·op(B) + beta·C.
+// Used by linear and by the scan's dt_proj.
 void gemm_ex(mamba_context* ctx, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n, int64_t k, const void* a,
              mamba_dtype adt, int64_t lda, const void* b, mamba_dtype bdt, int64_t ldb, float beta, void* c, mamba_dtype cdt,
              int64_t ldc) {
@@ -43,16 +40,12 @@ void gemm_ex(mamba_context* ctx, cublasOperation_t ta, cublasOperation_t tb, int
                "cublasGemmEx");
 }
 
-constexpr int kGemvMaxRows = 8;
-constexpr int kGemvWarps = 8;  // warps (output columns) per 256-thread block
-
-// Rounds v to TW's precision (identity for float).
-template <class TW> __device__ __forceinline__ float round_to(float v) { return to_f<TW>(from_f<TW>(v)); }
+constexpr int kGemvThreads = tuning::gemv_warps * 32;
 
 template <class TW, class TX, class TY, int M>
-__global__ void __launch_bounds__(256) gemv_kernel(const TX* __restrict__ x, const TW* __restrict__ w, const void* __restrict__ bias,
+__global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const TX* __restrict__ x, const TW* __restrict__ w, const void* __restrict__ bias,
                                                    mamba_dtype bdt, TY* __restrict__ y, int m, int n, int k, bool vec) {
-  const int col = blockIdx.x * kGemvWarps + threadIdx.x / 32;
+  const int col = blockIdx.x * tuning::gemv_warps + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (col >= n) return;  // whole warps only
   const TW* __restrict__ wr = w + (size_t)col * k;
@@ -60,18 +53,12 @@ __global__ void __launch_bounds__(256) gemv_kernel(const TX* __restrict__ x, con
 #pragma unroll
   for (int r = 0; r < M; ++r) acc[r] = 0.f;
   if (vec) {
-    constexpr int V = 16 / sizeof(TW);
+    constexpr int V = chunk_elems<TW>();
 #pragma unroll 2
     for (int base = lane * V; base < k; base += 32 * V) {
-      const uint4 raw = __ldg(reinterpret_cast<const uint4*>(wr + base));
-      const TW* wv = reinterpret_cast<const TW*>(&raw);
-#pragma unroll
-      for (int i = 0; i < V; ++i) {
-        const float wf = to_f<TW>(wv[i]);
-#pragma unroll
-        for (int r = 0; r < M; ++r)
-          if (r < m) acc[r] = fmaf(wf, round_to<TW>(to_f<TX>(x[(size_t)r * k + base + i])), acc[r]);
-      }
+      float wv[V];
+      unpack16<TW>(__ldg(reinterpret_cast<const uint4*>(wr + base)), wv);
+      fma_chunk_rows<TW, M>(wv, [&](int r, int i) { return round_to<TW>(to_f<TX>(x[(size_t)r * k + base + i])); }, m, acc);
     }
   } else {
     for (int j = lane; j < k; j += 32) {
@@ -81,45 +68,32 @@ __global__ void __launch_bounds__(256) gemv_kernel(const TX* __restrict__ x, con
         if (r < m) acc[r] = fmaf(wf, round_to<TW>(to_f<TX>(x[(size_t)r * k + j])), acc[r]);
     }
   }
-#pragma unroll
-  for (int r = 0; r < M; ++r) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], o);
-  }
+  warp_sum_each<M>(acc);
   if (lane == 0) {
     const float bv = bias ? load_any(bias, bdt, col) : 0.f;
 #pragma unroll
     for (int r = 0; r < M; ++r)
-      if (r < m) y[(size_t)r * n + col] = from_f<TY>(acc[r] + bv);
+      if (r < m) y[(size_t)r * n + col] = from_f<TY>(gemv_output(acc[r], bv));
   }
 }
 
 template <class TW, class TX, class TY>
 void launch_gemv(mamba_context* ctx, const void* x, const void* w, const void* bias, mamba_dtype bdt, void* y, int m, int n, int k) {
-  constexpr int V = 16 / sizeof(TW);
-  const bool vec = k % V == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0;
-  const unsigned blocks = static_cast<unsigned>((n + kGemvWarps - 1) / kGemvWarps);
+  const bool vec = chunked_rows_ok<TW>(w, k);
+  const unsigned blocks = static_cast<unsigned>((n + tuning::gemv_warps - 1) / tuning::gemv_warps);
   auto* xp = static_cast<const TX*>(x);
   auto* wp = static_cast<const TW*>(w);
   auto* yp = static_cast<TY*>(y);
-  if (m == 1) gemv_kernel<TW, TX, TY, 1><<<blocks, 256, 0, ctx->stream>>>(xp, wp, bias, bdt, yp, m, n, k, vec);
-  else gemv_kernel<TW, TX, TY, kGemvMaxRows><<<blocks, 256, 0, ctx->stream>>>(xp, wp, bias, bdt, yp, m, n, k, vec);
+  if (m == 1) gemv_kernel<TW, TX, TY, 1><<<blocks, kGemvThreads, 0, ctx->stream>>>(xp, wp, bias, bdt, yp, m, n, k, vec);
+  else gemv_kernel<TW, TX, TY, tuning::gemv_rows_max><<<blocks, kGemvThreads, 0, ctx->stream>>>(xp, wp, bias, bdt, yp, m, n, k, vec);
   check_launch(ctx, "gemv_kernel");
 }
 
-// y (ydt, = wdt or F32) = x (xdt, = wdt or F32) · wᵀ + bias for m <= 8. Returns false when the combination is not covered.
-static int gemv_max_rows() {
-  static const int v = [] {
-    const char* s = std::getenv("MAMBA_GEMV_MAX_ROWS");
-    int r = s ? std::atoi(s) : 1;
-    return r < 0 ? 0 : (r > kGemvMaxRows ? kGemvMaxRows : r);
-  }();
-  return v;
-}
-
+// y (ydt, = wdt or F32) = x (xdt, = wdt or F32) · wᵀ + bias for m <= tuning.gemv_max_rows. Returns false when the
+// combination is not covered.
 bool try_gemv(mamba_context* ctx, const void* x, mamba_dtype xdt, const void* w, mamba_dtype wdt, const void* bias, mamba_dtype bdt,
               void* y, mamba_dtype ydt, int64_t m, int64_t n, int64_t k) {
-  if (legacy_kernels() || m > gemv_max_rows() || n > 2147483647LL || k > 2147483647LL) return false;
+  if (ctx->tune.legacy_kernels || m > ctx->tune.gemv_max_rows || n > 2147483647LL || k > 2147483647LL) return false;
   if (!(xdt == wdt || xdt == MAMBA_DTYPE_F32) || !(ydt == wdt || ydt == MAMBA_DTYPE_F32)) return false;
   const int mi = static_cast<int>(m), ni = static_cast<int>(n), ki = static_cast<int>(k);
   const bool xf = xdt == MAMBA_DTYPE_F32, yf = ydt == MAMBA_DTYPE_F32;
@@ -132,64 +106,76 @@ bool try_gemv(mamba_context* ctx, const void* x, mamba_dtype xdt, const void* w,
   return true;
 }
 
+// y = x·wᵀ + bias: the GEMV kernel for a few rows, else cuBLAS (with the conversions an operand mix needs).
+static void linear(mamba_context* ctx, const void* x, mamba_dtype xdt, const void* w, mamba_dtype wdt, const void* bias, mamba_dtype bdt,
+                   void* y, mamba_dtype ydt, int64_t m, int64_t n, int64_t k) {
+  activate(ctx);
+  check_dtype(xdt, "x_dtype");
+  check_dtype(wdt, "w_dtype");
+  check_dtype(ydt, "y_dtype");
+  if (bias) check_dtype(bdt, "bias_dtype");
+  require(m >= 0 && n > 0 && k > 0, "bad shape");
+  if (!m) return;
+  require(x && w && y, "null pointer");
+  if (try_gemv(ctx, x, xdt, w, wdt, bias, bdt, y, ydt, m, n, k)) return;
+  mamba_dtype cdt = xdt;
+  const void* xa = x;
+  const void* wa = w;
+  if (xdt == MAMBA_DTYPE_F32 && wdt != MAMBA_DTYPE_F32) {
+    // F32 activations on 16-bit weights (the lm_head on the F32 norm_f output): round x to the weight dtype
+    // (round to nearest even, the interface's contract) and run the 16-bit tensor-core GEMM; the weights are
+    // never converted. Same launch_convert + gemm_ex as an explicit convert followed by a same-dtype linear.
+    void* t = workspace(ctx, kWsConvertA, static_cast<size_t>(m * k) * dtype_size(wdt));
+    launch_convert(ctx, x, xdt, t, wdt, m * k);
+    xa = t;
+    cdt = wdt;
+  } else if (xdt != wdt) {
+    // Other operand mixes: compute in fp32 on converted copies (slow path).
+    cdt = MAMBA_DTYPE_F32;
+    if (xdt != MAMBA_DTYPE_F32) {
+      void* t = workspace(ctx, kWsConvertA, static_cast<size_t>(m * k) * 4);
+      launch_convert(ctx, x, xdt, t, MAMBA_DTYPE_F32, m * k);
+      xa = t;
+    }
+    if (wdt != MAMBA_DTYPE_F32) {
+      void* t = workspace(ctx, kWsConvertB, static_cast<size_t>(n * k) * 4);
+      launch_convert(ctx, w, wdt, t, MAMBA_DTYPE_F32, n * k);
+      wa = t;
+    }
+  }
+  // cuBLAS needs C of the operand type or F32 (for 16-bit operands); F32 operands need F32 C.
+  void* yc = y;
+  bool convert_back = false;
+  if (!(ydt == cdt || ydt == MAMBA_DTYPE_F32)) {
+    yc = workspace(ctx, kWsDelta, static_cast<size_t>(m * n) * 4);
+    convert_back = true;
+  }
+  mamba_dtype ycdt = convert_back ? MAMBA_DTYPE_F32 : ydt;
+  float beta = 0.f;
+  if (bias) {
+    unsigned blocks = blocks_for(m * n, 256);
+    if (blocks > 65535u * 8) blocks = 65535u * 8;
+    MAMBA_DISPATCH_DTYPE(ycdt, TY, { bias_broadcast_kernel<TY><<<blocks, 256, 0, ctx->stream>>>(static_cast<TY*>(yc), bias, bdt, m, n); });
+    check_launch(ctx, "bias_broadcast_kernel");
+    beta = 1.f;
+  }
+  gemm_ex(ctx, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, wa, cdt, k, xa, cdt, k, beta, yc, ycdt, n);
+  if (convert_back) launch_convert(ctx, yc, MAMBA_DTYPE_F32, y, ydt, m * n);
+}
+
 }  // namespace mamba
 
 using namespace mamba;
 
-extern "C" MAMBA_API mamba_status mamba_linear(mamba_context* ctx, const void* x, mamba_dtype xdt, const void* w, mamba_dtype wdt,
-                                               const void* bias, mamba_dtype bdt, void* y, mamba_dtype ydt, int64_t m, int64_t n, int64_t k) {
-  return guard("mamba_linear", [&] { return format("(x [%lld, %lld] %s, w [%lld, %lld] %s, y %s)", (long long)m, (long long)k, dtype_name(xdt), (long long)n, (long long)k, dtype_name(wdt), dtype_name(ydt)); }, [&] {
-    activate(ctx);
-    check_dtype(xdt, "x_dtype");
-    check_dtype(wdt, "w_dtype");
-    check_dtype(ydt, "y_dtype");
-    if (bias) check_dtype(bdt, "bias_dtype");
-    require(m >= 0 && n > 0 && k > 0, "bad shape");
-    if (!m) return;
-    require(x && w && y, "null pointer");
-    if (try_gemv(ctx, x, xdt, w, wdt, bias, bdt, y, ydt, m, n, k)) return;
-    mamba_dtype cdt = xdt;
-    const void* xa = x;
-    const void* wa = w;
-    if (xdt == MAMBA_DTYPE_F32 && wdt != MAMBA_DTYPE_F32) {
-      // F32 activations on 16-bit weights (the lm_head on the F32 norm_f output): round x to the weight dtype
-      // (round to nearest even, the interface's contract) and run the 16-bit tensor-core GEMM; the weights are
-      // never converted. Same launch_convert + gemm_ex as an explicit convert followed by a same-dtype linear.
-      void* t = workspace(ctx, kWsConvertA, static_cast<size_t>(m * k) * dtype_size(wdt));
-      launch_convert(ctx, x, xdt, t, wdt, m * k);
-      xa = t;
-      cdt = wdt;
-    } else if (xdt != wdt) {
-      // Other operand mixes: compute in fp32 on converted copies (slow path).
-      cdt = MAMBA_DTYPE_F32;
-      if (xdt != MAMBA_DTYPE_F32) {
-        void* t = workspace(ctx, kWsConvertA, static_cast<size_t>(m * k) * 4);
-        launch_convert(ctx, x, xdt, t, MAMBA_DTYPE_F32, m * k);
-        xa = t;
-      }
-      if (wdt != MAMBA_DTYPE_F32) {
-        void* t = workspace(ctx, kWsConvertB, static_cast<size_t>(n * k) * 4);
-        launch_convert(ctx, w, wdt, t, MAMBA_DTYPE_F32, n * k);
-        wa = t;
-      }
-    }
-    // cuBLAS needs C of the operand type or F32 (for 16-bit operands); F32 operands need F32 C.
-    void* yc = y;
-    bool convert_back = false;
-    if (!(ydt == cdt || ydt == MAMBA_DTYPE_F32)) {
-      yc = workspace(ctx, kWsDelta, static_cast<size_t>(m * n) * 4);
-      convert_back = true;
-    }
-    mamba_dtype ycdt = convert_back ? MAMBA_DTYPE_F32 : ydt;
-    float beta = 0.f;
-    if (bias) {
-      unsigned blocks = blocks_for(m * n, 256);
-      if (blocks > 65535u * 8) blocks = 65535u * 8;
-      MAMBA_DISPATCH_DTYPE(ycdt, TY, { bias_broadcast_kernel<TY><<<blocks, 256, 0, ctx->stream>>>(static_cast<TY*>(yc), bias, bdt, m, n); });
-      check_launch(ctx, "bias_broadcast_kernel");
-      beta = 1.f;
-    }
-    gemm_ex(ctx, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, wa, cdt, k, xa, cdt, k, beta, yc, ycdt, n);
-    if (convert_back) launch_convert(ctx, yc, MAMBA_DTYPE_F32, y, ydt, m * n);
+extern "C" MAMBA_API mamba_status mamba_linear(mamba_context* ctx, const mamba_linear_params* params) {
+  auto shapes = [&] {
+    const mamba_linear_params* p = params;
+    return params_ok(p) ? format("(x [%lld, %lld] %s, w [%lld, %lld] %s, y %s)", (long long)p->m, (long long)p->k, dtype_name(p->x_dtype),
+                                 (long long)p->n, (long long)p->k, dtype_name(p->w_dtype), dtype_name(p->y_dtype))
+                        : std::string();
+  };
+  return guard("mamba_linear", shapes, [&] {
+    const mamba_linear_params& p = check_params(params, "mamba_linear_params");
+    linear(ctx, p.x, p.x_dtype, p.w, p.w_dtype, p.bias, p.bias_dtype, p.y, p.y_dtype, p.m, p.n, p.k);
   });
 }

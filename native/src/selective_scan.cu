@@ -26,17 +26,11 @@
 // The final state (fp32) is written if asked. mamba_selective_scan_continue starts from that state instead
 // of zero (chunked prefill) and overwrites it in place.
 #include "common.cuh"
+#include "blocks/selective_state_update.cuh"
 
 #include <algorithm>
-#include <cstdlib>
 
 namespace mamba {
-
-void gemm_ex(mamba_context* ctx, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n, int64_t k, const void* a, mamba_dtype adt,
-             int64_t lda, const void* b, mamba_dtype bdt, int64_t ldb, float beta, void* c, mamba_dtype cdt, int64_t ldc);
-void launch_convert(mamba_context* ctx, const void* src, mamba_dtype sdt, void* dst, mamba_dtype ddt, int64_t count);
-
-constexpr float kLog2e = 1.4426950408889634f;
 
 struct ScanArgs {
   const void* u;
@@ -86,7 +80,7 @@ template <class T, int V> __device__ __forceinline__ RawVec<T, V> raw_pack(const
 
 template <int SPT, int TPC, int V, int TT_>
 struct ScanCfg {
-  static constexpr int kThreads = 128;
+  static constexpr int kThreads = tuning::scan_threads;
   static constexpr int CH = kThreads / TPC;    // channels per block (phase 2: TPC threads a channel)
   static constexpr int TT = TT_;
   static constexpr int NP = SPT * TPC;
@@ -101,7 +95,7 @@ struct ScanCfg {
 };
 
 template <class T, int SPT, int TPC, int V, int TT, int PASS>
-__global__ void __launch_bounds__(128) scan_fwd_kernel(const ScanArgs a) {
+__global__ void __launch_bounds__(tuning::scan_threads) scan_fwd_kernel(const ScanArgs a) {
   using Cfg = ScanCfg<SPT, TPC, V, TT>;
   constexpr int NT = Cfg::kThreads;
   constexpr int CH = Cfg::CH, NP = Cfg::NP, TP = Cfg::TP, YQ = Cfg::YQ, CQ = Cfg::CQ, TSTEP = Cfg::TSTEP, IT = Cfg::IT;
@@ -143,7 +137,7 @@ __global__ void __launch_bounds__(128) scan_fwd_kernel(const ScanArgs a) {
   for (int s = 0; s < SPT; ++s) {
     const int n = j * SPT + s;
     const bool ok = e2 < E && n < N;
-    Ap[s] = ok ? a.A[(size_t)e2 * N + n] * kLog2e : 0.f;
+    Ap[s] = ok ? ssm_scaled_a(a.A[(size_t)e2 * N + n]) : 0.f;
     const size_t si = ((size_t)b * E + e2) * N + n;
     float h0 = 0.f;
     if (ok) {
@@ -278,8 +272,7 @@ __global__ void __launch_bounds__(128) scan_fwd_kernel(const ScanArgs a) {
 #pragma unroll
           for (int i = 0; i < 4; ++i) {
             const int s = 4 * q + i;
-            const float dA = ex2_approx(dd[r] * Ap[s]);
-            h[s] = fmaf(dA, h[s], uu[r] * bb[i]);
+            h[s] = ssm_state_step(dd[r], Ap[s], h[s], uu[r], bb[i]);  // the decode step's recurrence
             if constexpr (kOut) {
               if (i & 1) acc1 = fmaf(h[s], cc[i], acc1);
               else acc0 = fmaf(h[s], cc[i], acc0);
@@ -351,31 +344,16 @@ void launch_scan_pass(mamba_context* ctx, const ScanArgs& a, unsigned rows) {
   check_launch(ctx, "scan_fwd_kernel");
 }
 
-// Optional override for benchmarking: MAMBA_SCAN_CHUNKS forces the time-chunk count (1 = off).
-static int env_int(const char* name, int fallback) {
-  const char* s = std::getenv(name);
-  return s && *s ? std::atoi(s) : fallback;
-}
-static int scan_chunks_override() {
-  static int v = env_int("MAMBA_SCAN_CHUNKS", 0);
-  return v;
-}
-
-// MAMBA_SCAN_VEC=0 keeps phases 1/3 at one channel a thread (benchmark comparison).
-static bool scan_vec_enabled() {
-  static bool v = env_int("MAMBA_SCAN_VEC", 1) != 0;
-  return v;
-}
-
-// Time chunks for a grid of `blocks` (b, channel-block) pairs: enough to give every SM about three blocks, only
-// when the GPU would otherwise be less than full, and never shorter than 64 steps.
+// Time chunks for a grid of `blocks` (b, channel-block) pairs: enough to give every SM about
+// tuning::scan_chunk_blocks_per_sm blocks, only when the GPU would otherwise be less than full, never shorter than
+// tuning::scan_min_chunk_steps steps, at most tuning::scan_max_chunks; MAMBA_SCAN_CHUNKS > 0 forces the count.
 static int pick_chunks(mamba_context* ctx, int64_t blocks, int L) {
-  int forced = scan_chunks_override();
+  const int forced = ctx->tune.scan_chunks;
   int c = 1;
   if (forced > 0) c = forced;
-  else if (blocks < ctx->sm_count) c = static_cast<int>(3 * ctx->sm_count / std::max<int64_t>(blocks, 1));
-  c = std::min(c, std::max(1, L / 64));
-  return std::max(1, std::min(c, 64));
+  else if (blocks < ctx->sm_count) c = static_cast<int>(tuning::scan_chunk_blocks_per_sm * ctx->sm_count / std::max<int64_t>(blocks, 1));
+  c = std::min(c, std::max(1, L / tuning::scan_min_chunk_steps));
+  return std::max(1, std::min(c, tuning::scan_max_chunks));
 }
 
 template <class T, int SPT, int TPC, int V, int TT>
@@ -410,7 +388,7 @@ void launch_scan_v(mamba_context* ctx, const ScanArgs& a) {
   constexpr int V = 4;
   auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % (V * sizeof(T)) == 0; };
   const bool vec = a.E % V == 0 && aligned(a.u) && aligned(a.xz) && aligned(a.y) && reinterpret_cast<uintptr_t>(a.delta) % 16 == 0 &&
-                   scan_vec_enabled();
+                   ctx->tune.scan_vec;
   if constexpr (V * TPC <= TT) {  // TSTEP = V·TPC time rows in parallel must fit a tile
     if (vec) return launch_scan<T, SPT, TPC, V, TT>(ctx, a);
   }
@@ -419,12 +397,13 @@ void launch_scan_v(mamba_context* ctx, const ScanArgs& a) {
 
 template <class T>
 void dispatch_scan(mamba_context* ctx, const ScanArgs& a) {
+  // <states a thread SPT, threads a channel TPC, time tile TT> by d_state. Only N <= 16 (130m and every released
+  // Mamba-1 size) was measured, on the H200 (B 8, L 2048, bf16; RESULTS "H200, 2026-12-02"): 2 channels a thread
+  // 508 µs, 4 channels 1220 µs (spills), time tile 64 670 µs, tile 16 336 µs, against 323 µs here — fewer, fatter
+  // threads lose latency hiding. The other rows keep 16..32 states a channel per 4..16 threads, not measured.
   const int N = a.N;
   if (N <= 4) launch_scan_v<T, 4, 1, 16>(ctx, a);
   else if (N <= 8) launch_scan_v<T, 4, 2, 32>(ctx, a);
-  // N <= 16: 4 states a thread, 4 threads a channel. Measured on the H200 (B 8, L 2048, bf16, 2026-12-02): 2 channels
-  // a thread 508 µs, 4 channels 1220 µs (spills), time tile 64 670 µs, against 323 µs here — fewer, fatter threads
-  // lose latency hiding.
   else if (N <= 16) launch_scan_v<T, 4, 4, 32>(ctx, a);
   else if (N <= 32) launch_scan_v<T, 8, 4, 32>(ctx, a);
   else if (N <= 64) launch_scan_v<T, 8, 8, 32>(ctx, a);
@@ -445,9 +424,13 @@ float* dt_proj(mamba_context* ctx, const void* dbc, mamba_dtype adt, int64_t row
   return delta;
 }
 
-static void scan_impl(mamba_context* ctx, const void* u, const void* dbc, const void* xz, void* y, mamba_dtype adt, const void* dt_w,
-                      mamba_dtype wdt, const void* dt_b, mamba_dtype bdt, const float* A, const float* D, float* state, int32_t B,
-                      int32_t L, int32_t E, int32_t N, int32_t R, bool cont) {
+static void scan(mamba_context* ctx, const mamba_selective_scan_params& p, bool cont) {
+  const void *u = p.u, *dbc = p.dbc, *xz = p.xz, *dt_w = p.dt_weight, *dt_b = p.dt_bias;
+  void* y = p.y;
+  const mamba_dtype adt = p.act_dtype, wdt = p.dt_weight_dtype, bdt = p.dt_bias_dtype;
+  const float *A = p.A, *D = p.D;
+  float* state = p.state;
+  const int32_t B = p.batch, L = p.length, E = p.channels, N = p.d_state, R = p.dt_rank;
   activate(ctx);
   check_dtype(adt, "act_dtype");
   check_dtype(wdt, "dt_weight_dtype");
@@ -474,22 +457,22 @@ static void scan_impl(mamba_context* ctx, const void* u, const void* dbc, const 
   MAMBA_DISPATCH_DTYPE(adt, T, { dispatch_scan<T>(ctx, a); });
 }
 
+// "(B .., L .., E .., N .., R .., dtype)" for error messages, when the struct may be read.
+std::string scan_shapes(const mamba_selective_scan_params* p) {
+  return params_ok(p) ? format("(B %d, L %d, E %d, N %d, R %d, %s)", p->batch, p->length, p->channels, p->d_state, p->dt_rank, dtype_name(p->act_dtype))
+                      : std::string();
+}
+
 }  // namespace mamba
 
 using namespace mamba;
 
-extern "C" MAMBA_API mamba_status mamba_selective_scan_fwd(mamba_context* ctx, const void* u, const void* dbc, const void* xz, void* y,
-                                                           mamba_dtype adt, const void* dt_w, mamba_dtype wdt, const void* dt_b, mamba_dtype bdt,
-                                                           const float* A, const float* D, float* state, int32_t B, int32_t L, int32_t E,
-                                                           int32_t N, int32_t R) {
-  return guard("mamba_selective_scan_fwd", [&] { return format("(B %d, L %d, E %d, N %d, R %d, %s)", B, L, E, N, R, dtype_name(adt)); },
-               [&] { scan_impl(ctx, u, dbc, xz, y, adt, dt_w, wdt, dt_b, bdt, A, D, state, B, L, E, N, R, false); });
+extern "C" MAMBA_API mamba_status mamba_selective_scan_fwd(mamba_context* ctx, const mamba_selective_scan_params* params) {
+  return guard("mamba_selective_scan_fwd", [&] { return scan_shapes(params); },
+               [&] { scan(ctx, check_params(params, "mamba_selective_scan_params"), false); });
 }
 
-extern "C" MAMBA_API mamba_status mamba_selective_scan_continue(mamba_context* ctx, const void* u, const void* dbc, const void* xz, void* y,
-                                                                mamba_dtype adt, const void* dt_w, mamba_dtype wdt, const void* dt_b,
-                                                                mamba_dtype bdt, const float* A, const float* D, float* state, int32_t B,
-                                                                int32_t L, int32_t E, int32_t N, int32_t R) {
-  return guard("mamba_selective_scan_continue", [&] { return format("(B %d, L %d, E %d, N %d, R %d, %s)", B, L, E, N, R, dtype_name(adt)); },
-               [&] { scan_impl(ctx, u, dbc, xz, y, adt, dt_w, wdt, dt_b, bdt, A, D, state, B, L, E, N, R, true); });
+extern "C" MAMBA_API mamba_status mamba_selective_scan_continue(mamba_context* ctx, const mamba_selective_scan_params* params) {
+  return guard("mamba_selective_scan_continue", [&] { return scan_shapes(params); },
+               [&] { scan(ctx, check_params(params, "mamba_selective_scan_params"), true); });
 }

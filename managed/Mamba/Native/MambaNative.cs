@@ -14,7 +14,7 @@ namespace Mamba.Native;
 public static class MambaNative
 {
     /// <summary>The ABI version this assembly was written against (MAMBA_ABI_VERSION in mamba.h).</summary>
-    public const int ExpectedAbiVersion = 4;
+    public const int ExpectedAbiVersion = 5;
 
     /// <summary>Environment variable naming the library file to load.</summary>
     public const string EnvironmentVariable = "MAMBA_NATIVE_LIBRARY";
@@ -140,6 +140,35 @@ public static class MambaNative
             ThrowIfFailed(NativeMethods.mamba_describe(device, p, buffer.Length, out _), "describe");
         sb.Append(Encoding.UTF8.GetString(buffer, 0, (int)length));
         return sb.ToString();
+    }
+
+    /// <summary>The names of the parameter structs the loaded library exchanges (mamba_struct_name). Loads the library.</summary>
+    internal static IReadOnlyList<string> NativeStructNames()
+    {
+        EnsureLoaded();
+        var names = new List<string>();
+        for (int i = 0; ; i++)
+        {
+            IntPtr p = NativeMethods.mamba_struct_name(i);
+            if (p == IntPtr.Zero) break;
+            names.Add(Marshal.PtrToStringUTF8(p)!);
+        }
+        return names;
+    }
+
+    /// <summary>sizeof and the fields (name, offset, in declaration order) of a native parameter struct. Loads the library.</summary>
+    internal static unsafe (long Size, IReadOnlyList<(string Name, long Offset)> Fields) NativeStructLayout(string name)
+    {
+        EnsureLoaded();
+        ThrowIfFailed(NativeMethods.mamba_struct_layout(name, out long size, null, null, 0, out int count), $"struct layout of {name}");
+        var offsets = new long[count];
+        var names = new IntPtr[count];
+        fixed (long* po = offsets)
+        fixed (IntPtr* pn = names)
+            ThrowIfFailed(NativeMethods.mamba_struct_layout(name, out size, po, pn, count, out count), $"struct layout of {name}");
+        var fields = new (string, long)[count];
+        for (int i = 0; i < count; i++) fields[i] = (Marshal.PtrToStringUTF8(names[i])!, offsets[i]);
+        return (size, fields);
     }
 
     /// <summary>The funnel from a native status to an exception (no-op for success).</summary>

@@ -3,9 +3,10 @@ using System.Runtime.InteropServices;
 namespace Mamba.Native;
 
 /// <summary>
-/// P/Invoke declarations of libmamba (native/include/mamba.h). Blittable signatures only; every fallible
-/// function returns a status that callers pass to <see cref="MambaNative.ThrowIfFailed"/>. The library is
-/// located by the resolver in <see cref="MambaNative"/>; call <see cref="MambaNative.EnsureLoaded"/> first.
+/// P/Invoke declarations of libmamba (native/include/mamba.h); its parameter structs are mirrored in NativeStructs.cs
+/// and passed by reference. Blittable signatures only; every fallible function returns a status that callers pass to
+/// <see cref="MambaNative.ThrowIfFailed"/>. The library is located by the resolver in <see cref="MambaNative"/>; call
+/// <see cref="MambaNative.EnsureLoaded"/> first.
 /// </summary>
 internal static unsafe partial class NativeMethods
 {
@@ -15,6 +16,9 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(Library)] internal static partial IntPtr mamba_last_error();
     [LibraryImport(Library)] internal static partial int mamba_get_device_count(out int count);
     [LibraryImport(Library)] internal static partial int mamba_describe(int device, byte* buffer, long capacity, out long length);
+    [LibraryImport(Library, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int mamba_struct_layout(string name, out long size, long* offsets, IntPtr* fieldNames, int capacity, out int count);
+    [LibraryImport(Library)] internal static partial IntPtr mamba_struct_name(int index);
 
     [LibraryImport(Library)] internal static partial int mamba_context_create(int device, out IntPtr context);
     [LibraryImport(Library)] internal static partial int mamba_context_destroy(IntPtr context);
@@ -35,43 +39,20 @@ internal static unsafe partial class NativeMethods
     internal static partial int mamba_embedding(MambaContextHandle context, IntPtr table, int tableDType, long vocab, long dim,
         int* hostIds, long count, IntPtr output, int outputDType);
 
-    [LibraryImport(Library)]
-    internal static partial int mamba_add_rmsnorm(MambaContextHandle context, IntPtr residual, int residualDType, IntPtr delta, int deltaDType,
-        IntPtr weight, int weightDType, float epsilon, IntPtr output, int outputDType, long rows, long dim);
+    [LibraryImport(Library)] internal static partial int mamba_add_rmsnorm(MambaContextHandle context, in AddRmsNormParams parameters);
 
     [LibraryImport(Library)]
     internal static partial int mamba_mask_rows(MambaContextHandle context, IntPtr x, int dtype, IntPtr mask, long rows, long cols);
 
-    [LibraryImport(Library)]
-    internal static partial int mamba_linear(MambaContextHandle context, IntPtr x, int xDType, IntPtr w, int wDType, IntPtr bias, int biasDType,
-        IntPtr y, int yDType, long m, long n, long k);
+    [LibraryImport(Library)] internal static partial int mamba_linear(MambaContextHandle context, in LinearParams parameters);
 
-    [LibraryImport(Library)]
-    internal static partial int mamba_causal_conv1d_fwd(MambaContextHandle context, IntPtr xz, int actDType, IntPtr weight, int weightDType,
-        IntPtr bias, int biasDType, IntPtr mask, IntPtr u, IntPtr convState, int stateDType, int batch, int length, int channels, int width);
+    [LibraryImport(Library)] internal static partial int mamba_causal_conv1d_fwd(MambaContextHandle context, in CausalConv1dParams parameters);
+    [LibraryImport(Library)] internal static partial int mamba_causal_conv1d_fwd_continue(MambaContextHandle context, in CausalConv1dParams parameters);
+    [LibraryImport(Library)] internal static partial int mamba_causal_conv1d_update(MambaContextHandle context, in CausalConv1dParams parameters);
 
-    [LibraryImport(Library)]
-    internal static partial int mamba_causal_conv1d_fwd_continue(MambaContextHandle context, IntPtr xz, int actDType, IntPtr weight, int weightDType,
-        IntPtr bias, int biasDType, IntPtr u, IntPtr convState, int stateDType, int batch, int length, int channels, int width);
-
-    [LibraryImport(Library)]
-    internal static partial int mamba_causal_conv1d_update(MambaContextHandle context, IntPtr xz, int actDType, IntPtr weight, int weightDType,
-        IntPtr bias, int biasDType, IntPtr convState, int stateDType, IntPtr u, int batch, int channels, int width);
-
-    [LibraryImport(Library)]
-    internal static partial int mamba_selective_scan_fwd(MambaContextHandle context, IntPtr u, IntPtr dbc, IntPtr xz, IntPtr y, int actDType,
-        IntPtr dtWeight, int dtWeightDType, IntPtr dtBias, int dtBiasDType, IntPtr a, IntPtr d, IntPtr stateOut,
-        int batch, int length, int channels, int dState, int dtRank);
-
-    [LibraryImport(Library)]
-    internal static partial int mamba_selective_scan_continue(MambaContextHandle context, IntPtr u, IntPtr dbc, IntPtr xz, IntPtr y, int actDType,
-        IntPtr dtWeight, int dtWeightDType, IntPtr dtBias, int dtBiasDType, IntPtr a, IntPtr d, IntPtr state,
-        int batch, int length, int channels, int dState, int dtRank);
-
-    [LibraryImport(Library)]
-    internal static partial int mamba_selective_state_update(MambaContextHandle context, IntPtr u, IntPtr dbc, IntPtr xz, IntPtr y, int actDType,
-        IntPtr dtWeight, int dtWeightDType, IntPtr dtBias, int dtBiasDType, IntPtr a, IntPtr d, IntPtr state,
-        int batch, int channels, int dState, int dtRank);
+    [LibraryImport(Library)] internal static partial int mamba_selective_scan_fwd(MambaContextHandle context, in SelectiveScanParams parameters);
+    [LibraryImport(Library)] internal static partial int mamba_selective_scan_continue(MambaContextHandle context, in SelectiveScanParams parameters);
+    [LibraryImport(Library)] internal static partial int mamba_selective_state_update(MambaContextHandle context, in SelectiveScanParams parameters);
 
     [LibraryImport(Library)]
     internal static partial int mamba_argmax(MambaContextHandle context, IntPtr logits, int dtype, long rows, long cols, int* hostResult);
@@ -98,22 +79,3 @@ internal static unsafe partial class NativeMethods
     internal static partial int mamba_cross_entropy_sum(MambaContextHandle context, IntPtr logits, int dtype, long rows, long cols,
         int* hostTargets, int ignoreIndex, out double lossSum, out long count);
 }
-
-/// <summary>One layer of <see cref="DecodeModelDesc"/> (C <c>mamba_decode_layer</c>): device addresses, optional ones zero.</summary>
-[StructLayout(LayoutKind.Sequential)]
-internal struct DecodeLayerDesc
-{
-    public IntPtr NormWeight, InProjWeight, InProjBias, ConvWeight, ConvBias, ConvState, XProjWeight, DtProjWeight, DtProjBias, A, D, SsmState,
-        OutProjWeight, OutProjBias;
-}
-
-/// <summary>C <c>mamba_decode_model</c>: what the fused batch-1 decode step reads and updates.</summary>
-[StructLayout(LayoutKind.Sequential)]
-internal struct DecodeModelDesc
-{
-    public int NumLayers, Hidden, Inner, State, Rank, ConvKernel, Vocab, DType, ConvStateDType;
-    public float Eps;
-    public IntPtr Embedding, NormF, LmHead;
-    public unsafe DecodeLayerDesc* Layers;
-}
-

@@ -246,7 +246,12 @@ internal sealed partial class CudaBackend : IMambaBackend
             dp = dl.Pointer;
             ddt = (int)dl.DType;
         }
-        Check(NativeMethods.mamba_add_rmsnorm(Ctx, r.Pointer, (int)r.DType, dp, ddt, w.Pointer, (int)w.DType, epsilon, o.Pointer, (int)o.DType, rows, width), "add_rmsnorm");
+        var p = new AddRmsNormParams
+        {
+            ResidualDType = (int)r.DType, DeltaDType = ddt, WeightDType = (int)w.DType, OutDType = (int)o.DType, Epsilon = epsilon, Rows = rows, Dim = width,
+            Residual = r.Pointer, Delta = dp, Weight = w.Pointer, Out = o.Pointer,
+        };
+        Check(NativeMethods.mamba_add_rmsnorm(Ctx, in p), "add_rmsnorm");
     }
 
     /// <inheritdoc />
@@ -282,7 +287,12 @@ internal sealed partial class CudaBackend : IMambaBackend
             bp = bt.Pointer;
             bdt = (int)bt.DType;
         }
-        Check(NativeMethods.mamba_linear(Ctx, xt.Pointer, (int)xt.DType, w.Pointer, (int)w.DType, bp, bdt, yt.Pointer, (int)yt.DType, m, n, k), "linear");
+        var p = new LinearParams
+        {
+            XDType = (int)xt.DType, WDType = (int)w.DType, BiasDType = bdt, YDType = (int)yt.DType, M = m, N = n, K = k,
+            X = xt.Pointer, W = w.Pointer, Bias = bp, Y = yt.Pointer,
+        };
+        Check(NativeMethods.mamba_linear(Ctx, in p), "linear");
     }
 
     /// <inheritdoc />
@@ -316,8 +326,9 @@ internal sealed partial class CudaBackend : IMambaBackend
             sp = st.Pointer;
             sdt = (int)st.DType;
         }
-        Check(NativeMethods.mamba_causal_conv1d_fwd(Ctx, x.Pointer, (int)x.DType, w.Pointer, (int)w.DType, bp, bdt, mp, ut.Pointer, sp, sdt,
-            batch, length, inner, kernel), "causal_conv1d");
+        var p = ConvParams(x, w, bp, bdt, ut, sp, sdt, batch, length, inner, kernel);
+        p.Mask = mp;
+        Check(NativeMethods.mamba_causal_conv1d_fwd(Ctx, in p), "causal_conv1d");
     }
 
     /// <inheritdoc />
@@ -336,8 +347,8 @@ internal sealed partial class CudaBackend : IMambaBackend
         var (bp, bdt) = Optional(bias, inner, nameof(bias));
         var st = Cuda(convState, nameof(convState));
         Expect(st, nameof(convState), (long)batch * inner, kernel);
-        Check(NativeMethods.mamba_causal_conv1d_fwd_continue(Ctx, x.Pointer, (int)x.DType, w.Pointer, (int)w.DType, bp, bdt, ut.Pointer,
-            st.Pointer, (int)st.DType, batch, length, inner, kernel), "causal_conv1d_continue");
+        var p = ConvParams(x, w, bp, bdt, ut, st.Pointer, (int)st.DType, batch, length, inner, kernel);
+        Check(NativeMethods.mamba_causal_conv1d_fwd_continue(Ctx, in p), "causal_conv1d_continue");
     }
 
     /// <inheritdoc />
@@ -356,8 +367,8 @@ internal sealed partial class CudaBackend : IMambaBackend
         SameDType(x, ut, nameof(u));
         if (w.ElementCount != (long)inner * kernel) throw new ArgumentException($"weight {w.ShapeText} is not [{inner}, {kernel}]", nameof(weight));
         var (bp, bdt) = Optional(bias, inner, nameof(bias));
-        Check(NativeMethods.mamba_causal_conv1d_update(Ctx, x.Pointer, (int)x.DType, w.Pointer, (int)w.DType, bp, bdt, st.Pointer, (int)st.DType,
-            ut.Pointer, batch, inner, kernel), "causal_conv1d_step");
+        var p = ConvParams(x, w, bp, bdt, ut, st.Pointer, (int)st.DType, batch, 1, inner, kernel);
+        Check(NativeMethods.mamba_causal_conv1d_update(Ctx, in p), "causal_conv1d_step");
     }
 
     /// <inheritdoc />
@@ -376,9 +387,8 @@ internal sealed partial class CudaBackend : IMambaBackend
             Expect(st, nameof(ssmState), (long)batch * p.Inner, p.State);
             sp = st.Pointer;
         }
-        Check(NativeMethods.mamba_selective_scan_fwd(Ctx, ut.Pointer, Cuda(dbc, nameof(dbc)).Pointer, Cuda(xz, nameof(xz)).Pointer, Cuda(y, nameof(y)).Pointer,
-            (int)ut.DType, p.W.Pointer, (int)p.W.DType, p.Bias.Pointer, (int)p.Bias.DType, p.A.Pointer, p.D.Pointer, sp,
-            batch, length, p.Inner, p.State, p.Rank), "selective_scan");
+        var sc = ScanParams(p, ut, dbc, xz, y, sp, batch, length);
+        Check(NativeMethods.mamba_selective_scan_fwd(Ctx, in sc), "selective_scan");
     }
 
     /// <inheritdoc />
@@ -392,9 +402,8 @@ internal sealed partial class CudaBackend : IMambaBackend
         var st = Cuda(ssmState, nameof(ssmState));
         RequireF32(st, nameof(ssmState));
         Expect(st, nameof(ssmState), (long)batch * p.Inner, p.State);
-        Check(NativeMethods.mamba_selective_scan_continue(Ctx, ut.Pointer, Cuda(dbc, nameof(dbc)).Pointer, Cuda(xz, nameof(xz)).Pointer, Cuda(y, nameof(y)).Pointer,
-            (int)ut.DType, p.W.Pointer, (int)p.W.DType, p.Bias.Pointer, (int)p.Bias.DType, p.A.Pointer, p.D.Pointer, st.Pointer,
-            batch, length, p.Inner, p.State, p.Rank), "selective_scan_continue");
+        var sc = ScanParams(p, ut, dbc, xz, y, st.Pointer, batch, length);
+        Check(NativeMethods.mamba_selective_scan_continue(Ctx, in sc), "selective_scan_continue");
     }
 
     /// <inheritdoc />
@@ -405,9 +414,8 @@ internal sealed partial class CudaBackend : IMambaBackend
         var st = Cuda(ssmState, nameof(ssmState));
         RequireF32(st, nameof(ssmState));
         Expect(st, nameof(ssmState), (long)rows * p.Inner, p.State);
-        Check(NativeMethods.mamba_selective_state_update(Ctx, ut.Pointer, Cuda(dbc, nameof(dbc)).Pointer, Cuda(xz, nameof(xz)).Pointer, Cuda(y, nameof(y)).Pointer,
-            (int)ut.DType, p.W.Pointer, (int)p.W.DType, p.Bias.Pointer, (int)p.Bias.DType, p.A.Pointer, p.D.Pointer, st.Pointer,
-            rows, p.Inner, p.State, p.Rank), "selective_state_step");
+        var sc = ScanParams(p, ut, dbc, xz, y, st.Pointer, rows, 1);
+        Check(NativeMethods.mamba_selective_state_update(Ctx, in sc), "selective_state_step");
     }
 
     /// <inheritdoc />
@@ -611,6 +619,26 @@ internal sealed partial class CudaBackend : IMambaBackend
         SameDType(ut, yt, nameof(y));
         return new SsmView(w, b, a, d, inner, n, rank);
     }
+
+    /// <summary>The scan entries' parameters (mamba_selective_scan_params) for checked tensors.</summary>
+    private SelectiveScanParams ScanParams(SsmView p, CudaTensor u, DeviceTensor dbc, DeviceTensor xz, DeviceTensor y, IntPtr state, int batch, int length) =>
+        new()
+        {
+            ActDType = (int)u.DType, DtWeightDType = (int)p.W.DType, DtBiasDType = (int)p.Bias.DType,
+            Batch = batch, Length = length, Channels = p.Inner, DState = p.State, DtRank = p.Rank,
+            U = u.Pointer, Dbc = Cuda(dbc, nameof(dbc)).Pointer, Xz = Cuda(xz, nameof(xz)).Pointer, Y = Cuda(y, nameof(y)).Pointer,
+            DtWeight = p.W.Pointer, DtBias = p.Bias.Pointer, A = p.A.Pointer, D = p.D.Pointer, State = state,
+        };
+
+    /// <summary>The conv entries' parameters (mamba_causal_conv1d_params) for checked tensors; no mask.</summary>
+    private static CausalConv1dParams ConvParams(CudaTensor xz, CudaTensor weight, IntPtr bias, int biasDType, CudaTensor u, IntPtr state, int stateDType,
+        int batch, int length, int inner, int kernel) =>
+        new()
+        {
+            ActDType = (int)xz.DType, WeightDType = (int)weight.DType, BiasDType = biasDType, StateDType = stateDType,
+            Batch = batch, Length = length, Channels = inner, Width = kernel,
+            Xz = xz.Pointer, Weight = weight.Pointer, Bias = bias, U = u.Pointer, ConvState = state,
+        };
 
     private (IntPtr Pointer, int DType) Optional(DeviceTensor? tensor, long size, string name)
     {

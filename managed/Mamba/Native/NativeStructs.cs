@@ -1,0 +1,75 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
+namespace Mamba.Native;
+
+// Mirrors of the parameter structs of native/include/mamba.h, field for field (PascalCase of the C names). Each
+// constructor sets StructSize, which the library checks against its own sizeof; NativeStructLayoutTests compares
+// every size and offset with mamba_struct_layout. Optional pointers stay zero; dtypes are Mamba.DType values.
+
+/// <summary>C <c>mamba_add_rmsnorm_params</c>: residual += delta, out = RMSNorm(residual) · weight.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct AddRmsNormParams
+{
+    public AddRmsNormParams() => StructSize = Unsafe.SizeOf<AddRmsNormParams>();
+
+    public int StructSize, ResidualDType, DeltaDType, WeightDType, OutDType;
+    public float Epsilon;
+    public long Rows, Dim;
+    public IntPtr Residual, Delta, Weight, Out;
+}
+
+/// <summary>C <c>mamba_linear_params</c>: y [M, N] = x [M, K] · wᵀ (+ bias).</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct LinearParams
+{
+    public LinearParams() => StructSize = Unsafe.SizeOf<LinearParams>();
+
+    public int StructSize, XDType, WDType, BiasDType, YDType, Reserved;
+    public long M, N, K;
+    public IntPtr X, W, Bias, Y;
+}
+
+/// <summary>C <c>mamba_causal_conv1d_params</c>: the conv forward, its continuation and the decode update.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct CausalConv1dParams
+{
+    public CausalConv1dParams() => StructSize = Unsafe.SizeOf<CausalConv1dParams>();
+
+    public int StructSize, ActDType, WeightDType, BiasDType, StateDType, Batch, Length, Channels, Width, Reserved;
+    public IntPtr Xz, Weight, Bias, Mask, U, ConvState;
+}
+
+/// <summary>C <c>mamba_selective_scan_params</c>: the scan, its continuation and the decode state update.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct SelectiveScanParams
+{
+    public SelectiveScanParams() => StructSize = Unsafe.SizeOf<SelectiveScanParams>();
+
+    public int StructSize, ActDType, DtWeightDType, DtBiasDType, Batch, Length, Channels, DState, DtRank, Reserved;
+    public IntPtr U, Dbc, Xz, Y, DtWeight, DtBias, A, D, State;
+}
+
+/// <summary>One layer of <see cref="DecodeModelDesc"/> (C <c>mamba_decode_layer</c>): device addresses, optional ones zero.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct DecodeLayerDesc
+{
+    public DecodeLayerDesc() => StructSize = Unsafe.SizeOf<DecodeLayerDesc>();
+
+    public int StructSize, Reserved;
+    public IntPtr NormWeight, InProjWeight, InProjBias, ConvWeight, ConvBias, ConvState, XProjWeight, DtProjWeight, DtProjBias, A, D, SsmState,
+        OutProjWeight, OutProjBias;
+}
+
+/// <summary>C <c>mamba_decode_model</c>: what the fused batch-1 decode step reads and updates.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct DecodeModelDesc
+{
+    public DecodeModelDesc() => StructSize = Unsafe.SizeOf<DecodeModelDesc>();
+
+    public int StructSize, NumLayers, Hidden, Inner, State, Rank, ConvKernel, Vocab, DType, ConvStateDType;
+    public float Eps;
+    public int Reserved;
+    public IntPtr Embedding, NormF, LmHead;
+    public unsafe DecodeLayerDesc* Layers;
+}
