@@ -108,7 +108,7 @@ internal sealed class GenerationLoop : IDisposable
         }
         _eosIds = (options.EosTokenIds ?? eosIds).ToHashSet();
         _plainGreedy = !options.DoSample && options.RepetitionPenalty == 1.0;
-        RetainFinishedRows = _plainGreedy && model.Backend.Kind != BackendKind.Cpu;
+        RetainFinishedRows = _plainGreedy && model.Backend is IGreedyDecodeAccelerator; // only there is a decode step bound to the cache
     }
 
     /// <summary>
