@@ -23,20 +23,6 @@ internal static class CpuSelectiveScan
     /// <param name="state">[B, E, N]: read as the initial state when <paramref name="useInitialState"/>, written with the final state; may be empty when not needed</param>
     public static void Run(ReadOnlySpan<float> u, ReadOnlySpan<float> dbc, ReadOnlySpan<float> wdt, ReadOnlySpan<float> bdt, ReadOnlySpan<float> xz,
         ReadOnlySpan<float> aNeg, ReadOnlySpan<float> d, Span<float> y, Span<float> state, bool useInitialState,
-        int batch, int length, int inner, int rank, int stateSize, ParallelOptions parallel) =>
-        RunCore(u, default, dbc, wdt, bdt, xz, aNeg, false, d, y, state, useInitialState, batch, length, inner, rank, stateSize, parallel);
-
-    /// <summary>
-    /// The recurrence alone with Δ given ([B, L, E], already softplus(W_dt·δ̃ + b_dt)) and A transposed to [N, E]: the
-    /// form the op benchmarks time (bench/Mamba.Bench); the model runs the fused form above.
-    /// </summary>
-    public static void Run(ReadOnlySpan<float> u, ReadOnlySpan<float> delta, ReadOnlySpan<float> dbc, ReadOnlySpan<float> xz,
-        ReadOnlySpan<float> aTransposed, ReadOnlySpan<float> d, Span<float> y, Span<float> state, bool useInitialState,
-        int batch, int length, int inner, int rank, int stateSize, ParallelOptions parallel) =>
-        RunCore(u, delta, dbc, default, default, xz, aTransposed, true, d, y, state, useInitialState, batch, length, inner, rank, stateSize, parallel);
-
-    private static void RunCore(ReadOnlySpan<float> u, ReadOnlySpan<float> delta, ReadOnlySpan<float> dbc, ReadOnlySpan<float> wdt, ReadOnlySpan<float> bdt,
-        ReadOnlySpan<float> xz, ReadOnlySpan<float> a, bool aTransposed, ReadOnlySpan<float> d, Span<float> y, Span<float> state, bool useInitialState,
         int batch, int length, int inner, int rank, int stateSize, ParallelOptions parallel)
     {
         // 16 channels per task with AVX-512, else 8.
@@ -44,9 +30,9 @@ internal static class CpuSelectiveScan
         int groups = (inner + lanes - 1) / lanes;
         unsafe
         {
-            fixed (float* pu = u, pdelta = delta, pw = wdt, pb = bdt, pdbc = dbc, pxz = xz, pa = a, pd = d, py = y, ps = state)
+            fixed (float* pu = u, pw = wdt, pb = bdt, pdbc = dbc, pxz = xz, pa = aNeg, pd = d, py = y, ps = state)
             {
-                var args = new ScanArgs(pu, pdelta, pw, pb, pdbc, pxz, pa, aTransposed, pd, py, ps, state.Length > 0, useInitialState,
+                var args = new ScanArgs(pu, pw, pb, pdbc, pxz, pa, pd, py, ps, state.Length > 0, useInitialState,
                     batch, length, inner, rank, stateSize);
                 int tasks = batch * groups;
                 if (tasks == 1 || (long)batch * length * inner * stateSize < 1 << 16)
@@ -175,12 +161,9 @@ internal static class CpuSelectiveScan
         }
     }
 
-    private readonly unsafe struct ScanArgs(float* u, float* delta, float* wdt, float* bdt, float* dbc, float* xz, float* a, bool aTransposed,
+    private readonly unsafe struct ScanArgs(float* u, float* wdt, float* bdt, float* dbc, float* xz, float* a,
         float* d, float* y, float* state, bool hasState, bool initial, int batch, int length, int inner, int rank, int n)
     {
-        /// <summary>Δ given (null: computed from δ̃, W_dt and b_dt); A as [N, E] when ATransposed, else [E, N].</summary>
-        public readonly float* Delta = delta;
-        public readonly bool ATransposed = aTransposed;
         public readonly float* U = u, Wdt = wdt, Bdt = bdt, Dbc = dbc, Xz = xz, A = a, D = d, Y = y, State = state;
         public readonly bool HasState = hasState, Initial = initial;
         public readonly int Batch = batch, Length = length, Inner = inner, Rank = rank, N = n;
@@ -210,24 +193,16 @@ internal static class CpuSelectiveScan
         var wr = stackalloc Vector512<float>[rank];
         float* stateBase = a.State + ((long)b * inner + e0) * n;
         var gather = stackalloc float[16];
-        var biasV = Vector512<float>.Zero;
-        if (a.Delta == null)
+        for (int r = 0; r < rank; r++)
         {
-            for (int r = 0; r < rank; r++)
-            {
-                for (int lane = 0; lane < 16; lane++) gather[lane] = a.Wdt[(long)(e0 + lane) * rank + r];
-                wr[r] = Vector512.Load(gather);
-            }
-            biasV = Vector512.Load(a.Bdt + e0);
+            for (int lane = 0; lane < 16; lane++) gather[lane] = a.Wdt[(long)(e0 + lane) * rank + r];
+            wr[r] = Vector512.Load(gather);
         }
+        var biasV = Vector512.Load(a.Bdt + e0);
         for (int j = 0; j < n; j++)
         {
-            if (a.ATransposed) aj[j] = Vector512.Load(a.A + (long)j * inner + e0);
-            else
-            {
-                for (int lane = 0; lane < 16; lane++) gather[lane] = a.A[(long)(e0 + lane) * n + j];
-                aj[j] = Vector512.Load(gather);
-            }
+            for (int lane = 0; lane < 16; lane++) gather[lane] = a.A[(long)(e0 + lane) * n + j];
+            aj[j] = Vector512.Load(gather);
             if (a.Initial)
             {
                 for (int lane = 0; lane < 16; lane++) gather[lane] = stateBase[lane * n + j];
@@ -241,11 +216,11 @@ internal static class CpuSelectiveScan
         {
             long row = (long)b * a.Length + t;
             int inBlock = t % TimeBlock;
-            if (inBlock == 0 && a.Delta == null) Delta(a.Dbc + row * dbcWidth, dbcWidth, Math.Min(TimeBlock, a.Length - t), rank, wr, biasV, deltaBlock);
+            if (inBlock == 0) Delta(a.Dbc + row * dbcWidth, dbcWidth, Math.Min(TimeBlock, a.Length - t), rank, wr, biasV, deltaBlock);
             var uv = Vector512.Load(a.U + row * inner + e0);
             var zv = Vector512.Load(a.Xz + row * 2 * inner + inner + e0);
             float* dt = a.Dbc + row * dbcWidth;
-            var deltaV = a.Delta == null ? deltaBlock[inBlock] : Vector512.Load(a.Delta + row * inner + e0);
+            var deltaV = deltaBlock[inBlock];
             float* bt = dt + rank;
             float* ct = bt + n;
             var du = deltaV * uv;
@@ -358,19 +333,14 @@ internal static class CpuSelectiveScan
         var wr = stackalloc Vector256<float>[rank];
         float* stateBase = a.State + ((long)b * inner + e0) * n;
         float* ar = a.A + (long)e0 * n;
-        var biasV = Vector256<float>.Zero;
-        if (a.Delta == null)
-        {
-            float* wrow = a.Wdt + (long)e0 * rank;
-            for (int r = 0; r < rank; r++)
-                wr[r] = Vector256.Create(wrow[r], wrow[rank + r], wrow[2 * rank + r], wrow[3 * rank + r],
-                    wrow[4 * rank + r], wrow[5 * rank + r], wrow[6 * rank + r], wrow[7 * rank + r]);
-            biasV = Vector256.Load(a.Bdt + e0);
-        }
+        float* wrow = a.Wdt + (long)e0 * rank;
+        for (int r = 0; r < rank; r++)
+            wr[r] = Vector256.Create(wrow[r], wrow[rank + r], wrow[2 * rank + r], wrow[3 * rank + r],
+                wrow[4 * rank + r], wrow[5 * rank + r], wrow[6 * rank + r], wrow[7 * rank + r]);
+        var biasV = Vector256.Load(a.Bdt + e0);
         for (int j = 0; j < n; j++)
         {
-            aj[j] = a.ATransposed ? Vector256.Load(a.A + (long)j * inner + e0)
-                : Vector256.Create(ar[j], ar[n + j], ar[2 * n + j], ar[3 * n + j], ar[4 * n + j], ar[5 * n + j], ar[6 * n + j], ar[7 * n + j]);
+            aj[j] = Vector256.Create(ar[j], ar[n + j], ar[2 * n + j], ar[3 * n + j], ar[4 * n + j], ar[5 * n + j], ar[6 * n + j], ar[7 * n + j]);
             if (a.Initial)
             {
                 // state is [E, N] per batch row: gather the 8 channels' entry j.
@@ -385,11 +355,11 @@ internal static class CpuSelectiveScan
         {
             long row = (long)b * a.Length + t;
             int inBlock = t % TimeBlock;
-            if (inBlock == 0 && a.Delta == null) Delta(a.Dbc + row * dbcWidth, dbcWidth, Math.Min(TimeBlock, a.Length - t), rank, wr, biasV, deltaBlock);
+            if (inBlock == 0) Delta(a.Dbc + row * dbcWidth, dbcWidth, Math.Min(TimeBlock, a.Length - t), rank, wr, biasV, deltaBlock);
             var uv = Vector256.Load(a.U + row * inner + e0);
             var zv = Vector256.Load(a.Xz + row * 2 * inner + inner + e0);
             float* dt = a.Dbc + row * dbcWidth;
-            var deltaV = a.Delta == null ? deltaBlock[inBlock] : Vector256.Load(a.Delta + row * inner + e0);
+            var deltaV = deltaBlock[inBlock];
             float* bt = dt + rank;
             float* ct = bt + n;
             var du = deltaV * uv;
@@ -420,22 +390,17 @@ internal static class CpuSelectiveScan
         {
             long row = (long)b * a.Length + t;
             float* dtRow = a.Dbc + row * dbcWidth;
-            float dt;
-            if (a.Delta == null)
-            {
-                float* wrow = a.Wdt + (long)e * a.Rank;
-                float raw = 0f;
-                for (int r = 0; r < a.Rank; r++) raw += dtRow[r] * wrow[r];
-                dt = CpuMath.Softplus(raw + a.Bdt[e]);
-            }
-            else dt = a.Delta[row * inner + e];
+            float* wrow = a.Wdt + (long)e * a.Rank;
+            float raw = 0f;
+            for (int r = 0; r < a.Rank; r++) raw += dtRow[r] * wrow[r];
+            float dt = CpuMath.Softplus(raw + a.Bdt[e]);
             float uu = a.U[row * inner + e], z = a.Xz[row * 2 * inner + inner + e];
             float* bt = dtRow + a.Rank;
             float* ct = bt + n;
             float du = dt * uu, acc = 0f;
             for (int j = 0; j < n; j++)
             {
-                s[j] = MathF.Exp(dt * (a.ATransposed ? a.A[(long)j * inner + e] : a.A[(long)e * n + j])) * s[j] + du * bt[j];
+                s[j] = MathF.Exp(dt * a.A[(long)e * n + j]) * s[j] + du * bt[j];
                 acc += s[j] * ct[j];
             }
             a.Y[row * inner + e] = (acc + a.D[e] * uu) * CpuMath.Silu(z);
