@@ -3,9 +3,17 @@ using Mamba.Compute.Cpu;
 
 namespace Mamba.Tests.Cpu;
 
-/// <summary>The width-generic vector math.</summary>
+/// <summary>The width-generic vector math and the backend's description of the width that runs.</summary>
 public class CpuVectorTests
 {
+    [Test]
+    public void DescriptionNamesTheInstructionSetAndThreads()
+    {
+        string expected = Vector512.IsHardwareAccelerated ? "AVX-512" : Vector256.IsHardwareAccelerated ? "AVX2" : "scalar";
+        using var backend = new CpuBackend(threads: 3);
+        Assert.That(backend.Description, Is.EqualTo($"CPU (C#, float32, {expected}, 3 threads)"));
+    }
+
     /// <summary>
     /// Exp, Softplus and Silu have one body for both widths, so a lane's result does not depend on the width it ran
     /// at (the scan's output is the same with AVX-512 and with AVX2). Needs both widths accelerated.

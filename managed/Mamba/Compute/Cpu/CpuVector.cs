@@ -253,3 +253,11 @@ internal readonly unsafe struct Vector256Ops : IVectorOps<Vector256<float>>
         return ((bits & Vector256.Create(0x007FFFFF)) | Vector256.Create(0x3F800000)).AsSingle();
     }
 }
+
+/// <summary>The widest float vector the kernels use on this machine, for the backend's description.</summary>
+internal static class CpuVectorWidth
+{
+    /// <summary>"AVX-512" (16-lane scan and GEMM), "AVX2" (8 lanes) or "scalar" (neither width accelerated).</summary>
+    public static string InstructionSet =>
+        Vector512Ops.IsHardwareAccelerated ? "AVX-512" : Vector256Ops.IsHardwareAccelerated ? "AVX2" : "scalar";
+}
