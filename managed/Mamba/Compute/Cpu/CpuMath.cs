@@ -99,32 +99,29 @@ internal static class CpuMath
 
     /// <summary>In place silu(v), 8 lanes at a time where vectors are accelerated (a value's path depends only on its index).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // see IVectorOps: vector code from the first call
-    public static unsafe void SiluInPlace(Span<float> values)
+    public static void SiluInPlace(Span<float> values)
     {
-        fixed (float* p = values)
-        {
-            int i = 0;
-            if (Vector256Ops.IsHardwareAccelerated)
-                for (; i <= values.Length - 8; i += 8)
-                    Vector256Ops.Store(Silu<Vector256<float>, Vector256Ops>(Vector256.Load(p + i)), p + i);
-            for (; i < values.Length; i++) p[i] = Silu(p[i]);
-        }
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+            for (; i <= values.Length - 8; i += 8)
+                Silu<Vector256<float>, Vector256Ops>(Vector256.Create(values.Slice(i, 8))).CopyTo(values.Slice(i, 8));
+        for (; i < values.Length; i++) values[i] = Silu(values[i]);
     }
 
     /// <summary>In-place softplus(x + bias[col]) over rows of width bias.Length, 8 lanes at a time where vectors are accelerated.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // see IVectorOps: vector code from the first call
-    public static unsafe void AddBiasSoftplusRows(Span<float> rows, ReadOnlySpan<float> bias)
+    public static void AddBiasSoftplusRows(Span<float> rows, ReadOnlySpan<float> bias)
     {
         int width = bias.Length;
         for (int start = 0; start < rows.Length; start += width)
-            fixed (float* row = rows.Slice(start, width), b = bias)
-            {
-                int i = 0;
-                if (Vector256Ops.IsHardwareAccelerated)
-                    for (; i <= width - 8; i += 8)
-                        Vector256Ops.Store(Softplus<Vector256<float>, Vector256Ops>(Vector256.Load(row + i) + Vector256.Load(b + i)), row + i);
-                for (; i < width; i++)
-                    row[i] = Softplus(row[i] + b[i]);
-            }
+        {
+            var row = rows.Slice(start, width);
+            int i = 0;
+            if (Vector256.IsHardwareAccelerated)
+                for (; i <= width - 8; i += 8)
+                    Softplus<Vector256<float>, Vector256Ops>(Vector256.Create(row.Slice(i, 8)) + Vector256.Create(bias.Slice(i, 8))).CopyTo(row.Slice(i, 8));
+            for (; i < width; i++)
+                row[i] = Softplus(row[i] + bias[i]);
+        }
     }
 }
