@@ -3,9 +3,9 @@ using System.Numerics.Tensors;
 namespace Mamba.Compute.Cpu;
 
 /// <summary>
-/// The pure C# implementation of <see cref="IMambaBackend"/>: float32 storage and math, vectorised
-/// with Vector256 / <see cref="TensorPrimitives"/>, parallel over rows, channels and batch. It is the
-/// oracle every other backend is tested against.
+/// The pure C# implementation of <see cref="IMambaBackend"/>: float32 storage and math, vectorised with AVX-512 or
+/// AVX2 (kernels generic over the width, see <see cref="IVectorOps{TVec}"/>) and <see cref="TensorPrimitives"/>,
+/// parallel over rows, channels and batch. It is the oracle every other backend is tested against.
 /// </summary>
 internal sealed class CpuBackend : IMambaBackend
 {
@@ -25,7 +25,8 @@ internal sealed class CpuBackend : IMambaBackend
     public BackendKind Kind => BackendKind.Cpu;
 
     /// <inheritdoc />
-    public string Description => $"CPU (C#, float32, {Threads} threads, Vector256 {(System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated ? "on" : "off")})";
+    /// <remarks>Names the instruction set the kernels run with (AVX-512, AVX2 or scalar) and the thread count.</remarks>
+    public string Description => $"CPU (C#, float32, {CpuVectorWidth.InstructionSet}, {Threads} threads)";
 
     /// <inheritdoc />
     public DeviceTensor Allocate(DType dtype, params int[] shape)

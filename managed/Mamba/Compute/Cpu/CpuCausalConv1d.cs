@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace Mamba.Compute.Cpu;
@@ -40,6 +41,7 @@ internal static class CpuCausalConv1d
         public readonly int Length = length, Inner = inner, Kernel = kernel;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] // per tap in Row's inner loop (tiered PGO inlined it; Row is compiled without)
     private static unsafe float* InputRow(in ConvArgs a, int b, int time)
     {
         if (time >= 0) return a.Xz + ((long)b * a.Length + time) * 2 * a.Inner;
@@ -48,6 +50,7 @@ internal static class CpuCausalConv1d
         return a.History + ((long)b * (a.Kernel - 1) + (a.Kernel - 1 + time)) * a.Inner;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // see IVectorOps: vector code from the first call
     private static unsafe void Row(in ConvArgs a, int b, int t)
     {
         int inner = a.Inner, kernel = a.Kernel;
@@ -65,7 +68,7 @@ internal static class CpuCausalConv1d
                     float* input = InputRow(a, b, t - kernel + 1 + k);
                     if (input != null) acc += Vector256.Load(a.W + (long)k * inner + e) * Vector256.Load(input + e);
                 }
-                (CpuMath.Silu(acc) * maskV).Store(outRow + e);
+                (CpuMath.Silu<Vector256<float>, Vector256Ops>(acc) * maskV).Store(outRow + e);
             }
         }
         for (; e < inner; e++)

@@ -16,7 +16,7 @@ namespace Mamba.Compute.Cpu;
 internal static partial class CpuGemm
 {
     /// <summary>AVX-512 where the JIT accelerates it (twice the lanes per FMA), else AVX2.</summary>
-    private static readonly bool Use512 = Vector512.IsHardwareAccelerated;
+    private static bool Use512 => Vector512Ops.IsHardwareAccelerated;
 
     private const int PanelRows = 64;   // rows of W per task (64 × K floats stay in L2 for K ≤ 4096)
     private const int RowBlock = 64;    // rows of X per task
@@ -82,7 +82,7 @@ internal static partial class CpuGemm
                         a.Y[(long)(i + r) * a.N + j] = Dot(x0 + (long)r * a.XStride, a.W + (long)j * k, k);
             }
         }
-        if (Vector256.IsHardwareAccelerated && k >= 8)
+        if (Vector256Ops.IsHardwareAccelerated && k >= 8)
         {
             for (; i + 4 <= m1; i += 4)
             {
@@ -93,8 +93,8 @@ internal static partial class CpuGemm
                         Tile4x4Wide(x0, a.XStride, a.W + (long)j * k, k, a.Y + (long)i * a.N + j, a.N);
                 for (; j + 2 <= n1; j += 2)
                 {
-                    if (Use512) Tile4x2Wide(x0, a.XStride, a.W + (long)j * k, k, a.Y + (long)i * a.N + j, a.N);
-                    else Tile4x2(x0, a.XStride, a.W + (long)j * k, k, a.Y + (long)i * a.N + j, a.N);
+                    if (Use512) Tile4x2<Vector512<float>, Vector512Ops>(x0, a.XStride, a.W + (long)j * k, k, a.Y + (long)i * a.N + j, a.N);
+                    else Tile4x2<Vector256<float>, Vector256Ops>(x0, a.XStride, a.W + (long)j * k, k, a.Y + (long)i * a.N + j, a.N);
                 }
                 for (; j < n1; j++)
                     for (int r = 0; r < 4; r++)
@@ -118,29 +118,43 @@ internal static partial class CpuGemm
     }
 
     /// <summary>
-    /// One output with exactly the summation order of <see cref="Tile4x2"/> (one Vector256 accumulator,
-    /// horizontal sum, scalar tail), so a row's result never depends on which tile computed it: a
-    /// sequence gives bit-identical logits alone or inside a batch.
+    /// One output with exactly the summation order of every tile here (see <see cref="DotVector{TVec, TOps}"/>), so a row's
+    /// result never depends on which tile computed it: a sequence gives bit-identical logits alone or inside a batch.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // see IVectorOps: vector code from the first call
     internal static unsafe float Dot(float* a, float* b, int k)
     {
-        int p = 0;
+        if (Use512 && k >= 8) return DotVector<Vector512<float>, Vector512Ops>(a, b, k);
+        if (Vector256Ops.IsHardwareAccelerated && k >= 8) return DotVector<Vector256<float>, Vector256Ops>(a, b, k);
         float sum = 0f;
-        if (Use512 && k >= 8)
-        {
-            // Same order as Tile4x2Wide: 16-lane accumulator, then an 8-lane step, then the scalar tail.
-            var acc = Vector512<float>.Zero;
-            for (; p + 16 <= k; p += 16) acc = Vector512.FusedMultiplyAdd(Vector512.Load(a + p), Vector512.Load(b + p), acc);
-            var half = acc.GetLower() + acc.GetUpper();
-            if (p + 8 <= k) { half = Fmadd(Vector256.Load(a + p), Vector256.Load(b + p), half); p += 8; }
-            sum = Sum8(half);
-        }
-        else if (Vector256.IsHardwareAccelerated && k >= 8)
-        {
-            var acc = Vector256<float>.Zero;
-            for (; p + 8 <= k; p += 8) acc = Fmadd(Vector256.Load(a + p), Vector256.Load(b + p), acc);
-            sum = Vector256.Sum(acc);
-        }
+        for (int p = 0; p < k; p++) sum += a[p] * b[p];
+        return sum;
+    }
+
+    /// <summary>
+    /// The summation order of every output: one FMA chain per lane over the whole vectors, then <see cref="FinishDot{TVec, TOps}"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe float DotVector<TVec, TOps>(float* a, float* b, int k) where TVec : struct where TOps : IVectorOps<TVec>
+    {
+        int p = 0;
+        var acc = TOps.Zero;
+        for (; p + TOps.Count <= k; p += TOps.Count) acc = TOps.FusedMultiplyAdd(TOps.Load(a + p), TOps.Load(b + p), acc);
+        return FinishDot<TVec, TOps>(TOps.FoldTo256(acc), a, b, p, k);
+    }
+
+    /// <summary>
+    /// The end of a dot product from its accumulator folded to 8 lanes, at <paramref name="p"/>: one 8-wide FMA step
+    /// if 8 products remain (only after a 16-lane chain), the horizontal sum, then the scalar rest (multiply, then add).
+    /// The 16-lane paths sum with <see cref="Sum8"/>, the 8-lane ones with Vector256.Sum: the same pairs in the same
+    /// order, in fewer instructions (measured faster for short K).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe float FinishDot<TVec, TOps>(Vector256<float> half, float* a, float* b, int p, int k)
+        where TVec : struct where TOps : IVectorOps<TVec>
+    {
+        if (p + 8 <= k) { half = Vector256.FusedMultiplyAdd(Vector256.Load(a + p), Vector256.Load(b + p), half); p += 8; }
+        float sum = TOps.Count == 16 ? Sum8(half) : Vector256.Sum(half);
         for (; p < k; p++) sum += a[p] * b[p];
         return sum;
     }
@@ -156,10 +170,6 @@ internal static partial class CpuGemm
         p = Avx.HorizontalAdd(p, p);       // (h0+h1)+(h2+h3) | (h4+h5)+(h6+h7)
         return p.ToScalar() + p.GetUpper().ToScalar();
     }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> Fmadd(Vector256<float> a, Vector256<float> b, Vector256<float> c) =>
-        Fma.IsSupported ? Fma.MultiplyAdd(a, b, c) : a * b + c;
 
     /// <summary>
     /// 4 rows of X against 4 rows of W with 16 AVX-512 accumulators (AVX-512 has 32 vector registers): 8 loads feed
@@ -200,23 +210,14 @@ internal static partial class CpuGemm
         float** wr = stackalloc float*[4] { w, w1, w2, w3 };
         for (int r = 0; r < 4; r++)
             for (int c = 0; c < 4; c++)
-            {
-                // The tail exactly as Dot: fold to 8 lanes, one 8-wide step, horizontal sum, scalar rest.
-                var v = acc[r * 4 + c];
-                var half = v.GetLower() + v.GetUpper();
-                int q = p;
-                if (q + 8 <= k) { half = Fmadd(Vector256.Load(xr[r] + q), Vector256.Load(wr[c] + q), half); q += 8; }
-                float sum = Sum8(half);
-                for (; q < k; q++) sum += xr[r][q] * wr[c][q];
-                y[r * (long)ys + c] = sum;
-            }
+                y[r * (long)ys + c] = FinishDot<Vector512<float>, Vector512Ops>(Vector512Ops.FoldTo256(acc[r * 4 + c]), xr[r], wr[c], p, k);
     }
 
     /// <summary>
     /// 6 rows of X against 4 rows of W: 24 AVX-512 accumulators, 10 loads feed 24 FMAs (the 4 × 4 tile needs 8 for 16;
     /// W streams from L2). Each output keeps the summation order of <see cref="Dot"/>. The accumulators' buffer is
-    /// allocated before the loop and the tail is written inline: with a stackalloc after the loop or a helper call for
-    /// the tail, the .NET 10 JIT stored all 24 accumulators to the stack on every iteration (twice as slow).
+    /// allocated before the loop and the tail's helper is inlined: with a stackalloc after the loop or a call for the
+    /// tail, the .NET 10 JIT stored all 24 accumulators to the stack on every iteration (twice as slow).
     /// </summary>
     private static unsafe void Tile6x4Wide(float* x, int xs, float* w, int k, float* y, int ys)
     {
@@ -263,102 +264,38 @@ internal static partial class CpuGemm
         float** wr = stackalloc float*[4] { w, w1, w2, w3 };
         for (int r = 0; r < 6; r++)
             for (int c = 0; c < 4; c++)
-            {
-                var v = acc[r * 4 + c];
-                var half = v.GetLower() + v.GetUpper();
-                int q = p;
-                if (q + 8 <= k) { half = Fmadd(Vector256.Load(xr[r] + q), Vector256.Load(wr[c] + q), half); q += 8; }
-                float sum = Sum8(half);
-                for (; q < k; q++) sum += xr[r][q] * wr[c][q];
-                y[r * (long)ys + c] = sum;
-            }
+                y[r * (long)ys + c] = FinishDot<Vector512<float>, Vector512Ops>(Vector512Ops.FoldTo256(acc[r * 4 + c]), xr[r], wr[c], p, k);
     }
 
-    private static unsafe void Tile4x2Wide(float* x, int xs, float* w, int k, float* y, int ys)
+    /// <summary>
+    /// 4 rows of X against 2 rows of W, 8 accumulators of one width: the AVX2 tile, and the AVX-512 one for the columns
+    /// left over by <see cref="Tile4x4Wide"/>. Each output keeps the summation order of <see cref="Dot"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // see IVectorOps: vector code from the first call
+    private static unsafe void Tile4x2<TVec, TOps>(float* x, int xs, float* w, int k, float* y, int ys) where TVec : struct where TOps : IVectorOps<TVec>
     {
-        var c00 = Vector512<float>.Zero; var c01 = Vector512<float>.Zero;
-        var c10 = Vector512<float>.Zero; var c11 = Vector512<float>.Zero;
-        var c20 = Vector512<float>.Zero; var c21 = Vector512<float>.Zero;
-        var c30 = Vector512<float>.Zero; var c31 = Vector512<float>.Zero;
+        var c00 = TOps.Zero; var c01 = TOps.Zero;
+        var c10 = TOps.Zero; var c11 = TOps.Zero;
+        var c20 = TOps.Zero; var c21 = TOps.Zero;
+        var c30 = TOps.Zero; var c31 = TOps.Zero;
         float* x1 = x + xs, x2 = x + 2L * xs, x3 = x + 3L * xs, w1 = w + k;
         int p = 0;
-        for (; p + 16 <= k; p += 16)
+        for (; p + TOps.Count <= k; p += TOps.Count)
         {
-            var b0 = Vector512.Load(w + p);
-            var b1 = Vector512.Load(w1 + p);
-            var a0 = Vector512.Load(x + p);
-            c00 = Vector512.FusedMultiplyAdd(a0, b0, c00); c01 = Vector512.FusedMultiplyAdd(a0, b1, c01);
-            var a1 = Vector512.Load(x1 + p);
-            c10 = Vector512.FusedMultiplyAdd(a1, b0, c10); c11 = Vector512.FusedMultiplyAdd(a1, b1, c11);
-            var a2 = Vector512.Load(x2 + p);
-            c20 = Vector512.FusedMultiplyAdd(a2, b0, c20); c21 = Vector512.FusedMultiplyAdd(a2, b1, c21);
-            var a3 = Vector512.Load(x3 + p);
-            c30 = Vector512.FusedMultiplyAdd(a3, b0, c30); c31 = Vector512.FusedMultiplyAdd(a3, b1, c31);
+            var b0 = TOps.Load(w + p);
+            var b1 = TOps.Load(w1 + p);
+            var a0 = TOps.Load(x + p);
+            c00 = TOps.FusedMultiplyAdd(a0, b0, c00); c01 = TOps.FusedMultiplyAdd(a0, b1, c01);
+            var a1 = TOps.Load(x1 + p);
+            c10 = TOps.FusedMultiplyAdd(a1, b0, c10); c11 = TOps.FusedMultiplyAdd(a1, b1, c11);
+            var a2 = TOps.Load(x2 + p);
+            c20 = TOps.FusedMultiplyAdd(a2, b0, c20); c21 = TOps.FusedMultiplyAdd(a2, b1, c21);
+            var a3 = TOps.Load(x3 + p);
+            c30 = TOps.FusedMultiplyAdd(a3, b0, c30); c31 = TOps.FusedMultiplyAdd(a3, b1, c31);
         }
-        // Fold to 8 lanes and take one more 8-wide step, exactly as Dot does.
-        Vector256<float> h00 = c00.GetLower() + c00.GetUpper(), h01 = c01.GetLower() + c01.GetUpper();
-        Vector256<float> h10 = c10.GetLower() + c10.GetUpper(), h11 = c11.GetLower() + c11.GetUpper();
-        Vector256<float> h20 = c20.GetLower() + c20.GetUpper(), h21 = c21.GetLower() + c21.GetUpper();
-        Vector256<float> h30 = c30.GetLower() + c30.GetUpper(), h31 = c31.GetLower() + c31.GetUpper();
-        if (p + 8 <= k)
-        {
-            var b0 = Vector256.Load(w + p); var b1 = Vector256.Load(w1 + p);
-            var a0 = Vector256.Load(x + p); h00 = Fmadd(a0, b0, h00); h01 = Fmadd(a0, b1, h01);
-            var a1 = Vector256.Load(x1 + p); h10 = Fmadd(a1, b0, h10); h11 = Fmadd(a1, b1, h11);
-            var a2 = Vector256.Load(x2 + p); h20 = Fmadd(a2, b0, h20); h21 = Fmadd(a2, b1, h21);
-            var a3 = Vector256.Load(x3 + p); h30 = Fmadd(a3, b0, h30); h31 = Fmadd(a3, b1, h31);
-            p += 8;
-        }
-        float s00 = Sum8(h00), s01 = Sum8(h01), s10 = Sum8(h10), s11 = Sum8(h11);
-        float s20 = Sum8(h20), s21 = Sum8(h21), s30 = Sum8(h30), s31 = Sum8(h31);
-        for (; p < k; p++)
-        {
-            float b0 = w[p], b1 = w1[p];
-            s00 += x[p] * b0; s01 += x[p] * b1;
-            s10 += x1[p] * b0; s11 += x1[p] * b1;
-            s20 += x2[p] * b0; s21 += x2[p] * b1;
-            s30 += x3[p] * b0; s31 += x3[p] * b1;
-        }
-        y[0] = s00; y[1] = s01;
-        y[ys] = s10; y[ys + 1] = s11;
-        y[2L * ys] = s20; y[2L * ys + 1] = s21;
-        y[3L * ys] = s30; y[3L * ys + 1] = s31;
-    }
-
-    private static unsafe void Tile4x2(float* x, int xs, float* w, int k, float* y, int ys)
-    {
-        var c00 = Vector256<float>.Zero; var c01 = Vector256<float>.Zero;
-        var c10 = Vector256<float>.Zero; var c11 = Vector256<float>.Zero;
-        var c20 = Vector256<float>.Zero; var c21 = Vector256<float>.Zero;
-        var c30 = Vector256<float>.Zero; var c31 = Vector256<float>.Zero;
-        float* x1 = x + xs, x2 = x + 2L * xs, x3 = x + 3L * xs, w1 = w + k;
-        int p = 0;
-        for (; p + 8 <= k; p += 8)
-        {
-            var b0 = Vector256.Load(w + p);
-            var b1 = Vector256.Load(w1 + p);
-            var a0 = Vector256.Load(x + p);
-            c00 = Fmadd(a0, b0, c00); c01 = Fmadd(a0, b1, c01);
-            var a1 = Vector256.Load(x1 + p);
-            c10 = Fmadd(a1, b0, c10); c11 = Fmadd(a1, b1, c11);
-            var a2 = Vector256.Load(x2 + p);
-            c20 = Fmadd(a2, b0, c20); c21 = Fmadd(a2, b1, c21);
-            var a3 = Vector256.Load(x3 + p);
-            c30 = Fmadd(a3, b0, c30); c31 = Fmadd(a3, b1, c31);
-        }
-        float s00 = Vector256.Sum(c00), s01 = Vector256.Sum(c01), s10 = Vector256.Sum(c10), s11 = Vector256.Sum(c11);
-        float s20 = Vector256.Sum(c20), s21 = Vector256.Sum(c21), s30 = Vector256.Sum(c30), s31 = Vector256.Sum(c31);
-        for (; p < k; p++)
-        {
-            float b0 = w[p], b1 = w1[p];
-            s00 += x[p] * b0; s01 += x[p] * b1;
-            s10 += x1[p] * b0; s11 += x1[p] * b1;
-            s20 += x2[p] * b0; s21 += x2[p] * b1;
-            s30 += x3[p] * b0; s31 += x3[p] * b1;
-        }
-        y[0] = s00; y[1] = s01;
-        y[ys] = s10; y[ys + 1] = s11;
-        y[2L * ys] = s20; y[2L * ys + 1] = s21;
-        y[3L * ys] = s30; y[3L * ys + 1] = s31;
+        y[0] = FinishDot<TVec, TOps>(TOps.FoldTo256(c00), x, w, p, k); y[1] = FinishDot<TVec, TOps>(TOps.FoldTo256(c01), x, w1, p, k);
+        y[ys] = FinishDot<TVec, TOps>(TOps.FoldTo256(c10), x1, w, p, k); y[ys + 1] = FinishDot<TVec, TOps>(TOps.FoldTo256(c11), x1, w1, p, k);
+        y[2L * ys] = FinishDot<TVec, TOps>(TOps.FoldTo256(c20), x2, w, p, k); y[2L * ys + 1] = FinishDot<TVec, TOps>(TOps.FoldTo256(c21), x2, w1, p, k);
+        y[3L * ys] = FinishDot<TVec, TOps>(TOps.FoldTo256(c30), x3, w, p, k); y[3L * ys + 1] = FinishDot<TVec, TOps>(TOps.FoldTo256(c31), x3, w1, p, k);
     }
 }

@@ -1,10 +1,12 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
 
 namespace Mamba.Compute.Cpu;
 
-/// <summary>Element-wise functions shared by the CPU ops, scalar and Vector256 forms with the same formulas.</summary>
+/// <summary>
+/// Element-wise functions shared by the CPU ops: a scalar form and one vector form, generic over the width
+/// (<see cref="IVectorOps{TVec}"/>), with the same formulas.
+/// </summary>
 internal static class CpuMath
 {
     /// <summary>PyTorch's softplus threshold (β = 1): above it softplus(v) = v.</summary>
@@ -20,11 +22,10 @@ internal static class CpuMath
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Softplus(float v) => v > SoftplusThreshold ? v : (float)Math.Log(1.0 + Math.Exp(v));
 
+    /// <summary>Vector silu(v) = v / (1 + e^−v).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<float> Silu(Vector256<float> v) => v / (Vector256<float>.One + Exp(-v));
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<float> Silu(Vector512<float> v) => v / (Vector512<float>.One + Exp(-v));
+    public static TVec Silu<TVec, TOps>(TVec v) where TVec : struct where TOps : IVectorOps<TVec> =>
+        TOps.Divide(v, TOps.Add(TOps.One, Exp<TVec, TOps>(TOps.Negate(v))));
 
     // e^x = 2^k · e^r with k = round(x·log2 e), r = x − k·ln 2 (ln 2 split in two for an exact first product), e^r by
     // Cephes' expf polynomial: ≈ 1 ulp over the clamped range. The runtime's Vector256/512.Exp are several times slower
@@ -39,42 +40,19 @@ internal static class CpuMath
     /// subnormal; above, ≈ 2.2e38 for a larger value or ∞).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<float> Exp(Vector256<float> x)
+    public static TVec Exp<TVec, TOps>(TVec x) where TVec : struct where TOps : IVectorOps<TVec>
     {
-        x = Vector256.Min(Vector256.Max(x, Vector256.Create(ExpLow)), Vector256.Create(ExpHigh));
-        var k = Vector256.Round(x * Vector256.Create(Log2E));
-        var r = Vector256.FusedMultiplyAdd(k, Vector256.Create(-Ln2Hi), x);
-        r = Vector256.FusedMultiplyAdd(k, Vector256.Create(-Ln2Lo), r);
-        var p = Vector256.FusedMultiplyAdd(Vector256.Create(P0), r, Vector256.Create(P1));
-        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(P2));
-        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(P3));
-        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(P4));
-        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(P5));
-        p = Vector256.FusedMultiplyAdd(p, r * r, r + Vector256<float>.One);
-        // k is integral and in [−126, 127]: the native conversion (one instruction; ConvertToInt32's saturating form
-        // is four) gives the same integers.
-        var scale = Vector256.ShiftLeft(Vector256.ConvertToInt32Native(k) + Vector256.Create(127), 23).AsSingle();
-        return p * scale;
-    }
-
-    /// <summary>The 16-lane form of <see cref="Exp(Vector256{float})"/> (same formulas).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<float> Exp(Vector512<float> x)
-    {
-        x = Vector512.Min(Vector512.Max(x, Vector512.Create(ExpLow)), Vector512.Create(ExpHigh));
-        var k = Vector512.Round(x * Vector512.Create(Log2E));
-        var r = Vector512.FusedMultiplyAdd(k, Vector512.Create(-Ln2Hi), x);
-        r = Vector512.FusedMultiplyAdd(k, Vector512.Create(-Ln2Lo), r);
-        var p = Vector512.FusedMultiplyAdd(Vector512.Create(P0), r, Vector512.Create(P1));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(P2));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(P3));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(P4));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(P5));
-        p = Vector512.FusedMultiplyAdd(p, r * r, r + Vector512<float>.One);
-        // p·2^k in one instruction (vscalefps; exact like the multiply by a built power of two, k being integral).
-        if (Avx512F.IsSupported) return Avx512F.Scale(p, k);
-        var scale = Vector512.ShiftLeft(Vector512.ConvertToInt32Native(k) + Vector512.Create(127), 23).AsSingle();
-        return p * scale;
+        x = TOps.Clamp(x, ExpLow, ExpHigh);
+        var k = TOps.Round(TOps.Multiply(x, TOps.Create(Log2E)));
+        var r = TOps.FusedMultiplyAdd(k, TOps.Create(-Ln2Hi), x);
+        r = TOps.FusedMultiplyAdd(k, TOps.Create(-Ln2Lo), r);
+        var p = TOps.FusedMultiplyAdd(TOps.Create(P0), r, TOps.Create(P1));
+        p = TOps.FusedMultiplyAdd(p, r, TOps.Create(P2));
+        p = TOps.FusedMultiplyAdd(p, r, TOps.Create(P3));
+        p = TOps.FusedMultiplyAdd(p, r, TOps.Create(P4));
+        p = TOps.FusedMultiplyAdd(p, r, TOps.Create(P5));
+        p = TOps.FusedMultiplyAdd(p, TOps.Multiply(r, r), TOps.Add(r, TOps.One));
+        return TOps.ScaleByPowerOfTwo(p, k);
     }
 
     /// <summary>
@@ -82,53 +60,26 @@ internal static class CpuMath
     /// x = m·2^e with m in [√½, √2), log x = e·ln 2 + log m.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> LogAtLeastOne(Vector256<float> x)
+    private static TVec LogAtLeastOne<TVec, TOps>(TVec x) where TVec : struct where TOps : IVectorOps<TVec>
     {
-        var bits = x.AsInt32();
-        var e = Vector256.ShiftRightArithmetic(bits, 23) - Vector256.Create(127);
-        var m = ((bits & Vector256.Create(0x007FFFFF)) | Vector256.Create(0x3F800000)).AsSingle(); // [1, 2)
-        var big = Vector256.GreaterThan(m, Vector256.Create(1.41421356f));
-        m = Vector256.ConditionalSelect(big, m * Vector256.Create(0.5f), m);
-        var ef = Vector256.ConvertToSingle(e) + (Vector256<float>.One & big);
-        var f = m - Vector256<float>.One;
-        var z = f * f;
-        var y = Vector256.FusedMultiplyAdd(Vector256.Create(7.0376836292E-2f), f, Vector256.Create(-1.1514610310E-1f));
-        y = Vector256.FusedMultiplyAdd(y, f, Vector256.Create(1.1676998740E-1f));
-        y = Vector256.FusedMultiplyAdd(y, f, Vector256.Create(-1.2420140846E-1f));
-        y = Vector256.FusedMultiplyAdd(y, f, Vector256.Create(1.4249322787E-1f));
-        y = Vector256.FusedMultiplyAdd(y, f, Vector256.Create(-1.6668057665E-1f));
-        y = Vector256.FusedMultiplyAdd(y, f, Vector256.Create(2.0000714765E-1f));
-        y = Vector256.FusedMultiplyAdd(y, f, Vector256.Create(-2.4999993993E-1f));
-        y = Vector256.FusedMultiplyAdd(y, f, Vector256.Create(3.3333331174E-1f));
-        y = y * f * z;
-        y = Vector256.FusedMultiplyAdd(ef, Vector256.Create(Ln2Lo), y);
-        y = Vector256.FusedMultiplyAdd(z, Vector256.Create(-0.5f), y);
-        return Vector256.FusedMultiplyAdd(ef, Vector256.Create(Ln2Hi), f + y);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> LogAtLeastOne(Vector512<float> x)
-    {
-        var bits = x.AsInt32();
-        var e = Vector512.ShiftRightArithmetic(bits, 23) - Vector512.Create(127);
-        var m = ((bits & Vector512.Create(0x007FFFFF)) | Vector512.Create(0x3F800000)).AsSingle(); // [1, 2)
-        var big = Vector512.GreaterThan(m, Vector512.Create(1.41421356f));
-        m = Vector512.ConditionalSelect(big, m * Vector512.Create(0.5f), m);
-        var ef = Vector512.ConvertToSingle(e) + (Vector512<float>.One & big);
-        var f = m - Vector512<float>.One;
-        var z = f * f;
-        var y = Vector512.FusedMultiplyAdd(Vector512.Create(7.0376836292E-2f), f, Vector512.Create(-1.1514610310E-1f));
-        y = Vector512.FusedMultiplyAdd(y, f, Vector512.Create(1.1676998740E-1f));
-        y = Vector512.FusedMultiplyAdd(y, f, Vector512.Create(-1.2420140846E-1f));
-        y = Vector512.FusedMultiplyAdd(y, f, Vector512.Create(1.4249322787E-1f));
-        y = Vector512.FusedMultiplyAdd(y, f, Vector512.Create(-1.6668057665E-1f));
-        y = Vector512.FusedMultiplyAdd(y, f, Vector512.Create(2.0000714765E-1f));
-        y = Vector512.FusedMultiplyAdd(y, f, Vector512.Create(-2.4999993993E-1f));
-        y = Vector512.FusedMultiplyAdd(y, f, Vector512.Create(3.3333331174E-1f));
-        y = y * f * z;
-        y = Vector512.FusedMultiplyAdd(ef, Vector512.Create(Ln2Lo), y);
-        y = Vector512.FusedMultiplyAdd(z, Vector512.Create(-0.5f), y);
-        return Vector512.FusedMultiplyAdd(ef, Vector512.Create(Ln2Hi), f + y);
+        var m = TOps.SplitExponent(x, out var e); // m in [1, 2)
+        var big = TOps.GreaterThanMask(m, TOps.Create(1.41421356f));
+        m = TOps.ConditionalSelect(big, TOps.Multiply(m, TOps.Create(0.5f)), m);
+        var ef = TOps.Add(e, TOps.BitwiseAnd(TOps.One, big));
+        var f = TOps.Subtract(m, TOps.One);
+        var z = TOps.Multiply(f, f);
+        var y = TOps.FusedMultiplyAdd(TOps.Create(7.0376836292E-2f), f, TOps.Create(-1.1514610310E-1f));
+        y = TOps.FusedMultiplyAdd(y, f, TOps.Create(1.1676998740E-1f));
+        y = TOps.FusedMultiplyAdd(y, f, TOps.Create(-1.2420140846E-1f));
+        y = TOps.FusedMultiplyAdd(y, f, TOps.Create(1.4249322787E-1f));
+        y = TOps.FusedMultiplyAdd(y, f, TOps.Create(-1.6668057665E-1f));
+        y = TOps.FusedMultiplyAdd(y, f, TOps.Create(2.0000714765E-1f));
+        y = TOps.FusedMultiplyAdd(y, f, TOps.Create(-2.4999993993E-1f));
+        y = TOps.FusedMultiplyAdd(y, f, TOps.Create(3.3333331174E-1f));
+        y = TOps.Multiply(TOps.Multiply(y, f), z);
+        y = TOps.FusedMultiplyAdd(ef, TOps.Create(Ln2Lo), y);
+        y = TOps.FusedMultiplyAdd(z, TOps.Create(-0.5f), y);
+        return TOps.FusedMultiplyAdd(ef, TOps.Create(Ln2Hi), TOps.Add(f, y));
     }
 
     /// <summary>
@@ -136,37 +87,29 @@ internal static class CpuMath
     /// where it returns e), so tiny e keep their relative precision.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<float> Softplus(Vector256<float> v)
+    public static TVec Softplus<TVec, TOps>(TVec v) where TVec : struct where TOps : IVectorOps<TVec>
     {
-        var e = Exp(v);
-        var u = Vector256<float>.One + e;
-        var denom = u - Vector256<float>.One;
-        var log1p = Vector256.ConditionalSelect(Vector256.Equals(denom, Vector256<float>.Zero), e, LogAtLeastOne(u) * (e / denom));
-        return Vector256.ConditionalSelect(Vector256.GreaterThan(v, Vector256.Create(SoftplusThreshold)), v, log1p);
-    }
-
-    /// <summary>The 16-lane form of <see cref="Softplus(Vector256{float})"/>.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<float> Softplus(Vector512<float> v)
-    {
-        var e = Exp(v);
-        var u = Vector512<float>.One + e;
-        var denom = u - Vector512<float>.One;
-        var log1p = Vector512.ConditionalSelect(Vector512.Equals(denom, Vector512<float>.Zero), e, LogAtLeastOne(u) * (e / denom));
-        return Vector512.ConditionalSelect(Vector512.GreaterThan(v, Vector512.Create(SoftplusThreshold)), v, log1p);
+        var e = Exp<TVec, TOps>(v);
+        var u = TOps.Add(TOps.One, e);
+        var denom = TOps.Subtract(u, TOps.One);
+        var log1p = TOps.ConditionalSelect(TOps.EqualsMask(denom, TOps.Zero), e,
+            TOps.Multiply(LogAtLeastOne<TVec, TOps>(u), TOps.Divide(e, denom)));
+        return TOps.ConditionalSelect(TOps.GreaterThanMask(v, TOps.Create(SoftplusThreshold)), v, log1p);
     }
 
     /// <summary>In place silu(v), 8 lanes at a time where vectors are accelerated (a value's path depends only on its index).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // see IVectorOps: vector code from the first call
     public static void SiluInPlace(Span<float> values)
     {
         int i = 0;
         if (Vector256.IsHardwareAccelerated)
             for (; i <= values.Length - 8; i += 8)
-                Silu(Vector256.Create(values.Slice(i, 8))).CopyTo(values.Slice(i, 8));
+                Silu<Vector256<float>, Vector256Ops>(Vector256.Create(values.Slice(i, 8))).CopyTo(values.Slice(i, 8));
         for (; i < values.Length; i++) values[i] = Silu(values[i]);
     }
 
-    /// <summary>In-place softplus(x + bias[col]) over rows of width bias.Length.</summary>
+    /// <summary>In-place softplus(x + bias[col]) over rows of width bias.Length, 8 lanes at a time where vectors are accelerated.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // see IVectorOps: vector code from the first call
     public static void AddBiasSoftplusRows(Span<float> rows, ReadOnlySpan<float> bias)
     {
         int width = bias.Length;
@@ -176,7 +119,7 @@ internal static class CpuMath
             int i = 0;
             if (Vector256.IsHardwareAccelerated)
                 for (; i <= width - 8; i += 8)
-                    Softplus(Vector256.Create(row.Slice(i, 8)) + Vector256.Create(bias.Slice(i, 8))).CopyTo(row.Slice(i, 8));
+                    Softplus<Vector256<float>, Vector256Ops>(Vector256.Create(row.Slice(i, 8)) + Vector256.Create(bias.Slice(i, 8))).CopyTo(row.Slice(i, 8));
             for (; i < width; i++)
                 row[i] = Softplus(row[i] + bias[i]);
         }

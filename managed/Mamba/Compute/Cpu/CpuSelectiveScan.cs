@@ -4,10 +4,11 @@ using System.Runtime.Intrinsics;
 namespace Mamba.Compute.Cpu;
 
 /// <summary>
-/// The selective scan on the CPU, 8 channels per Vector256 lane group. Activations are token-major,
-/// so at each step the 8 channels' u, Δ and z are one contiguous load; B_t and C_t are broadcast. The
-/// state of a channel group is N vectors kept in a small stack buffer, next to A[:, n] of the group's
-/// channels, gathered once per task (A is [E, N]: no transposed copy per call). Work is split over (batch, channel group).
+/// The selective scan on the CPU, one channel per vector lane: 16 channels per task with AVX-512, 8 with AVX2 (one
+/// body, <see cref="ScanChannels{TVec, TOps}"/>, generic over the width). Activations are token-major, so at each step the
+/// channels' u, Δ and z are one contiguous load; B_t and C_t are broadcast. The state of a channel group is N vectors
+/// kept in a small stack buffer, next to A[:, n] of the group's channels, gathered once per task (A is [E, N]: no
+/// transposed copy per call). Work is split over (batch, channel group).
 /// </summary>
 internal static class CpuSelectiveScan
 {
@@ -23,30 +24,15 @@ internal static class CpuSelectiveScan
     /// <param name="state">[B, E, N]: read as the initial state when <paramref name="useInitialState"/>, written with the final state; may be empty when not needed</param>
     public static void Run(ReadOnlySpan<float> u, ReadOnlySpan<float> dbc, ReadOnlySpan<float> wdt, ReadOnlySpan<float> bdt, ReadOnlySpan<float> xz,
         ReadOnlySpan<float> aNeg, ReadOnlySpan<float> d, Span<float> y, Span<float> state, bool useInitialState,
-        int batch, int length, int inner, int rank, int stateSize, ParallelOptions parallel) =>
-        RunCore(u, default, dbc, wdt, bdt, xz, aNeg, false, d, y, state, useInitialState, batch, length, inner, rank, stateSize, parallel);
-
-    /// <summary>
-    /// The recurrence alone with Δ given ([B, L, E], already softplus(W_dt·δ̃ + b_dt)) and A transposed to [N, E]: the
-    /// form the op benchmarks time (bench/Mamba.Bench); the model runs the fused form above.
-    /// </summary>
-    public static void Run(ReadOnlySpan<float> u, ReadOnlySpan<float> delta, ReadOnlySpan<float> dbc, ReadOnlySpan<float> xz,
-        ReadOnlySpan<float> aTransposed, ReadOnlySpan<float> d, Span<float> y, Span<float> state, bool useInitialState,
-        int batch, int length, int inner, int rank, int stateSize, ParallelOptions parallel) =>
-        RunCore(u, delta, dbc, default, default, xz, aTransposed, true, d, y, state, useInitialState, batch, length, inner, rank, stateSize, parallel);
-
-    private static void RunCore(ReadOnlySpan<float> u, ReadOnlySpan<float> delta, ReadOnlySpan<float> dbc, ReadOnlySpan<float> wdt, ReadOnlySpan<float> bdt,
-        ReadOnlySpan<float> xz, ReadOnlySpan<float> a, bool aTransposed, ReadOnlySpan<float> d, Span<float> y, Span<float> state, bool useInitialState,
         int batch, int length, int inner, int rank, int stateSize, ParallelOptions parallel)
     {
-        // 16 channels per task with AVX-512, else 8.
-        int lanes = Vector512.IsHardwareAccelerated ? 16 : 8;
+        int lanes = Vector512Ops.IsHardwareAccelerated ? 16 : 8;
         int groups = (inner + lanes - 1) / lanes;
         unsafe
         {
-            fixed (float* pu = u, pdelta = delta, pw = wdt, pb = bdt, pdbc = dbc, pxz = xz, pa = a, pd = d, py = y, ps = state)
+            fixed (float* pu = u, pw = wdt, pb = bdt, pdbc = dbc, pxz = xz, pa = aNeg, pd = d, py = y, ps = state)
             {
-                var args = new ScanArgs(pu, pdelta, pw, pb, pdbc, pxz, pa, aTransposed, pd, py, ps, state.Length > 0, useInitialState,
+                var args = new ScanArgs(pu, pw, pb, pdbc, pxz, pa, pd, py, ps, state.Length > 0, useInitialState,
                     batch, length, inner, rank, stateSize);
                 int tasks = batch * groups;
                 if (tasks == 1 || (long)batch * length * inner * stateSize < 1 << 16)
@@ -134,28 +120,8 @@ internal static class CpuSelectiveScan
                 float* ar = a.A + (long)e * n;
                 float acc = 0f;
                 int j = 0;
-                if (Vector512.IsHardwareAccelerated)
-                {
-                    var dtv = Vector512.Create(dt); var duv = Vector512.Create(du); var accv = Vector512<float>.Zero;
-                    for (; j + 16 <= n; j += 16)
-                    {
-                        var sv = CpuMath.Exp(dtv * Vector512.Load(ar + j)) * Vector512.Load(s + j) + duv * Vector512.Load(bt + j);
-                        sv.Store(s + j);
-                        accv += sv * Vector512.Load(ct + j);
-                    }
-                    acc = Vector512.Sum(accv);
-                }
-                if (Vector256.IsHardwareAccelerated)
-                {
-                    var dtv = Vector256.Create(dt); var duv = Vector256.Create(du); var accv = Vector256<float>.Zero;
-                    for (; j + 8 <= n; j += 8)
-                    {
-                        var sv = CpuMath.Exp(dtv * Vector256.Load(ar + j)) * Vector256.Load(s + j) + duv * Vector256.Load(bt + j);
-                        sv.Store(s + j);
-                        accv += sv * Vector256.Load(ct + j);
-                    }
-                    acc += Vector256.Sum(accv);
-                }
+                if (Vector512Ops.IsHardwareAccelerated) acc = UpdateState<Vector512<float>, Vector512Ops>(s, ar, bt, ct, dt, du, n, ref j);
+                if (Vector256Ops.IsHardwareAccelerated) acc += UpdateState<Vector256<float>, Vector256Ops>(s, ar, bt, ct, dt, du, n, ref j);
                 for (; j < n; j++)
                 {
                     s[j] = MathF.Exp(dt * ar[j]) * s[j] + du * bt[j];
@@ -169,104 +135,130 @@ internal static class CpuSelectiveScan
                 for (; k + 8 <= width; k += 8)
                 {
                     float* yp = yRow + blockStart + k;
-                    (Vector256.Load(yp) * CpuMath.Silu(Vector256.Load(zRow + blockStart + k))).Store(yp);
+                    (Vector256.Load(yp) * CpuMath.Silu<Vector256<float>, Vector256Ops>(Vector256.Load(zRow + blockStart + k))).Store(yp);
                 }
             for (; k < width; k++) yRow[blockStart + k] *= CpuMath.Silu(zRow[blockStart + k]);
         }
     }
 
-    private readonly unsafe struct ScanArgs(float* u, float* delta, float* wdt, float* bdt, float* dbc, float* xz, float* a, bool aTransposed,
+    /// <summary>
+    /// The state update of one channel over the whole vectors of its N entries from <paramref name="j"/> on:
+    /// s ← exp(Δ·A) ⊙ s + Δu·B; returns Σ s·C over them (a vector accumulator, then the lane sum) and advances j.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe float UpdateState<TVec, TOps>(float* s, float* a, float* bt, float* ct, float dt, float du, int n, ref int j)
+        where TVec : struct where TOps : IVectorOps<TVec>
+    {
+        var dtv = TOps.Create(dt); var duv = TOps.Create(du); var accv = TOps.Zero;
+        for (; j + TOps.Count <= n; j += TOps.Count)
+        {
+            var sv = TOps.Add(TOps.Multiply(CpuMath.Exp<TVec, TOps>(TOps.Multiply(dtv, TOps.Load(a + j))), TOps.Load(s + j)),
+                TOps.Multiply(duv, TOps.Load(bt + j)));
+            TOps.Store(sv, s + j);
+            accv = TOps.Add(accv, TOps.Multiply(sv, TOps.Load(ct + j)));
+        }
+        return TOps.Sum(accv);
+    }
+
+    private readonly unsafe struct ScanArgs(float* u, float* wdt, float* bdt, float* dbc, float* xz, float* a,
         float* d, float* y, float* state, bool hasState, bool initial, int batch, int length, int inner, int rank, int n)
     {
-        /// <summary>Δ given (null: computed from δ̃, W_dt and b_dt); A as [N, E] when ATransposed, else [E, N].</summary>
-        public readonly float* Delta = delta;
-        public readonly bool ATransposed = aTransposed;
         public readonly float* U = u, Wdt = wdt, Bdt = bdt, Dbc = dbc, Xz = xz, A = a, D = d, Y = y, State = state;
         public readonly bool HasState = hasState, Initial = initial;
         public readonly int Batch = batch, Length = length, Inner = inner, Rank = rank, N = n;
     }
 
-    private static unsafe void RunGroup(in ScanArgs a, int b, int group, int lanes)
+    private static void RunGroup(in ScanArgs a, int b, int group, int lanes)
     {
         int e0 = group * lanes;
         int width = Math.Min(lanes, a.Inner - e0);
         if (width == 16)
         {
-            RunVector512(a, b, e0);
+            ScanChannels<Vector512<float>, Vector512Ops>(a, b, e0);
             return;
         }
+        // A partial group (or no AVX-512): 8-channel vectors, then channels one by one.
         int e = e0;
-        for (; e + 8 <= e0 + width && Vector256.IsHardwareAccelerated; e += 8) RunVector(a, b, e);
-        for (; e < e0 + width; e++) RunScalar(a, b, e);
+        for (; e + 8 <= e0 + width && Vector256Ops.IsHardwareAccelerated; e += 8) ScanChannels<Vector256<float>, Vector256Ops>(a, b, e);
+        for (; e < e0 + width; e++) ScanChannel(a, b, e);
     }
 
-    /// <summary>The 16-channel form of <see cref="RunVector"/> (same formulas, AVX-512).</summary>
-    private static unsafe void RunVector512(in ScanArgs a, int b, int e0)
+    /// <summary>
+    /// The scan of channels e0 .. e0 + TOps.Count − 1, one per lane, <see cref="TimeBlock"/> steps at a time:
+    /// <see cref="Delta{TVec, TOps}"/> for the block, then <see cref="ScanSteps{TVec, TOps}"/>. Each is its own method
+    /// so that the JIT allocates its registers alone: inlined into one loop, the generic form kept Δ accumulators on
+    /// the stack (a store and a reload per FMA; the AVX2 scan ran ≈ 15 % slower).
+    /// </summary>
+    private static unsafe void ScanChannels<TVec, TOps>(in ScanArgs a, int b, int e0) where TVec : unmanaged where TOps : IVectorOps<TVec>
     {
-        int n = a.N, inner = a.Inner, dbcWidth = a.Rank + 2 * n;
-        int rank = a.Rank;
-        var s = stackalloc Vector512<float>[n];
-        var aj = stackalloc Vector512<float>[n];
-        var wr = stackalloc Vector512<float>[rank];
+        int n = a.N, inner = a.Inner, rank = a.Rank, dbcWidth = rank + 2 * n;
+        var s = stackalloc TVec[n];
+        var aj = stackalloc TVec[n];
+        var wr = stackalloc TVec[rank];
         float* stateBase = a.State + ((long)b * inner + e0) * n;
-        var gather = stackalloc float[16];
-        var biasV = Vector512<float>.Zero;
-        if (a.Delta == null)
-        {
-            for (int r = 0; r < rank; r++)
-            {
-                for (int lane = 0; lane < 16; lane++) gather[lane] = a.Wdt[(long)(e0 + lane) * rank + r];
-                wr[r] = Vector512.Load(gather);
-            }
-            biasV = Vector512.Load(a.Bdt + e0);
-        }
+        // W_dt [E, R], A [E, N] and the state [E, N] hold a channel's entries together: lane i gathers channel e0 + i's.
+        var gather = stackalloc float[TOps.Count];
+        for (int r = 0; r < rank; r++) wr[r] = Gather<TVec, TOps>(a.Wdt + (long)e0 * rank + r, rank, gather);
+        var biasV = TOps.Load(a.Bdt + e0);
         for (int j = 0; j < n; j++)
         {
-            if (a.ATransposed) aj[j] = Vector512.Load(a.A + (long)j * inner + e0);
-            else
-            {
-                for (int lane = 0; lane < 16; lane++) gather[lane] = a.A[(long)(e0 + lane) * n + j];
-                aj[j] = Vector512.Load(gather);
-            }
-            if (a.Initial)
-            {
-                for (int lane = 0; lane < 16; lane++) gather[lane] = stateBase[lane * n + j];
-                s[j] = Vector512.Load(gather);
-            }
-            else s[j] = Vector512<float>.Zero;
+            aj[j] = Gather<TVec, TOps>(a.A + (long)e0 * n + j, n, gather);
+            s[j] = a.Initial ? Gather<TVec, TOps>(stateBase + j, n, gather) : TOps.Zero;
         }
-        var dv = Vector512.Load(a.D + e0);
-        var deltaBlock = stackalloc Vector512<float>[TimeBlock];
-        for (int t = 0; t < a.Length; t++)
+        var deltaBlock = stackalloc TVec[TimeBlock];
+        for (int t0 = 0; t0 < a.Length; t0 += TimeBlock)
         {
-            long row = (long)b * a.Length + t;
-            int inBlock = t % TimeBlock;
-            if (inBlock == 0 && a.Delta == null) Delta(a.Dbc + row * dbcWidth, dbcWidth, Math.Min(TimeBlock, a.Length - t), rank, wr, biasV, deltaBlock);
-            var uv = Vector512.Load(a.U + row * inner + e0);
-            var zv = Vector512.Load(a.Xz + row * 2 * inner + inner + e0);
-            float* dt = a.Dbc + row * dbcWidth;
-            var deltaV = a.Delta == null ? deltaBlock[inBlock] : Vector512.Load(a.Delta + row * inner + e0);
-            float* bt = dt + rank;
-            float* ct = bt + n;
-            var du = deltaV * uv;
-            var acc = Vector512<float>.Zero;
-            for (int j = 0; j < n; j++)
-            {
-                var decay = CpuMath.Exp(deltaV * aj[j]);
-                var sj = Vector512.FusedMultiplyAdd(decay, s[j], du * Vector512.Create(bt[j]));
-                s[j] = sj;
-                acc = Vector512.FusedMultiplyAdd(sj, Vector512.Create(ct[j]), acc);
-            }
-            var yv = acc + dv * uv;
-            (yv * CpuMath.Silu(zv)).Store(a.Y + row * inner + e0);
+            int count = Math.Min(TimeBlock, a.Length - t0);
+            Delta<TVec, TOps>(a.Dbc + ((long)b * a.Length + t0) * dbcWidth, dbcWidth, count, rank, wr, biasV, deltaBlock);
+            ScanSteps<TVec, TOps>(a, b, e0, t0, count, s, aj, deltaBlock);
         }
         if (a.HasState)
             for (int j = 0; j < n; j++)
-                for (int lane = 0; lane < 16; lane++)
-                    stateBase[lane * n + j] = s[j][lane];
+                for (int lane = 0; lane < TOps.Count; lane++)
+                    stateBase[lane * n + j] = TOps.GetElement(s[j], lane);
     }
 
-    /// <summary>Steps whose Δ is computed together (see <see cref="Delta(float*, int, int, int, Vector512{float}*, Vector512{float}, Vector512{float}*)"/>).</summary>
+    /// <summary>
+    /// Steps t0 .. t0 + count − 1 of the channels at e0 with their Δ given: s ← exp(Δ·A) ⊙ s + Δu·B,
+    /// y = (s·C + D·u)·silu(z).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static unsafe void ScanSteps<TVec, TOps>(in ScanArgs a, int b, int e0, int t0, int count, TVec* s, TVec* aj, TVec* delta)
+        where TVec : unmanaged where TOps : IVectorOps<TVec>
+    {
+        int n = a.N, inner = a.Inner, dbcWidth = a.Rank + 2 * n;
+        var dv = TOps.Load(a.D + e0);
+        for (int i = 0; i < count; i++)
+        {
+            long row = (long)b * a.Length + t0 + i;
+            var uv = TOps.Load(a.U + row * inner + e0);
+            var zv = TOps.Load(a.Xz + row * 2 * inner + inner + e0);
+            var deltaV = delta[i];
+            float* bt = a.Dbc + row * dbcWidth + a.Rank;
+            float* ct = bt + n;
+            var du = TOps.Multiply(deltaV, uv);
+            var acc = TOps.Zero;
+            for (int j = 0; j < n; j++)
+            {
+                var decay = CpuMath.Exp<TVec, TOps>(TOps.Multiply(deltaV, aj[j]));
+                var sj = TOps.FusedMultiplyAdd(decay, s[j], TOps.Multiply(du, TOps.Create(bt[j])));
+                s[j] = sj;
+                acc = TOps.FusedMultiplyAdd(sj, TOps.Create(ct[j]), acc);
+            }
+            var yv = TOps.Add(acc, TOps.Multiply(dv, uv));
+            TOps.Store(TOps.Multiply(yv, CpuMath.Silu<TVec, TOps>(zv)), a.Y + row * inner + e0);
+        }
+    }
+
+    /// <summary>One vector from <paramref name="first"/>[lane·<paramref name="stride"/>], through <paramref name="buffer"/> (TOps.Count floats).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe TVec Gather<TVec, TOps>(float* first, int stride, float* buffer) where TVec : struct where TOps : IVectorOps<TVec>
+    {
+        for (int lane = 0; lane < TOps.Count; lane++) buffer[lane] = first[(long)lane * stride];
+        return TOps.Load(buffer);
+    }
+
+    /// <summary>Steps whose Δ is computed together (see <see cref="Delta{TVec, TOps}"/>).</summary>
     private const int TimeBlock = 8;
 
     /// <summary>
@@ -274,168 +266,66 @@ internal static class CpuSelectiveScan
     /// softplus(δ̃_t·W_dt + b), each output summed in order over r with one FMA per r (so a step's Δ never depends on
     /// the block it lands in); the block's 8 independent chains hide the FMA latency.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe void Delta(float* row0, int stride, int count, int rank, Vector512<float>* wr, Vector512<float> bias, Vector512<float>* delta)
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static unsafe void Delta<TVec, TOps>(float* row0, int stride, int count, int rank, TVec* wr, TVec bias, TVec* delta)
+        where TVec : unmanaged where TOps : IVectorOps<TVec>
     {
         if (count == TimeBlock)
         {
             float* p0 = row0, p1 = p0 + stride, p2 = p1 + stride, p3 = p2 + stride;
             float* p4 = p3 + stride, p5 = p4 + stride, p6 = p5 + stride, p7 = p6 + stride;
-            var d0 = Vector512<float>.Zero; var d1 = d0; var d2 = d0; var d3 = d0; var d4 = d0; var d5 = d0; var d6 = d0; var d7 = d0;
+            var d0 = TOps.Zero; var d1 = d0; var d2 = d0; var d3 = d0; var d4 = d0; var d5 = d0; var d6 = d0; var d7 = d0;
             for (int r = 0; r < rank; r++)
             {
                 var w = wr[r];
-                d0 = Vector512.FusedMultiplyAdd(Vector512.Create(p0[r]), w, d0);
-                d1 = Vector512.FusedMultiplyAdd(Vector512.Create(p1[r]), w, d1);
-                d2 = Vector512.FusedMultiplyAdd(Vector512.Create(p2[r]), w, d2);
-                d3 = Vector512.FusedMultiplyAdd(Vector512.Create(p3[r]), w, d3);
-                d4 = Vector512.FusedMultiplyAdd(Vector512.Create(p4[r]), w, d4);
-                d5 = Vector512.FusedMultiplyAdd(Vector512.Create(p5[r]), w, d5);
-                d6 = Vector512.FusedMultiplyAdd(Vector512.Create(p6[r]), w, d6);
-                d7 = Vector512.FusedMultiplyAdd(Vector512.Create(p7[r]), w, d7);
+                d0 = TOps.FusedMultiplyAdd(TOps.Create(p0[r]), w, d0);
+                d1 = TOps.FusedMultiplyAdd(TOps.Create(p1[r]), w, d1);
+                d2 = TOps.FusedMultiplyAdd(TOps.Create(p2[r]), w, d2);
+                d3 = TOps.FusedMultiplyAdd(TOps.Create(p3[r]), w, d3);
+                d4 = TOps.FusedMultiplyAdd(TOps.Create(p4[r]), w, d4);
+                d5 = TOps.FusedMultiplyAdd(TOps.Create(p5[r]), w, d5);
+                d6 = TOps.FusedMultiplyAdd(TOps.Create(p6[r]), w, d6);
+                d7 = TOps.FusedMultiplyAdd(TOps.Create(p7[r]), w, d7);
             }
-            delta[0] = CpuMath.Softplus(d0 + bias); delta[1] = CpuMath.Softplus(d1 + bias);
-            delta[2] = CpuMath.Softplus(d2 + bias); delta[3] = CpuMath.Softplus(d3 + bias);
-            delta[4] = CpuMath.Softplus(d4 + bias); delta[5] = CpuMath.Softplus(d5 + bias);
-            delta[6] = CpuMath.Softplus(d6 + bias); delta[7] = CpuMath.Softplus(d7 + bias);
-            return;
+            // Stored before any softplus: with the 8 softplus bodies after the loop, the JIT (AVX2, 16 registers) kept
+            // the chains on the stack, storing and reloading 7 of them every r.
+            delta[0] = TOps.Add(d0, bias); delta[1] = TOps.Add(d1, bias); delta[2] = TOps.Add(d2, bias); delta[3] = TOps.Add(d3, bias);
+            delta[4] = TOps.Add(d4, bias); delta[5] = TOps.Add(d5, bias); delta[6] = TOps.Add(d6, bias); delta[7] = TOps.Add(d7, bias);
         }
-        for (int i = 0; i < count; i++)
-        {
-            float* p = row0 + (long)i * stride;
-            var d = Vector512<float>.Zero;
-            for (int r = 0; r < rank; r++) d = Vector512.FusedMultiplyAdd(Vector512.Create(p[r]), wr[r], d);
-            delta[i] = CpuMath.Softplus(d + bias);
-        }
+        else
+            for (int i = 0; i < count; i++)
+            {
+                float* p = row0 + (long)i * stride;
+                var d = TOps.Zero;
+                for (int r = 0; r < rank; r++) d = TOps.FusedMultiplyAdd(TOps.Create(p[r]), wr[r], d);
+                delta[i] = TOps.Add(d, bias);
+            }
+        for (int i = 0; i < count; i++) delta[i] = CpuMath.Softplus<TVec, TOps>(delta[i]);
     }
 
-    /// <summary>
-    /// Δ of <paramref name="count"/> (≤ <see cref="TimeBlock"/>) consecutive steps for one channel group:
-    /// softplus(δ̃_t·W_dt + b), each output summed in order over r with one FMA per r (so a step's Δ never depends on
-    /// the block it lands in); the block's 8 independent chains hide the FMA latency.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe void Delta(float* row0, int stride, int count, int rank, Vector256<float>* wr, Vector256<float> bias, Vector256<float>* delta)
-    {
-        if (count == TimeBlock)
-        {
-            float* p0 = row0, p1 = p0 + stride, p2 = p1 + stride, p3 = p2 + stride;
-            float* p4 = p3 + stride, p5 = p4 + stride, p6 = p5 + stride, p7 = p6 + stride;
-            var d0 = Vector256<float>.Zero; var d1 = d0; var d2 = d0; var d3 = d0; var d4 = d0; var d5 = d0; var d6 = d0; var d7 = d0;
-            for (int r = 0; r < rank; r++)
-            {
-                var w = wr[r];
-                d0 = Vector256.FusedMultiplyAdd(Vector256.Create(p0[r]), w, d0);
-                d1 = Vector256.FusedMultiplyAdd(Vector256.Create(p1[r]), w, d1);
-                d2 = Vector256.FusedMultiplyAdd(Vector256.Create(p2[r]), w, d2);
-                d3 = Vector256.FusedMultiplyAdd(Vector256.Create(p3[r]), w, d3);
-                d4 = Vector256.FusedMultiplyAdd(Vector256.Create(p4[r]), w, d4);
-                d5 = Vector256.FusedMultiplyAdd(Vector256.Create(p5[r]), w, d5);
-                d6 = Vector256.FusedMultiplyAdd(Vector256.Create(p6[r]), w, d6);
-                d7 = Vector256.FusedMultiplyAdd(Vector256.Create(p7[r]), w, d7);
-            }
-            delta[0] = CpuMath.Softplus(d0 + bias); delta[1] = CpuMath.Softplus(d1 + bias);
-            delta[2] = CpuMath.Softplus(d2 + bias); delta[3] = CpuMath.Softplus(d3 + bias);
-            delta[4] = CpuMath.Softplus(d4 + bias); delta[5] = CpuMath.Softplus(d5 + bias);
-            delta[6] = CpuMath.Softplus(d6 + bias); delta[7] = CpuMath.Softplus(d7 + bias);
-            return;
-        }
-        for (int i = 0; i < count; i++)
-        {
-            float* p = row0 + (long)i * stride;
-            var d = Vector256<float>.Zero;
-            for (int r = 0; r < rank; r++) d = Vector256.FusedMultiplyAdd(Vector256.Create(p[r]), wr[r], d);
-            delta[i] = CpuMath.Softplus(d + bias);
-        }
-    }
-
-    private static unsafe void RunVector(in ScanArgs a, int b, int e0)
-    {
-        int n = a.N, inner = a.Inner, dbcWidth = a.Rank + 2 * n;
-        int rank = a.Rank;
-        var s = stackalloc Vector256<float>[n];
-        var aj = stackalloc Vector256<float>[n];
-        var wr = stackalloc Vector256<float>[rank];
-        float* stateBase = a.State + ((long)b * inner + e0) * n;
-        float* ar = a.A + (long)e0 * n;
-        var biasV = Vector256<float>.Zero;
-        if (a.Delta == null)
-        {
-            float* wrow = a.Wdt + (long)e0 * rank;
-            for (int r = 0; r < rank; r++)
-                wr[r] = Vector256.Create(wrow[r], wrow[rank + r], wrow[2 * rank + r], wrow[3 * rank + r],
-                    wrow[4 * rank + r], wrow[5 * rank + r], wrow[6 * rank + r], wrow[7 * rank + r]);
-            biasV = Vector256.Load(a.Bdt + e0);
-        }
-        for (int j = 0; j < n; j++)
-        {
-            aj[j] = a.ATransposed ? Vector256.Load(a.A + (long)j * inner + e0)
-                : Vector256.Create(ar[j], ar[n + j], ar[2 * n + j], ar[3 * n + j], ar[4 * n + j], ar[5 * n + j], ar[6 * n + j], ar[7 * n + j]);
-            if (a.Initial)
-            {
-                // state is [E, N] per batch row: gather the 8 channels' entry j.
-                s[j] = Vector256.Create(stateBase[j], stateBase[n + j], stateBase[2 * n + j], stateBase[3 * n + j],
-                    stateBase[4 * n + j], stateBase[5 * n + j], stateBase[6 * n + j], stateBase[7 * n + j]);
-            }
-            else s[j] = Vector256<float>.Zero;
-        }
-        var dv = Vector256.Load(a.D + e0);
-        var deltaBlock = stackalloc Vector256<float>[TimeBlock];
-        for (int t = 0; t < a.Length; t++)
-        {
-            long row = (long)b * a.Length + t;
-            int inBlock = t % TimeBlock;
-            if (inBlock == 0 && a.Delta == null) Delta(a.Dbc + row * dbcWidth, dbcWidth, Math.Min(TimeBlock, a.Length - t), rank, wr, biasV, deltaBlock);
-            var uv = Vector256.Load(a.U + row * inner + e0);
-            var zv = Vector256.Load(a.Xz + row * 2 * inner + inner + e0);
-            float* dt = a.Dbc + row * dbcWidth;
-            var deltaV = a.Delta == null ? deltaBlock[inBlock] : Vector256.Load(a.Delta + row * inner + e0);
-            float* bt = dt + rank;
-            float* ct = bt + n;
-            var du = deltaV * uv;
-            var acc = Vector256<float>.Zero;
-            for (int j = 0; j < n; j++)
-            {
-                var decay = CpuMath.Exp(deltaV * aj[j]);
-                var sj = Vector256.FusedMultiplyAdd(decay, s[j], du * Vector256.Create(bt[j]));
-                s[j] = sj;
-                acc = Vector256.FusedMultiplyAdd(sj, Vector256.Create(ct[j]), acc);
-            }
-            var yv = acc + dv * uv;
-            (yv * CpuMath.Silu(zv)).Store(a.Y + row * inner + e0);
-        }
-        if (a.HasState)
-            for (int j = 0; j < n; j++)
-                for (int lane = 0; lane < 8; lane++)
-                    stateBase[lane * n + j] = s[j][lane];
-    }
-
-    private static unsafe void RunScalar(in ScanArgs a, int b, int e)
+    /// <summary>The scan of one channel in scalar float (the formulas of <see cref="CpuMath"/>'s scalar forms).</summary>
+    private static unsafe void ScanChannel(in ScanArgs a, int b, int e)
     {
         int n = a.N, inner = a.Inner, dbcWidth = a.Rank + 2 * n;
         var s = stackalloc float[n];
         float* stateRow = a.State + ((long)b * inner + e) * n;
         for (int j = 0; j < n; j++) s[j] = a.Initial ? stateRow[j] : 0f;
+        float* wrow = a.Wdt + (long)e * a.Rank;
+        float* ar = a.A + (long)e * n;
         for (int t = 0; t < a.Length; t++)
         {
             long row = (long)b * a.Length + t;
             float* dtRow = a.Dbc + row * dbcWidth;
-            float dt;
-            if (a.Delta == null)
-            {
-                float* wrow = a.Wdt + (long)e * a.Rank;
-                float raw = 0f;
-                for (int r = 0; r < a.Rank; r++) raw += dtRow[r] * wrow[r];
-                dt = CpuMath.Softplus(raw + a.Bdt[e]);
-            }
-            else dt = a.Delta[row * inner + e];
+            float raw = 0f;
+            for (int r = 0; r < a.Rank; r++) raw += dtRow[r] * wrow[r];
+            float dt = CpuMath.Softplus(raw + a.Bdt[e]);
             float uu = a.U[row * inner + e], z = a.Xz[row * 2 * inner + inner + e];
             float* bt = dtRow + a.Rank;
             float* ct = bt + n;
             float du = dt * uu, acc = 0f;
             for (int j = 0; j < n; j++)
             {
-                s[j] = MathF.Exp(dt * (a.ATransposed ? a.A[(long)j * inner + e] : a.A[(long)e * n + j])) * s[j] + du * bt[j];
+                s[j] = MathF.Exp(dt * ar[j]) * s[j] + du * bt[j];
                 acc += s[j] * ct[j];
             }
             a.Y[row * inner + e] = (acc + a.D[e] * uu) * CpuMath.Silu(z);
