@@ -36,7 +36,7 @@ internal static class InfoCommand
                 foreach (var line in (error ?? "").Split('\n', StringSplitOptions.RemoveEmptyEntries))
                     Console.WriteLine("    " + line.TrimEnd());
             }
-            Console.WriteLine($"  CPU: {Environment.ProcessorCount} cores, Vector256 {(System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated ? "accelerated" : "not accelerated")}, Vector512 {(System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated ? "accelerated" : "not accelerated")}");
+            Console.WriteLine($"  CPU: {Environment.ProcessorCount} cores, kernels run with {Mamba.Compute.Cpu.CpuVectorWidth.InstructionSet}");
 
             var dir = parse.GetValue(model) ?? ModelOptions.DefaultModelDirectory;
             var config = MambaConfig.FromFile(Path.Combine(dir, "config.json"));
