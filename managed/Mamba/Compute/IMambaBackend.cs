@@ -17,6 +17,23 @@ public enum BackendKind
 internal sealed record SsmParameters(DeviceTensor DtProjWeight, DeviceTensor DtProjBias, DeviceTensor A, DeviceTensor D);
 
 /// <summary>
+/// Where <see cref="IMambaBackend.SelectiveScanBackward"/> adds the gradients of the mixer's state-space parameters
+/// (all F32, accumulated with +=): DtProjWeight [E, R], DtProjBias [E], ALog [E, N] (d loss / d A_log = g A ⊙ A),
+/// D [E].
+/// </summary>
+internal sealed record SsmGradients(DeviceTensor DtProjWeight, DeviceTensor DtProjBias, DeviceTensor ALog, DeviceTensor D);
+
+/// <summary>
+/// One AdamW update (decoupled weight decay, as torch.optim.AdamW): with g = GradientScale·grad,
+/// m = β1·m + (1−β1)·g, v = β2·v + (1−β2)·g², master −= LearningRate·WeightDecay·master (first), then
+/// master −= LearningRate·(m / BiasCorrection1) / (sqrt(v / BiasCorrection2) + Epsilon), where
+/// BiasCorrection1 = 1 − β1^step and BiasCorrection2 = 1 − β2^step.
+/// </summary>
+internal readonly record struct AdamWStepArgs(
+    float LearningRate, float Beta1, float Beta2, float Epsilon, float WeightDecay,
+    float BiasCorrection1, float BiasCorrection2, float GradientScale);
+
+/// <summary>
 /// The compute operations a Mamba model needs, implemented once per device. Activations are
 /// token-major: a [B, L, C] tensor is B·L rows of C contiguous values, so GEMM outputs feed the
 /// next op without transposes. <c>xz</c> is in_proj's output [B, L, 2E]: columns 0..E−1 are x,
@@ -121,6 +138,71 @@ internal interface IMambaBackend : IDisposable
     /// in float64 on the host side of the sum; <paramref name="count"/> receives the number of such rows.
     /// </summary>
     double CrossEntropySum(DeviceTensor logits, ReadOnlySpan<int> targets, int ignoreIndex, out int count);
+
+    // ---- Training (backward) ops. Notation: g· = d loss / d·. Parameter gradients are F32 and accumulated (+=);
+    // ---- activation gradients are overwritten unless said otherwise. Casts in the forward are identities here.
+    // ---- The default bodies exist only while the backends are filled in; every backend implements every op.
+
+    /// <summary>gradTable[ids[m], :] += gradOutput[m, :] (scatter-add); gradOutput [M, d] F32, gradTable [V, d] F32.</summary>
+    void EmbeddingBackward(ReadOnlySpan<int> ids, DeviceTensor gradOutput, DeviceTensor gradTable) => throw new NotSupportedException();
+
+    /// <summary>
+    /// The lm_head and cross-entropy fused, processed in row chunks so the [M, V] logits never exist at once. For each row m
+    /// of <paramref name="hidden"/> [M, d] (F32 norm_f output, rounded to the weight dtype first like the forward
+    /// <see cref="Linear"/>): logits = hidden·weightᵀ (weight [V, d]) in F32; rows whose target is
+    /// <paramref name="ignoreIndex"/> contribute nothing. g logits = (softmax − onehot(target))·<paramref name="gradScale"/>;
+    /// writes gradHidden [M, d] F32 (= g logits·weight, zero for ignored rows) and adds g logitsᵀ·hidden to
+    /// gradWeight [V, d] F32. Returns Σ −log softmax[target] over counted rows (float64 sum) and their number in
+    /// <paramref name="count"/>.
+    /// </summary>
+    double LinearCrossEntropyBackward(DeviceTensor hidden, DeviceTensor weight, ReadOnlySpan<int> targets, int ignoreIndex,
+        float gradScale, DeviceTensor gradHidden, DeviceTensor gradWeight, out int count) => throw new NotSupportedException();
+
+    /// <summary>
+    /// Backward of <see cref="AddRmsNorm"/> given its input <paramref name="input"/> [M, d] (F32: the residual after the
+    /// add), weight [d] and <paramref name="gradOutput"/> [M, d] (activation dtype or F32): gradInput [M, d] F32 += g x
+    /// (the residual stream's gradient, which also flows on unchanged), gradWeight [d] F32 += Σ_rows g y·x·r.
+    /// </summary>
+    void AddRmsNormBackward(DeviceTensor input, DeviceTensor weight, float epsilon, DeviceTensor gradOutput, DeviceTensor gradInput,
+        DeviceTensor gradWeight) => throw new NotSupportedException();
+
+    /// <summary>
+    /// Backward of <see cref="Linear"/> y = x·weightᵀ + bias: x [M, K], weight [N, K], gradY [M, N] (activation dtype or
+    /// F32, rounded to the weight dtype first). gradX [M, K] (activation dtype; null: not needed) = gradY·weight,
+    /// overwritten or, with <paramref name="accumulateGradX"/>, added to; gradWeight [N, K] F32 += gradYᵀ·x;
+    /// gradBias [N] F32 (null when the layer has none) += Σ_rows gradY.
+    /// </summary>
+    void LinearBackward(DeviceTensor x, DeviceTensor weight, DeviceTensor gradY, DeviceTensor? gradX, bool accumulateGradX,
+        DeviceTensor gradWeight, DeviceTensor? gradBias) => throw new NotSupportedException();
+
+    /// <summary>
+    /// Backward of <see cref="CausalConv1d"/> (sequence form, from zero history), recomputing the conv from its input xz
+    /// [B, L, 2E]: with c = conv(x) and g c = gradU·mask·silu′(c), writes the x half of gradXz [B, L, 2E] (columns 0..E−1;
+    /// the z half is left as it is), gradWeight [E, K] F32 += Σ g c·x shifted, gradBias [E] F32 (null without a conv bias)
+    /// += Σ g c. gradU [B, L, E]; mask [B·L] F32 or null.
+    /// </summary>
+    void CausalConv1dBackward(DeviceTensor xz, DeviceTensor weight, DeviceTensor? bias, DeviceTensor? mask, DeviceTensor gradU,
+        DeviceTensor gradXz, DeviceTensor gradWeight, DeviceTensor? gradBias) => throw new NotSupportedException();
+
+    /// <summary>
+    /// Backward of <see cref="SelectiveScan"/> (from a zero state) given its inputs and gradY [B, L, E]. Recomputes the
+    /// states in chunks of time instead of storing L × E × N. Writes gradU [B, L, E] (g y·D + Σ_n λ·Δ·B; overwritten),
+    /// gradDbc [B, L, R+2N] (g δ̃, g B, g C; overwritten), the z half of gradXz [B, L, 2E] (columns E..2E−1; the x half is
+    /// left as it is); adds the parameter gradients to <paramref name="grads"/>.
+    /// </summary>
+    void SelectiveScanBackward(SsmParameters ssm, DeviceTensor u, DeviceTensor dbc, DeviceTensor xz, DeviceTensor gradY,
+        DeviceTensor gradU, DeviceTensor gradDbc, DeviceTensor gradXz, SsmGradients grads) => throw new NotSupportedException();
+
+    /// <summary>Σ x² over every element of an F32 tensor, summed in float64 (for the global gradient norm).</summary>
+    double SumOfSquares(DeviceTensor tensor) => throw new NotSupportedException();
+
+    /// <summary>
+    /// One AdamW update of <paramref name="master"/> (F32) from <paramref name="grad"/> (F32) with moments m, v (F32, same
+    /// shape; updated in place). If <paramref name="parameter"/> is given it then receives the model's form of the new
+    /// master: −exp(master) when <paramref name="negExp"/> (A from A_log), else master rounded to the parameter's dtype.
+    /// </summary>
+    void AdamWStep(DeviceTensor master, DeviceTensor grad, DeviceTensor m, DeviceTensor v, DeviceTensor? parameter, bool negExp,
+        in AdamWStepArgs args) => throw new NotSupportedException();
 
     /// <summary>Waits until all queued work has finished (a no-op on the CPU).</summary>
     void Synchronize();
