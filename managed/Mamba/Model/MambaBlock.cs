@@ -80,7 +80,8 @@ internal sealed class MambaBlock
     /// <paramref name="mode"/>: optional in <see cref="BlockMode.Sequence"/>, required otherwise.
     /// </summary>
     public void Forward(IMambaBackend be, float epsilon, DeviceTensor residual, DeviceTensor? previousOutput, BlockActivations act,
-        BlockMode mode, DeviceTensor? mask, DeviceTensor? convState, DeviceTensor? ssmState, Action? residualReady = null)
+        BlockMode mode, DeviceTensor? mask, DeviceTensor? convState, DeviceTensor? ssmState, Action? residualReady = null,
+        bool withOutput = true)
     {
         be.AddRmsNorm(residual, previousOutput, Norm, epsilon, act.Normed);
         residualReady?.Invoke();
@@ -104,7 +105,34 @@ internal sealed class MambaBlock
                 be.SelectiveScan(Ssm, act.U, act.Dbc, act.Xz, act.Y, ssmState);
                 break;
         }
-        be.Linear(act.Y, OutProj, OutProjBias, act.Output);
+        if (withOutput) be.Linear(act.Y, OutProj, OutProjBias, act.Output);
+    }
+
+    /// <summary>
+    /// The block's backward (sequence mode), given its input <paramref name="input"/> [B, L, d] (F32: the residual
+    /// stream after the add, which the forward normed) and the activations its forward left in <paramref name="act"/>.
+    /// <paramref name="gradResidual"/> [B, L, d] (F32) holds d loss / d (block output + residual) on entry; the
+    /// gradient flows on unchanged through the residual add and the norm's input gradient is added to it, so on exit it
+    /// holds d loss / d <paramref name="input"/>. Parameter gradients are added to <paramref name="grads"/>.
+    /// </summary>
+    public void Backward(IMambaBackend be, float epsilon, DeviceTensor input, BlockActivations act, DeviceTensor? mask,
+        DeviceTensor gradResidual, BlockActivations grad, ParameterStore<DeviceTensor> grads)
+    {
+        DeviceTensor G(ParameterId id) => grads[id, Layer];
+        DeviceTensor? Optional(ParameterId id) => grads.TryGet(id, Layer);
+        // out_proj: g y = g out · W_out (the block output's gradient is the residual stream's).
+        be.LinearBackward(act.Y, OutProj, gradResidual, grad.Y, false, G(ParameterId.OutProjWeight), Optional(ParameterId.OutProjBias));
+        // scan (with dt_proj, softplus, D skip and the SiLU(z) gate): g u, g dbc, and the z half of g xz.
+        be.SelectiveScanBackward(Ssm, act.U, act.Dbc, act.Xz, grad.Y, grad.U, grad.Dbc, grad.Xz,
+            new SsmGradients(G(ParameterId.DtProjWeight), G(ParameterId.DtProjBias), G(ParameterId.ALog), G(ParameterId.D)));
+        // x_proj: u also feeds δ̃, B, C, so its input gradient adds to the scan's.
+        be.LinearBackward(act.U, XProj, grad.Dbc, grad.U, true, G(ParameterId.XProjWeight), null);
+        // conv + SiLU (+ mask M2): the x half of g xz.
+        be.CausalConv1dBackward(act.Xz, Conv, ConvBias, mask, grad.U, grad.Xz, G(ParameterId.ConvWeight), Optional(ParameterId.ConvBias));
+        // in_proj, then the mask M1 on the normed input, then the norm (its input gradient joins the residual stream).
+        be.LinearBackward(act.Normed, InProj, grad.Xz, grad.Normed, false, G(ParameterId.InProjWeight), Optional(ParameterId.InProjBias));
+        if (mask is not null) be.MaskRows(grad.Normed, mask);
+        be.AddRmsNormBackward(input, Norm, epsilon, grad.Normed, gradResidual, G(ParameterId.Norm));
     }
 
     private DeviceTensor Required(DeviceTensor? state) =>

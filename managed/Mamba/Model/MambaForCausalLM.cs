@@ -475,6 +475,7 @@ public sealed partial class MambaForCausalLM : IDisposable
         if (_disposed) return;
         _disposed = true;
         ReleaseFastDecode();
+        ReleaseGradients();
         foreach (var (_, tensor) in _parameters.Items) tensor.Dispose();
         foreach (var bag in _pool.Values)
             while (bag.TryTake(out var t)) t.Dispose();

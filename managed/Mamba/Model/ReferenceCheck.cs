@@ -24,8 +24,8 @@ public static class ReferenceCheck
     /// <summary>Every group, in the order they run.</summary>
     public static readonly string[] AllGroups = ["forward", "cache", "step", "loss", "padded", "generate", "grad"];
 
-    /// <summary>The default selection: everything except grad (training is a later feature).</summary>
-    public static readonly string[] DefaultGroups = ["forward", "cache", "step", "loss", "padded", "generate"];
+    /// <summary>The default selection: every group.</summary>
+    public static readonly string[] DefaultGroups = AllGroups;
 
     /// <summary>
     /// Runs the selected <paramref name="groups"/> of the fixture in <paramref name="fixtureDir"/> against <paramref name="model"/>.
@@ -144,9 +144,36 @@ public static class ReferenceCheck
         if (groups.Contains("generate"))
             rows.Add(CheckGenerate(model, reference, Ids("generate.prompt"), Ids("generate.greedy"), lowPrecision, forwardTol, modelDir));
         if (groups.Contains("grad"))
-            foreach (var name in reference.Tensors.Keys.Where(n => n.StartsWith("grad.", StringComparison.Ordinal)).Order(StringComparer.Ordinal))
-                rows.Add(new ReferenceRow("grad", name, double.NaN, double.NaN, gradTol, false, "gradients are not implemented yet"));
+            CheckGradients(model, Ids("input_ids"), Ids("labels"), reference, gradTol, rows, Compare);
         return rows;
+    }
+
+    /// <summary>
+    /// d loss / d parameter for the fixture's labels (mean over counted tokens, as transformers' loss), compared with every
+    /// <c>grad.{name}</c> of the reference; a parameter the reference lacks, or a reference gradient the model has no
+    /// parameter for, fails.
+    /// </summary>
+    private static void CheckGradients(MambaForCausalLM model, int[,] inputIds, int[,] labels, SafeTensorsFile reference, double tolerance,
+        List<ReferenceRow> rows, Action<string, string, HostTensor, double> compare)
+    {
+        int counted = 0;
+        for (int b = 0; b < labels.GetLength(0); b++)
+            for (int t = 1; t < labels.GetLength(1); t++)
+                if (labels[b, t] != -100) counted++;
+        model.ZeroGradients();
+        model.ForwardBackward(inputIds, labels, null, counted == 0 ? 0f : 1f / counted, recomputeActivations: false);
+        var expected = new HashSet<string>(reference.Tensors.Keys.Where(n => n.StartsWith("grad.", StringComparison.Ordinal)), StringComparer.Ordinal);
+        foreach (var entry in MambaParameterTable.Entries(model.Config))
+        {
+            var name = "grad." + entry.Name;
+            expected.Remove(name);
+            var grad = model.Gradients[entry.Key];
+            var data = new float[grad.ElementCount];
+            model.Backend.Download(grad, data);
+            compare("grad", name, new HostTensor(data, entry.StoredShape.Select(x => (int)x).ToArray()), tolerance);
+        }
+        foreach (var name in expected.Order(StringComparer.Ordinal))
+            rows.Add(new ReferenceRow("grad", name, double.NaN, double.NaN, tolerance, false, "the model has no parameter of this name"));
     }
 
     private static ReferenceRow CheckGenerate(MambaForCausalLM model, SafeTensorsFile reference, int[,] prompt, int[,] greedy, bool lowPrecision,

@@ -39,12 +39,40 @@ public class ReferenceFixtureTests
     }
 
     [Test]
-    public void GradGroupFailsUntilTrainingExists()
+    public void GradientsOfAnotherModelFailTheGradGroup()
     {
-        // A tensor the project cannot compute is a FAIL, never a skip.
-        using var model = MambaForCausalLM.FromPretrained(Path.Combine(TestFixtures.Model("tiny"), "model"));
+        // The grad group can fail: tiny-bf16's weights (same shapes as tiny) against tiny's reference gradients.
+        using var model = MambaForCausalLM.FromPretrained(Path.Combine(TestFixtures.Model("tiny-bf16"), "model"));
         var rows = ReferenceCheck.Run(model, TestFixtures.Model("tiny"), ["grad"]);
         Assert.That(rows, Is.Not.Empty);
-        Assert.That(rows.Any(r => r.Passed), Is.False);
+        Assert.That(rows.Count(r => !r.Passed), Is.GreaterThan(rows.Count / 2), string.Join("\n", rows.Select(r => r.Format())));
+    }
+
+    [TestCase("tiny")]
+    [TestCase("tiny-untied-bias")]
+    public void RecomputedActivationsGiveTheSameGradientBits(string name)
+    {
+        using var model = MambaForCausalLM.FromPretrained(Path.Combine(TestFixtures.Model(name), "model"));
+        var rng = new Random(5);
+        int batch = 2, length = 11;
+        var ids = new int[batch, length];
+        for (int b = 0; b < batch; b++)
+            for (int t = 0; t < length; t++) ids[b, t] = rng.Next(model.Config.VocabSize);
+        float[][] Run(bool recompute)
+        {
+            model.ZeroGradients();
+            var result = model.ForwardBackward(ids, ids, null, 0.1f, recompute);
+            Assert.That(result.Count, Is.EqualTo(batch * (length - 1)));
+            return model.Gradients.Items.OrderBy(kv => kv.Key.ToString(), StringComparer.Ordinal).Select(kv =>
+            {
+                var data = new float[kv.Value.ElementCount];
+                model.Backend.Download(kv.Value, data);
+                return data;
+            }).ToArray();
+        }
+        var stored = Run(false);
+        var recomputed = Run(true);
+        Assert.That(recomputed, Is.EqualTo(stored));
+        Assert.That(stored.Any(g => g.Any(v => v != 0)), Is.True, "gradients must not be all zero");
     }
 }

@@ -1,0 +1,128 @@
+using Mamba.Compute;
+
+namespace Mamba.Model;
+
+/// <summary>The loss of one training micro-batch: Σ of the per-token cross-entropy and how many tokens were counted.</summary>
+internal readonly record struct TrainingStepResult(double LossSum, int Count)
+{
+    /// <summary>The mean over counted tokens (NaN when none was counted, as transformers reports).</summary>
+    public double MeanLoss => Count == 0 ? double.NaN : LossSum / Count;
+}
+
+public sealed partial class MambaForCausalLM
+{
+    private ParameterStore<DeviceTensor>? _gradients;
+
+    /// <summary>The parameters on the backend, in device form (the table's <see cref="ParameterForm"/>).</summary>
+    internal ParameterStore<DeviceTensor> Parameters => _parameters;
+
+    /// <summary>
+    /// d loss / d parameter for every table entry (F32, device shape; for A_log the gradient of A_log itself), allocated
+    /// zero on first use and accumulated by <see cref="ForwardBackward"/> until <see cref="ZeroGradients"/>. A tied lm_head
+    /// shares the embedding's entry, so it holds the sum of both uses.
+    /// </summary>
+    internal ParameterStore<DeviceTensor> Gradients
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return _gradients ??= new ParameterStore<DeviceTensor>(Config, entry => Backend.Allocate(DType.F32, entry.DeviceShape));
+        }
+    }
+
+    /// <summary>Sets every gradient to zero.</summary>
+    internal void ZeroGradients()
+    {
+        foreach (var (_, g) in Gradients.Items) Backend.Zero(g);
+    }
+
+    /// <summary>
+    /// One training forward and backward: the loss of <paramref name="labels"/> (unshifted, as transformers takes them:
+    /// position t predicts labels[t + 1]; −100 is ignored) and gradients += <paramref name="gradientScale"/> · d(Σ loss)/dθ.
+    /// Pass 1/(counted tokens of the whole accumulation window) for the mean over tokens. With
+    /// <paramref name="recomputeActivations"/> only each block's input is kept from the forward and the block is run
+    /// again before its backward (less memory, one more forward); the gradients are the same bits either way.
+    /// </summary>
+    internal TrainingStepResult ForwardBackward(int[,] inputIds, int[,] labels, int[,]? attentionMask, float gradientScale, bool recomputeActivations)
+    {
+        ArgumentNullException.ThrowIfNull(inputIds);
+        ArgumentNullException.ThrowIfNull(labels);
+        int batch = inputIds.GetLength(0), length = inputIds.GetLength(1);
+        if (batch <= 0 || length <= 0) throw new ArgumentException($"input must be non-empty, got [{batch}, {length}]", nameof(inputIds));
+        if (labels.GetLength(0) != batch || labels.GetLength(1) != length)
+            throw new ArgumentException($"labels are [{labels.GetLength(0)}, {labels.GetLength(1)}], input is [{batch}, {length}]", nameof(labels));
+        if (!float.IsFinite(gradientScale)) throw new ArgumentOutOfRangeException(nameof(gradientScale), gradientScale, "must be finite");
+        var ids = new int[batch * length];
+        Buffer.BlockCopy(inputIds, 0, ids, 0, ids.Length * sizeof(int));
+        var targets = new int[batch * length];
+        for (int b = 0; b < batch; b++)
+            for (int t = 0; t < length; t++)
+                targets[b * length + t] = t + 1 < length ? labels[b, t + 1] : -100;
+        using (DeviceLock()) return RunTrainingStep(batch, length, ids, targets, attentionMask, gradientScale, recomputeActivations);
+    }
+
+    private TrainingStepResult RunTrainingStep(int batch, int length, int[] ids, int[] targets, int[,]? attentionMask, float gradientScale, bool recompute)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var c = Config;
+        var be = Backend;
+        var grads = Gradients;
+        float eps = (float)c.LayerNormEpsilon;
+        int layers = c.NumHiddenLayers;
+        var scratch = new Scratch(this, pooled: false);
+        try
+        {
+            // Forward, keeping each block's input (the residual stream after its add) and, without recompute, its activations.
+            var h = scratch.Rent(DType.F32, batch, length, c.HiddenSize);
+            be.Embedding(_parameters[ParameterId.Embeddings], ids, h);
+            var mask = UploadMask(attentionMask, batch, length, scratch);
+            var inputs = new DeviceTensor[layers];
+            var acts = new BlockActivations[recompute ? 1 : layers];
+            for (int i = 0; i < acts.Length; i++)
+                acts[i] = BlockActivations.Allocate(c, ActivationDType, batch, length, (t, shape) => scratch.Rent(t, shape));
+            DeviceTensor? previous = null;
+            foreach (var block in _blocks)
+            {
+                int i = block.Layer;
+                var act = acts[recompute ? 0 : i];
+                var saved = inputs[i] = scratch.Rent(DType.F32, batch, length, c.HiddenSize);
+                block.Forward(be, eps, h, previous, act, BlockMode.Sequence, mask, null, null, () => be.Copy(h, saved));
+                previous = act.Output;
+            }
+            var last = scratch.Rent(DType.F32, batch, length, c.HiddenSize);
+            be.AddRmsNorm(h, previous, _parameters[ParameterId.NormF], eps, last); // h is now norm_f's input
+
+            // Loss and lm_head (fused, in row chunks), then norm_f.
+            var gradLast = scratch.Rent(DType.F32, batch, length, c.HiddenSize);
+            double lossSum = be.LinearCrossEntropyBackward(last, _parameters[ParameterId.LmHead], targets, -100, gradientScale,
+                gradLast, grads[ParameterId.LmHead], out int count);
+            var gradResidual = scratch.Rent(DType.F32, batch, length, c.HiddenSize);
+            be.Zero(gradResidual);
+            be.AddRmsNormBackward(h, _parameters[ParameterId.NormF], eps, gradLast, gradResidual, grads[ParameterId.NormF]);
+
+            // Blocks in reverse; one set of activation gradients serves them all.
+            var gradAct = BlockActivations.Allocate(c, ActivationDType, batch, length, (t, shape) => scratch.Rent(t, shape));
+            for (int i = layers - 1; i >= 0; i--)
+            {
+                var block = _blocks[i];
+                var act = acts[recompute ? 0 : i];
+                if (recompute) block.Forward(be, eps, inputs[i], null, act, BlockMode.Sequence, mask, null, null, withOutput: false);
+                block.Backward(be, eps, inputs[i], act, mask, gradResidual, gradAct, grads);
+            }
+            be.EmbeddingBackward(ids, gradResidual, grads[ParameterId.Embeddings]);
+            be.Synchronize();
+            return new TrainingStepResult(lossSum, count);
+        }
+        finally
+        {
+            scratch.Release();
+        }
+    }
+
+    private void ReleaseGradients()
+    {
+        if (_gradients is null) return;
+        foreach (var (_, g) in _gradients.Items) g.Dispose();
+        _gradients = null;
+    }
+}
