@@ -7,7 +7,7 @@ namespace Mamba.Compute.Cpu;
 /// AVX2 (kernels generic over the width, see <see cref="IVectorOps{TVec}"/>) and <see cref="TensorPrimitives"/>,
 /// parallel over rows, channels and batch. It is the oracle every other backend is tested against.
 /// </summary>
-internal sealed class CpuBackend : IMambaBackend
+internal sealed partial class CpuBackend : IMambaBackend
 {
     private readonly ParallelOptions _parallel;
 
