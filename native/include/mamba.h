@@ -40,7 +40,7 @@
 extern "C" {
 #endif
 
-#define MAMBA_ABI_VERSION 5
+#define MAMBA_ABI_VERSION 6
 
 /* Status codes (int32). */
 typedef int32_t mamba_status;
@@ -173,6 +173,110 @@ typedef struct mamba_selective_scan_params {
   float* state;                 /* [B, E, N] f32 (see each entry) */
 } mamba_selective_scan_params;
 
+
+/* ---- training (backward) parameter structs: an entry takes the forward struct plus one of these ---------------- */
+
+/* mamba_add_rmsnorm_bwd, with the forward struct's residual as the input x [rows, dim] (after the add), its weight and
+ * epsilon (delta and out are ignored). grad_input [rows, dim] f32 += g x; grad_weight [dim] f32 += sum_rows g y * x * r. */
+typedef struct mamba_add_rmsnorm_grads {
+  int32_t struct_size;          /* sizeof(mamba_add_rmsnorm_grads) */
+  mamba_dtype grad_out_dtype;
+  const void* grad_out;         /* [rows, dim] */
+  float* grad_input;            /* [rows, dim] f32, accumulated */
+  float* grad_weight;           /* [dim] f32, accumulated */
+} mamba_add_rmsnorm_grads;
+
+/* mamba_linear_bwd, with the forward struct's x, w, m, n, k (bias and y are ignored; bias_dtype too). grad_y is
+ * rounded to w's dtype first (as the forward rounds an f32 x); grad_x = grad_y * w (overwritten, or added to when
+ * accumulate_grad_x != 0; NULL: not computed); grad_w [n, k] f32 += grad_y^T * x; grad_bias [n] f32 (or NULL)
+ * += sum_rows grad_y (fixed-order reduction). */
+typedef struct mamba_linear_grads {
+  int32_t struct_size;          /* sizeof(mamba_linear_grads) */
+  mamba_dtype grad_y_dtype;
+  mamba_dtype grad_x_dtype;     /* ignored without grad_x */
+  int32_t accumulate_grad_x;    /* 0: overwrite grad_x, 1: add to it */
+  const void* grad_y;           /* [m, n] */
+  void* grad_x;                 /* [m, k] or NULL */
+  float* grad_w;                /* [n, k] f32, accumulated */
+  float* grad_bias;             /* [n] f32, accumulated, or NULL */
+} mamba_linear_grads;
+
+/* mamba_causal_conv1d_bwd, with the forward struct's xz, weight, bias (NULL: no conv bias), mask and shapes (u and
+ * conv_state are ignored; no history: the sequence form from zero). Writes the x half of grad_xz (columns 0..E-1),
+ * grad_weight [E, K] f32 += ..., grad_bias [E] f32 += ... (when not NULL). */
+typedef struct mamba_causal_conv1d_grads {
+  int32_t struct_size;          /* sizeof(mamba_causal_conv1d_grads) */
+  mamba_dtype grad_u_dtype;
+  mamba_dtype grad_xz_dtype;
+  int32_t reserved;             /* 0 */
+  const void* grad_u;           /* [B, L, E] */
+  void* grad_xz;                /* [B, L, 2E]: x half written, z half untouched */
+  float* grad_weight;           /* [E, K] f32, accumulated */
+  float* grad_bias;             /* [E] f32, accumulated, or NULL */
+} mamba_causal_conv1d_grads;
+
+/* mamba_selective_scan_bwd, with the forward struct's inputs (u, dbc, xz, dt_weight, dt_bias, A, D; y and state are
+ * ignored; from a zero state). Writes grad_u, grad_dbc (all R + 2N columns) and the z half of grad_xz (columns
+ * E..2E-1); adds the parameter gradients (f32): grad_dt_weight [E, R], grad_dt_bias [E], grad_A_log [E, N]
+ * (= g A * A) and grad_D [E] (may be NULL when D is NULL). */
+typedef struct mamba_selective_scan_grads {
+  int32_t struct_size;          /* sizeof(mamba_selective_scan_grads) */
+  mamba_dtype grad_y_dtype;
+  mamba_dtype grad_u_dtype;
+  mamba_dtype grad_dbc_dtype;
+  mamba_dtype grad_xz_dtype;
+  int32_t reserved;             /* 0 */
+  const void* grad_y;           /* [B, L, E] */
+  void* grad_u;                 /* [B, L, E] */
+  void* grad_dbc;               /* [B, L, R + 2N] */
+  void* grad_xz;                /* [B, L, 2E] */
+  float* grad_dt_weight;
+  float* grad_dt_bias;
+  float* grad_A_log;
+  float* grad_D;
+} mamba_selective_scan_grads;
+
+/* mamba_linear_cross_entropy_bwd: the lm_head and the cross-entropy fused, in row chunks (the [rows, vocab] logits never
+ * exist at once; an f32 chunk workspace of at most ~256 MB). hidden [rows, dim] (rounded to weight_dtype first),
+ * weight [vocab, dim]; logits = hidden * weight^T in f32; g logits = (softmax - onehot(target)) * grad_scale, zero for
+ * rows whose target is ignore_index, rounded to weight_dtype for the two GEMMs (f32 accumulation):
+ * grad_hidden [rows, dim] f32 = g logits * weight (overwritten), grad_weight [vocab, dim] f32 += g logits^T * hidden.
+ * *loss_sum (host) = sum over counted rows of -log softmax[target] (float64), *count (host) = their number. */
+typedef struct mamba_linear_cross_entropy_params {
+  int32_t struct_size;          /* sizeof(mamba_linear_cross_entropy_params) */
+  mamba_dtype hidden_dtype;
+  mamba_dtype weight_dtype;
+  int32_t ignore_index;
+  float grad_scale;
+  int32_t reserved;             /* 0 */
+  int64_t rows, vocab, dim;
+  const void* hidden;           /* [rows, dim] */
+  const void* weight;           /* [vocab, dim] */
+  const int32_t* host_targets;  /* [rows], host memory */
+  float* grad_hidden;           /* [rows, dim] f32 */
+  float* grad_weight;           /* [vocab, dim] f32, accumulated */
+  double* loss_sum;             /* host */
+  int64_t* count;               /* host */
+} mamba_linear_cross_entropy_params;
+
+/* mamba_adamw_step: one AdamW update (torch.optim.AdamW semantics): g = grad_scale * grad; m = beta1 m + (1 - beta1) g;
+ * v = beta2 v + (1 - beta2) g^2; master -= lr * weight_decay * master; master -= lr * (m / bias_correction1) /
+ * (sqrt(v / bias_correction2) + eps). Then, if param is not NULL, param = -exp(master) when neg_exp != 0, else master
+ * rounded to param_dtype. All f32 except param. */
+typedef struct mamba_adamw_params {
+  int32_t struct_size;          /* sizeof(mamba_adamw_params) */
+  mamba_dtype param_dtype;      /* ignored without param */
+  int32_t neg_exp;
+  float lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2, grad_scale;
+  int32_t reserved;             /* 0 */
+  int64_t count;
+  float* master;
+  const float* grad;
+  float* m;
+  float* v;
+  void* param;                  /* or NULL */
+} mamba_adamw_params;
+
 /* ---- ops ------------------------------------------------------------------------------------- */
 /* out[m, :] = table[ids[m], :]; table [vocab, dim]; ids are host int32, checked against [0, vocab). */
 MAMBA_API mamba_status mamba_embedding(mamba_context* ctx, const void* table, mamba_dtype table_dtype, int64_t vocab, int64_t dim,
@@ -229,6 +333,20 @@ MAMBA_API mamba_status mamba_argmax_device(mamba_context* ctx, const void* logit
  * (per-row fp32 softmax, float64 sum); *count = number of such rows. targets are host int32. */
 MAMBA_API mamba_status mamba_cross_entropy_sum(mamba_context* ctx, const void* logits, mamba_dtype dtype, int64_t rows, int64_t cols,
                                                const int32_t* host_targets, int32_t ignore_index, double* loss_sum, int64_t* count);
+
+/* ---- training (backward) ops ---------------------------------------------------------------------------------- */
+/* grad_table[ids[m], :] += grad_out[m, :] (f32; host ids checked against [0, vocab)); f32 atomics, so the order of
+ * additions into a row hit by several ids is not fixed. */
+MAMBA_API mamba_status mamba_embedding_bwd(mamba_context* ctx, const int32_t* host_ids, int64_t count, const float* grad_out, int64_t vocab,
+                                           int64_t dim, float* grad_table);
+MAMBA_API mamba_status mamba_linear_cross_entropy_bwd(mamba_context* ctx, const mamba_linear_cross_entropy_params* params);
+MAMBA_API mamba_status mamba_add_rmsnorm_bwd(mamba_context* ctx, const mamba_add_rmsnorm_params* params, const mamba_add_rmsnorm_grads* grads);
+MAMBA_API mamba_status mamba_linear_bwd(mamba_context* ctx, const mamba_linear_params* params, const mamba_linear_grads* grads);
+MAMBA_API mamba_status mamba_causal_conv1d_bwd(mamba_context* ctx, const mamba_causal_conv1d_params* params, const mamba_causal_conv1d_grads* grads);
+MAMBA_API mamba_status mamba_selective_scan_bwd(mamba_context* ctx, const mamba_selective_scan_params* params, const mamba_selective_scan_grads* grads);
+/* *host_result = sum of x[i]^2 over count f32 values, in float64 with a fixed reduction order (synchronizes). */
+MAMBA_API mamba_status mamba_sum_of_squares(mamba_context* ctx, const float* x, int64_t count, double* host_result);
+MAMBA_API mamba_status mamba_adamw_step(mamba_context* ctx, const mamba_adamw_params* params);
 
 /* ---- CUDA graphs -------------------------------------------------------------------------------
  * begin_capture starts capturing the context's stream (thread-local mode): the ops queued afterwards are

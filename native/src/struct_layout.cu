@@ -74,6 +74,45 @@ constexpr Field kFields[] = {F(struct_size), F(num_layers), F(hidden),    F(inne
 static_assert(tiles(kFields, sizeof(S)), "list every field of mamba_decode_model, in order");
 }  // namespace decode_model
 
+namespace add_rmsnorm_grads {
+using S = mamba_add_rmsnorm_grads;
+constexpr Field kFields[] = {F(struct_size), F(grad_out_dtype), F(grad_out), F(grad_input), F(grad_weight)};
+static_assert(tiles(kFields, sizeof(S)), "list every field of mamba_add_rmsnorm_grads, in order");
+}  // namespace add_rmsnorm_grads
+
+namespace linear_grads {
+using S = mamba_linear_grads;
+constexpr Field kFields[] = {F(struct_size), F(grad_y_dtype), F(grad_x_dtype), F(accumulate_grad_x), F(grad_y), F(grad_x), F(grad_w), F(grad_bias)};
+static_assert(tiles(kFields, sizeof(S)), "list every field of mamba_linear_grads, in order");
+}  // namespace linear_grads
+
+namespace causal_conv1d_grads {
+using S = mamba_causal_conv1d_grads;
+constexpr Field kFields[] = {F(struct_size), F(grad_u_dtype), F(grad_xz_dtype), F(reserved), F(grad_u), F(grad_xz), F(grad_weight), F(grad_bias)};
+static_assert(tiles(kFields, sizeof(S)), "list every field of mamba_causal_conv1d_grads, in order");
+}  // namespace causal_conv1d_grads
+
+namespace selective_scan_grads {
+using S = mamba_selective_scan_grads;
+constexpr Field kFields[] = {F(struct_size), F(grad_y_dtype), F(grad_u_dtype),   F(grad_dbc_dtype), F(grad_xz_dtype), F(reserved), F(grad_y),
+                             F(grad_u),      F(grad_dbc),     F(grad_xz),        F(grad_dt_weight), F(grad_dt_bias),  F(grad_A_log), F(grad_D)};
+static_assert(tiles(kFields, sizeof(S)), "list every field of mamba_selective_scan_grads, in order");
+}  // namespace selective_scan_grads
+
+namespace linear_cross_entropy {
+using S = mamba_linear_cross_entropy_params;
+constexpr Field kFields[] = {F(struct_size), F(hidden_dtype), F(weight_dtype), F(ignore_index), F(grad_scale), F(reserved), F(rows), F(vocab), F(dim),
+                             F(hidden),      F(weight),       F(host_targets), F(grad_hidden),  F(grad_weight), F(loss_sum), F(count)};
+static_assert(tiles(kFields, sizeof(S)), "list every field of mamba_linear_cross_entropy_params, in order");
+}  // namespace linear_cross_entropy
+
+namespace adamw {
+using S = mamba_adamw_params;
+constexpr Field kFields[] = {F(struct_size), F(param_dtype), F(neg_exp), F(lr), F(beta1), F(beta2), F(eps), F(weight_decay), F(bias_correction1),
+                             F(bias_correction2), F(grad_scale), F(reserved), F(count), F(master), F(grad), F(m), F(v), F(param)};
+static_assert(tiles(kFields, sizeof(S)), "list every field of mamba_adamw_params, in order");
+}  // namespace adamw
+
 #undef F
 
 struct StructInfo {
@@ -95,6 +134,12 @@ constexpr StructInfo kStructs[] = {
     info("mamba_selective_scan_params", sizeof(selective_scan::S), selective_scan::kFields),
     info("mamba_decode_layer", sizeof(decode_layer::S), decode_layer::kFields),
     info("mamba_decode_model", sizeof(decode_model::S), decode_model::kFields),
+    info("mamba_add_rmsnorm_grads", sizeof(add_rmsnorm_grads::S), add_rmsnorm_grads::kFields),
+    info("mamba_linear_grads", sizeof(linear_grads::S), linear_grads::kFields),
+    info("mamba_causal_conv1d_grads", sizeof(causal_conv1d_grads::S), causal_conv1d_grads::kFields),
+    info("mamba_selective_scan_grads", sizeof(selective_scan_grads::S), selective_scan_grads::kFields),
+    info("mamba_linear_cross_entropy_params", sizeof(linear_cross_entropy::S), linear_cross_entropy::kFields),
+    info("mamba_adamw_params", sizeof(adamw::S), adamw::kFields),
 };
 constexpr int kStructCount = static_cast<int>(sizeof(kStructs) / sizeof(kStructs[0]));
 

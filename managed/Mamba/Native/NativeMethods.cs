@@ -78,4 +78,18 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(Library)]
     internal static partial int mamba_cross_entropy_sum(MambaContextHandle context, IntPtr logits, int dtype, long rows, long cols,
         int* hostTargets, int ignoreIndex, out double lossSum, out long count);
+
+    // ---- training (backward) ops
+    [LibraryImport(Library)]
+    internal static partial int mamba_embedding_bwd(MambaContextHandle context, int* hostIds, long count, IntPtr gradOut, long vocab, long dim, IntPtr gradTable);
+    [LibraryImport(Library)] internal static partial int mamba_linear_cross_entropy_bwd(MambaContextHandle context, in LinearCrossEntropyParams parameters);
+    [LibraryImport(Library)]
+    internal static partial int mamba_add_rmsnorm_bwd(MambaContextHandle context, in AddRmsNormParams parameters, in AddRmsNormGrads grads);
+    [LibraryImport(Library)] internal static partial int mamba_linear_bwd(MambaContextHandle context, in LinearParams parameters, in LinearGrads grads);
+    [LibraryImport(Library)]
+    internal static partial int mamba_causal_conv1d_bwd(MambaContextHandle context, in CausalConv1dParams parameters, in CausalConv1dGrads grads);
+    [LibraryImport(Library)]
+    internal static partial int mamba_selective_scan_bwd(MambaContextHandle context, in SelectiveScanParams parameters, in SelectiveScanGrads grads);
+    [LibraryImport(Library)] internal static partial int mamba_sum_of_squares(MambaContextHandle context, IntPtr x, long count, out double result);
+    [LibraryImport(Library)] internal static partial int mamba_adamw_step(MambaContextHandle context, in AdamWParams parameters);
 }

@@ -73,3 +73,73 @@ internal struct DecodeModelDesc
     public IntPtr Embedding, NormF, LmHead;
     public unsafe DecodeLayerDesc* Layers;
 }
+
+/// <summary>C <c>mamba_add_rmsnorm_grads</c>: the gradients of <c>mamba_add_rmsnorm_bwd</c>.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct AddRmsNormGrads
+{
+    public AddRmsNormGrads() => StructSize = Unsafe.SizeOf<AddRmsNormGrads>();
+
+    public int StructSize, GradOutDType;
+    public IntPtr GradOut, GradInput, GradWeight;
+}
+
+/// <summary>C <c>mamba_linear_grads</c>: the gradients of <c>mamba_linear_bwd</c>.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct LinearGrads
+{
+    public LinearGrads() => StructSize = Unsafe.SizeOf<LinearGrads>();
+
+    public int StructSize, GradYDType, GradXDType, AccumulateGradX;
+    public IntPtr GradY, GradX, GradW, GradBias;
+}
+
+/// <summary>C <c>mamba_causal_conv1d_grads</c>: the gradients of <c>mamba_causal_conv1d_bwd</c>.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct CausalConv1dGrads
+{
+    public CausalConv1dGrads() => StructSize = Unsafe.SizeOf<CausalConv1dGrads>();
+
+    public int StructSize, GradUDType, GradXzDType, Reserved;
+    public IntPtr GradU, GradXz, GradWeight, GradBias;
+}
+
+/// <summary>C <c>mamba_selective_scan_grads</c>: the gradients of <c>mamba_selective_scan_bwd</c>.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct SelectiveScanGrads
+{
+    public SelectiveScanGrads() => StructSize = Unsafe.SizeOf<SelectiveScanGrads>();
+
+    public int StructSize, GradYDType, GradUDType, GradDbcDType, GradXzDType, Reserved;
+    public IntPtr GradY, GradU, GradDbc, GradXz, GradDtWeight, GradDtBias, GradALog, GradD;
+}
+
+/// <summary>C <c>mamba_linear_cross_entropy_params</c>: the fused lm_head + cross-entropy backward.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct LinearCrossEntropyParams
+{
+    public LinearCrossEntropyParams() => StructSize = Unsafe.SizeOf<LinearCrossEntropyParams>();
+
+    public int StructSize, HiddenDType, WeightDType, IgnoreIndex;
+    public float GradScale;
+    public int Reserved;
+    public long Rows, Vocab, Dim;
+    public IntPtr Hidden, Weight;
+    public int* HostTargets;
+    public IntPtr GradHidden, GradWeight;
+    public double* LossSum;
+    public long* Count;
+}
+
+/// <summary>C <c>mamba_adamw_params</c>: one AdamW step.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct AdamWParams
+{
+    public AdamWParams() => StructSize = Unsafe.SizeOf<AdamWParams>();
+
+    public int StructSize, ParamDType, NegExp;
+    public float Lr, Beta1, Beta2, Eps, WeightDecay, BiasCorrection1, BiasCorrection2, GradScale;
+    public int Reserved;
+    public long Count;
+    public IntPtr Master, Grad, M, V, Param;
+}

@@ -21,6 +21,12 @@ public class NativeStructLayoutTests
         ["mamba_selective_scan_params"] = typeof(SelectiveScanParams),
         ["mamba_decode_layer"] = typeof(DecodeLayerDesc),
         ["mamba_decode_model"] = typeof(DecodeModelDesc),
+        ["mamba_add_rmsnorm_grads"] = typeof(AddRmsNormGrads),
+        ["mamba_linear_grads"] = typeof(LinearGrads),
+        ["mamba_causal_conv1d_grads"] = typeof(CausalConv1dGrads),
+        ["mamba_selective_scan_grads"] = typeof(SelectiveScanGrads),
+        ["mamba_linear_cross_entropy_params"] = typeof(LinearCrossEntropyParams),
+        ["mamba_adamw_params"] = typeof(AdamWParams),
     };
 
     public static IEnumerable<string> MirroredNames => Mirrors.Keys;

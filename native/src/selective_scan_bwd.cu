@@ -1,0 +1,407 @@
+// Backward of the selective scan with dt_proj fused in front (spec §12.4), from a zero state. Never stores L×E×N
+// states: they are recomputed from checkpoints.
+//
+// 1. Δr [B·L, E] f32 = δ̃·W_dtᵀ: the forward's own dt_proj (same GEMM, same bits).
+// 2. scan_bwd_kernel: a block owns CH channels of one batch row, NP threads a channel (one state n each; N padded
+//    to NP with inert states A = B = C = 0). Time runs in tiles of TT steps, grouped in segments of SEG steps.
+//      pass 1  forward over the whole row; the state at each segment start goes to a global checkpoint (per thread);
+//      pass 2  segments in reverse: from the segment's checkpoint, forward through its tiles keeping the state at
+//              each tile start in shared memory; then the tiles in reverse: recompute the tile's states into shared
+//              memory (with the readouts Σ_n s·C), the gate (g z, g y = g out·silu(z)), then the reverse adjoint
+//              λ_t = g y_t·C_t + a_{t+1}·λ_{t+1} with, per (t, e), g u = g y·D + Σ_n λ·Δ·B and
+//              g Δ = Σ_n λ·(B·u + A·a·s_{t−1}) → softplus′ → g Δr (f32 workspace); per (t, n) the channel sums of
+//              g B = λ·Δ·u and g C = g y·s, reduced over the block's channels in shared memory and written as per-block
+//              partials; per (b, e[, n]) the sums over t of g D, g b_dt and g A.
+//    Every reduction has a fixed order (lane butterflies, then warps in order; channels in order), so the result is
+//    deterministic run to run.
+// 3. scan_bwd_bc_kernel: g B and g C = Σ over channel blocks (in order) of the partials → grad_dbc columns R..R+2N−1.
+// 4. g δ̃ [B·L, R] = g Δr·W_dt and grad_dt_weight += g Δrᵀ·δ̃ (f32 cuBLAS GEMMs on f32 copies of W_dt and δ̃);
+//    g δ̃ → grad_dbc columns 0..R−1.
+// 5. grad_A_log += A ⊙ Σ_b gA, grad_D += Σ_b gD, grad_dt_bias += Σ_b gb (batch in order).
+// The per-block g B/g C partials take G·B·L·2N floats (G = E/CH channel blocks); the batch runs in slices that keep
+// them under kPartialBytes. Softplus, SiLU and exp are the libm forms (the forward uses MUFU forms; the recomputed
+// states agree with the forward's to ~1e-6 relative).
+#include "common.cuh"
+
+#include <algorithm>
+
+namespace mamba {
+
+constexpr int kBwdTT = 16;    // time tile
+constexpr int kBwdSeg = 128;  // checkpoint segment (multiple of kBwdTT)
+constexpr size_t kPartialBytes = 256u << 20;
+
+struct ScanBwdArgs {
+  const void* u;
+  const void* dbc;
+  const void* xz;
+  mamba_dtype adt;
+  const void* gout;
+  mamba_dtype godt;
+  const float* dr;  // Δr [B·L, E]
+  const void* dt_bias;
+  mamba_dtype bdt;
+  const float* A;
+  const float* D;
+  void* gu;
+  mamba_dtype gudt;
+  void* gxz;
+  mamba_dtype gxdt;
+  float* gdr;       // g Δr [B·L, E]
+  float* part_bc;   // [G][Bs][L][2N] for the slice
+  float* part_A;    // [B][E][N]
+  float* part_D;    // [B][E]
+  float* part_db;   // [B][E]
+  float* ck;        // [G·Bs][nseg][NT] segment checkpoints for the slice
+  int b0, Bs;       // batch slice
+  int L, E, N, R, ld, nseg;
+};
+
+__device__ __forceinline__ float sigmoid_f(float x) { return 1.f / (1.f + expf(-x)); }
+
+template <int NP>
+struct BwdCfg {
+  static constexpr int CH = NP >= 4 ? 256 / NP : 64;  // channels a block
+  static constexpr int NT = CH * NP;                  // threads a block
+  static constexpr int NW = NP > 32 ? NP / 32 : 1;    // warps a channel (NP > 32)
+  static constexpr int kSmemFloats = 3 * kBwdTT * NT + (kBwdSeg / kBwdTT) * NT + 5 * kBwdTT * CH + 2 * kBwdTT * NP + 4 * (NT / 32 + 1);
+};
+
+// Σ over the NP threads of a channel, the same bits in each. NP > 32: warp butterflies, then the channel's warps in
+// order through s_red (slot q of a double buffer picked by `parity`; one barrier; every thread must call it).
+template <int NP>
+__device__ __forceinline__ float chan_sum(float v, float* s_red, int q, int parity) {
+  if constexpr (NP <= 32) {
+    return group_sum<NP>(v);
+  } else {
+    constexpr int NT = BwdCfg<NP>::NT, NW = BwdCfg<NP>::NW;
+    v = group_sum<32>(v);
+    float* buf = s_red + (parity * 2 + q) * (NT / 32);
+    if ((threadIdx.x & 31) == 0) buf[threadIdx.x / 32] = v;
+    __syncthreads();
+    const int c = threadIdx.x / NP;
+    float r = 0.f;
+    for (int w = 0; w < NW; ++w) r += buf[c * NW + w];
+    return r;
+  }
+}
+
+template <int NP>
+__global__ void __launch_bounds__(BwdCfg<NP>::NT) scan_bwd_kernel(const ScanBwdArgs a) {
+  using Cfg = BwdCfg<NP>;
+  constexpr int CH = Cfg::CH, NT = Cfg::NT, TT = kBwdTT, NSUB = kBwdSeg / kBwdTT;
+  extern __shared__ float4 smem4[];
+  float* s_h = reinterpret_cast<float*>(smem4);  // [TT][NT] states of the tile
+  float* s_gb = s_h + TT * NT;                   // [TT][NT] per-thread g B terms
+  float* s_gc = s_gb + TT * NT;                  // [TT][NT] per-thread g C terms
+  float* s_ck = s_gc + TT * NT;                  // [NSUB][NT] tile-start states of the segment
+  float* s_dl = s_ck + NSUB * NT;                // [TT][CH] Δ
+  float* s_p = s_dl + TT * CH;                   // [TT][CH] Δr + b_dt
+  float* s_u = s_p + TT * CH;                    // [TT][CH] u
+  float* s_gy = s_u + TT * CH;                   // [TT][CH] g y (after the gate)
+  float* s_y = s_gy + TT * CH;                   // [TT][CH] readout Σ_n s·C
+  float* s_B = s_y + TT * CH;                    // [TT][NP]
+  float* s_C = s_B + TT * NP;                    // [TT][NP]
+  float* s_red = s_C + TT * NP;                  // [4][NT/32] (NP > 32)
+
+  const int tid = threadIdx.x;
+  const int g = blockIdx.x, bl = blockIdx.y, b = a.b0 + bl;
+  const int e0 = g * CH;
+  const int E = a.E, L = a.L, N = a.N;
+  const int c = tid / NP, n = tid % NP;
+  const int e = e0 + c;
+  const bool ok = e < E && n < N;
+  const float An = ok ? a.A[(size_t)e * N + n] : 0.f;
+  const float Dv = (e < E && a.D) ? a.D[e] : 0.f;
+  const size_t row0 = (size_t)b * L;
+  float* ck = a.ck + ((size_t)(bl * gridDim.x + g) * a.nseg) * NT;
+
+  // Loads the tile at t0 into shared memory (zeros past L and for padded channels/states).
+  auto load_tile = [&](int t0) {
+    for (int i = tid; i < TT * CH; i += NT) {
+      const int tt = i / CH, cc = i % CH, t = t0 + tt, ee = e0 + cc;
+      float dl = 0.f, pv = 0.f, uv = 0.f;
+      if (t < L && ee < E) {
+        const size_t r = row0 + t;
+        pv = a.dr[r * E + ee] + load_any(a.dt_bias, a.bdt, ee);
+        dl = softplus_f(pv);
+        uv = load_any(a.u, a.adt, r * E + ee);
+      }
+      s_dl[i] = dl;
+      s_p[i] = pv;
+      s_u[i] = uv;
+    }
+    for (int i = tid; i < TT * NP; i += NT) {
+      const int tt = i / NP, nn = i % NP, t = t0 + tt;
+      float bv = 0.f, cv = 0.f;
+      if (t < L && nn < N) {
+        const size_t r = (row0 + t) * a.ld + a.R;
+        bv = load_any(a.dbc, a.adt, r + nn);
+        cv = load_any(a.dbc, a.adt, r + N + nn);
+      }
+      s_B[i] = bv;
+      s_C[i] = cv;
+    }
+  };
+  // The recurrence over the loaded tile from h (no stores).
+  auto advance = [&](float& h) {
+    for (int tt = 0; tt < TT; ++tt) {
+      const float dl = s_dl[tt * CH + c];
+      h = fmaf(expf(dl * An), h, dl * s_u[tt * CH + c] * s_B[tt * NP + n]);
+    }
+  };
+
+  // ---- pass 1: segment checkpoints ----
+  float h = 0.f;
+  ck[tid] = 0.f;
+  const int tlast = (a.nseg - 1) * kBwdSeg;  // the last segment's start; every tile before it is full
+  for (int t0 = 0; t0 < tlast; t0 += TT) {
+    __syncthreads();
+    load_tile(t0);
+    __syncthreads();
+    advance(h);
+    if ((t0 + TT) % kBwdSeg == 0) ck[(size_t)((t0 + TT) / kBwdSeg) * NT + tid] = h;
+  }
+
+  // ---- pass 2: segments and tiles in reverse ----
+  float lam = 0.f, a_next = 1.f;
+  float gA = 0.f, gD = 0.f, gbias = 0.f;
+  for (int seg = a.nseg - 1; seg >= 0; --seg) {
+    const int s0 = seg * kBwdSeg;
+    const int ntile = (min(kBwdSeg, L - s0) + TT - 1) / TT;
+    h = ck[(size_t)seg * NT + tid];
+    for (int j = 0; j < ntile; ++j) {
+      s_ck[j * NT + tid] = h;
+      if (j + 1 == ntile) break;
+      __syncthreads();
+      load_tile(s0 + j * TT);
+      __syncthreads();
+      advance(h);
+    }
+    for (int j = ntile - 1; j >= 0; --j) {
+      const int t0 = s0 + j * TT;
+      __syncthreads();
+      load_tile(t0);
+      __syncthreads();
+      // recompute the tile's states and readouts
+      const float h0 = s_ck[j * NT + tid];
+      h = h0;
+      for (int tt = 0; tt < TT; ++tt) {
+        const float dl = s_dl[tt * CH + c];
+        h = fmaf(expf(dl * An), h, dl * s_u[tt * CH + c] * s_B[tt * NP + n]);
+        s_h[tt * NT + tid] = h;
+        const float rd = chan_sum<NP>(h * s_C[tt * NP + n], s_red, 0, tt & 1);
+        if (n == 0) s_y[tt * CH + c] = rd;
+      }
+      __syncthreads();
+      // gate: g z (stored) and g y
+      for (int i = tid; i < TT * CH; i += NT) {
+        const int tt = i / CH, cc = i % CH, t = t0 + tt, ee = e0 + cc;
+        float gy = 0.f;
+        if (t < L && ee < E) {
+          const size_t r = row0 + t;
+          const float go = load_any(a.gout, a.godt, r * E + ee);
+          const float z = load_any(a.xz, a.adt, r * 2 * E + E + ee);
+          const float y = s_y[i] + (a.D ? a.D[ee] : 0.f) * s_u[i];
+          const float sz = sigmoid_f(z);
+          store_any(a.gxz, a.gxdt, r * 2 * E + E + ee, go * y * sz * (1.f + z * (1.f - sz)));
+          gy = go * z * sz;
+        }
+        s_gy[i] = gy;
+      }
+      __syncthreads();
+      // reverse adjoint
+      for (int tt = TT - 1; tt >= 0; --tt) {
+        const int t = t0 + tt;
+        const float dl = s_dl[tt * CH + c], uv = s_u[tt * CH + c], gy = s_gy[tt * CH + c];
+        const float Bn = s_B[tt * NP + n], Cn = s_C[tt * NP + n];
+        const float at = expf(dl * An);
+        const float sprev = tt > 0 ? s_h[(tt - 1) * NT + tid] : h0;
+        lam = fmaf(a_next, lam, gy * Cn);
+        a_next = at;
+        s_gc[tt * NT + tid] = gy * s_h[tt * NT + tid];
+        s_gb[tt * NT + tid] = lam * dl * uv;
+        const float as = An * at * sprev;
+        gA = fmaf(lam * dl, at * sprev, gA);
+        const float su = chan_sum<NP>(lam * dl * Bn, s_red, 0, tt & 1);
+        const float sd = chan_sum<NP>(lam * (Bn * uv + as), s_red, 1, tt & 1);
+        if (n == 0 && t < L && e < E) {
+          const size_t r = row0 + t;
+          const float pv = s_p[tt * CH + c];
+          const float gp = pv > 20.f ? sd : sd * sigmoid_f(pv);
+          a.gdr[r * E + e] = gp;
+          gbias += gp;
+          gD = fmaf(gy, uv, gD);
+          store_any(a.gu, a.gudt, r * E + e, fmaf(gy, Dv, su));
+        }
+      }
+      __syncthreads();
+      // g B, g C: the block's channels summed in order → per-block partials
+      for (int i = tid; i < TT * NP; i += NT) {
+        const int tt = i / NP, nn = i % NP, t = t0 + tt;
+        if (t >= L || nn >= N) continue;
+        float sb = 0.f, sc = 0.f;
+        for (int cc = 0; cc < CH; ++cc) {
+          sb += s_gb[tt * NT + cc * NP + nn];
+          sc += s_gc[tt * NT + cc * NP + nn];
+        }
+        float* pr = a.part_bc + (((size_t)g * a.Bs + bl) * L + t) * 2 * N;
+        pr[nn] = sb;
+        pr[N + nn] = sc;
+      }
+    }
+  }
+  if (ok) a.part_A[((size_t)b * E + e) * N + n] = gA;
+  if (n == 0 && e < E) {
+    a.part_D[(size_t)b * E + e] = gD;
+    a.part_db[(size_t)b * E + e] = gbias;
+  }
+}
+
+// grad_dbc[b, t, R + j] = Σ_g part_bc[g][bl][t][j] (g in order), j < 2N, for the slice's rows.
+__global__ void scan_bwd_bc_kernel(const float* __restrict__ part, int G, int Bs, int b0, int L, int N, int R, int ld, void* __restrict__ gdbc,
+                                   mamba_dtype gdt) {
+  const int64_t total = (int64_t)Bs * L * 2 * N;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+    float acc = 0.f;
+    for (int g = 0; g < G; ++g) acc += part[(size_t)g * total + i];
+    const int64_t row = i / (2 * N);
+    const int j = static_cast<int>(i % (2 * N));
+    store_any(gdbc, gdt, ((size_t)b0 * L + row) * ld + R + j, acc);
+  }
+}
+
+// dst [rows, R] f32 = the first R columns of dbc (row stride ld).
+__global__ void scan_bwd_gather_dtilde_kernel(const void* __restrict__ dbc, mamba_dtype adt, int64_t rows, int R, int ld, float* __restrict__ dst) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < rows * R; i += (int64_t)gridDim.x * blockDim.x)
+    dst[i] = load_any(dbc, adt, (size_t)(i / R) * ld + i % R);
+}
+
+// grad_dbc[:, 0:R] = src [rows, R].
+__global__ void scan_bwd_store_dtilde_kernel(const float* __restrict__ src, int64_t rows, int R, int ld, void* __restrict__ gdbc, mamba_dtype gdt) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < rows * R; i += (int64_t)gridDim.x * blockDim.x)
+    store_any(gdbc, gdt, (size_t)(i / R) * ld + i % R, src[i]);
+}
+
+// Parameter gradients: Σ over the batch (in order) of the per-row partials.
+__global__ void scan_bwd_params_kernel(const float* __restrict__ part_A, const float* __restrict__ part_D, const float* __restrict__ part_db,
+                                       const float* __restrict__ A, int B, int E, int N, float* __restrict__ gA_log, float* __restrict__ gD,
+                                       float* __restrict__ gdb) {
+  const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  const int64_t en = (int64_t)E * N;
+  if (i < en) {
+    float acc = 0.f;
+    for (int b = 0; b < B; ++b) acc += part_A[(size_t)b * en + i];
+    gA_log[i] += acc * A[i];
+  }
+  if (i < E) {
+    float d = 0.f, s = 0.f;
+    for (int b = 0; b < B; ++b) {
+      d += part_D[(size_t)b * E + i];
+      s += part_db[(size_t)b * E + i];
+    }
+    if (gD) gD[i] += d;
+    gdb[i] += s;
+  }
+}
+
+static unsigned gs_blocks(int64_t n) {
+  unsigned b = blocks_for(n, 256);
+  return b > 65535u * 4 ? 65535u * 4 : b;
+}
+
+template <int NP>
+static void launch_scan_bwd(mamba_context* ctx, ScanBwdArgs a, int B, void* gdbc, mamba_dtype gdt) {
+  using Cfg = BwdCfg<NP>;
+  const size_t smem = sizeof(float) * Cfg::kSmemFloats;
+  if (smem > 48 * 1024)
+    check_cuda(cudaFuncSetAttribute(scan_bwd_kernel<NP>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+               "cudaFuncSetAttribute(scan_bwd)");
+  const int G = (a.E + Cfg::CH - 1) / Cfg::CH;
+  const size_t per_row = (size_t)G * a.L * 2 * a.N * 4;
+  const int Bs = static_cast<int>(std::max<size_t>(1, std::min<size_t>(B, kPartialBytes / per_row)));
+  a.nseg = (a.L + kBwdSeg - 1) / kBwdSeg;
+  const size_t part_floats = (size_t)G * Bs * a.L * 2 * a.N;
+  const size_t ck_floats = (size_t)G * Bs * a.nseg * Cfg::NT;
+  float* ws = static_cast<float*>(workspace(ctx, kWsTrainA, (part_floats + ck_floats) * 4));
+  a.part_bc = ws;
+  a.ck = ws + part_floats;
+  for (int b0 = 0; b0 < B; b0 += Bs) {
+    a.b0 = b0;
+    a.Bs = std::min(Bs, B - b0);
+    dim3 grid(static_cast<unsigned>(G), static_cast<unsigned>(a.Bs));
+    scan_bwd_kernel<NP><<<grid, Cfg::NT, smem, ctx->stream>>>(a);
+    check_launch(ctx, "scan_bwd_kernel");
+    const int64_t total = (int64_t)a.Bs * a.L * 2 * a.N;
+    scan_bwd_bc_kernel<<<gs_blocks(total), 256, 0, ctx->stream>>>(a.part_bc, G, a.Bs, b0, a.L, a.N, a.R, a.ld, gdbc, gdt);
+    check_launch(ctx, "scan_bwd_bc_kernel");
+  }
+}
+
+static void scan_bwd(mamba_context* ctx, const mamba_selective_scan_params& p, const mamba_selective_scan_grads& g) {
+  activate(ctx);
+  check_dtype(p.act_dtype, "act_dtype");
+  check_dtype(p.dt_weight_dtype, "dt_weight_dtype");
+  check_dtype(p.dt_bias_dtype, "dt_bias_dtype");
+  check_dtype(g.grad_y_dtype, "grad_y_dtype");
+  check_dtype(g.grad_u_dtype, "grad_u_dtype");
+  check_dtype(g.grad_dbc_dtype, "grad_dbc_dtype");
+  check_dtype(g.grad_xz_dtype, "grad_xz_dtype");
+  const int B = p.batch, L = p.length, E = p.channels, N = p.d_state, R = p.dt_rank;
+  require(B >= 0 && L >= 0 && E > 0 && N > 0 && R > 0, "bad shape");
+  require(B <= 65535, "batch exceeds 65535");
+  if (N > 256) fail(MAMBA_ERR_UNSUPPORTED, format("d_state %d > 256 is not supported", N));
+  if (!B || !L) return;
+  require(p.u && p.dbc && p.xz && p.dt_weight && p.dt_bias && p.A, "null input pointer");
+  require(g.grad_y && g.grad_u && g.grad_dbc && g.grad_xz && g.grad_dt_weight && g.grad_dt_bias && g.grad_A_log, "null gradient pointer");
+  require(!p.D || g.grad_D, "grad_D is needed with D");
+  const int ld = R + 2 * N;
+  const int64_t rows = (int64_t)B * L;
+  ScanBwdArgs a{};
+  a.u = p.u; a.dbc = p.dbc; a.xz = p.xz; a.adt = p.act_dtype;
+  a.gout = g.grad_y; a.godt = g.grad_y_dtype;
+  a.dr = dt_proj(ctx, p.dbc, p.act_dtype, rows, ld, p.dt_weight, p.dt_weight_dtype, E, R);
+  a.dt_bias = p.dt_bias; a.bdt = p.dt_bias_dtype; a.A = p.A; a.D = p.D;
+  a.gu = g.grad_u; a.gudt = g.grad_u_dtype; a.gxz = g.grad_xz; a.gxdt = g.grad_xz_dtype;
+  a.L = L; a.E = E; a.N = N; a.R = R; a.ld = ld;
+  // kWsTrainB: g Δr [rows, E], the (b, e[, n]) partials, δ̃ and g δ̃ in f32 [rows, R], W_dt in f32 [E, R].
+  auto up = [](size_t f) { return (f + 63) / 64 * 64; };
+  const size_t f_gdr = up((size_t)rows * E), f_A = up((size_t)B * E * N), f_e = up((size_t)B * E), f_r = up((size_t)rows * R), f_w = up((size_t)E * R);
+  float* ws = static_cast<float*>(workspace(ctx, kWsTrainB, (f_gdr + f_A + 2 * f_e + 2 * f_r + f_w) * 4));
+  a.gdr = ws;
+  a.part_A = ws + f_gdr;
+  a.part_D = a.part_A + f_A;
+  a.part_db = a.part_D + f_e;
+  float* dtil = a.part_db + f_e;
+  float* gdtil = dtil + f_r;
+  float* wf = gdtil + f_r;
+  if (N <= 8) launch_scan_bwd<8>(ctx, a, B, g.grad_dbc, g.grad_dbc_dtype);
+  else if (N <= 16) launch_scan_bwd<16>(ctx, a, B, g.grad_dbc, g.grad_dbc_dtype);
+  else if (N <= 32) launch_scan_bwd<32>(ctx, a, B, g.grad_dbc, g.grad_dbc_dtype);
+  else if (N <= 64) launch_scan_bwd<64>(ctx, a, B, g.grad_dbc, g.grad_dbc_dtype);
+  else if (N <= 128) launch_scan_bwd<128>(ctx, a, B, g.grad_dbc, g.grad_dbc_dtype);
+  else launch_scan_bwd<256>(ctx, a, B, g.grad_dbc, g.grad_dbc_dtype);
+  // g δ̃ = g Δr·W_dt (column-major gemm(N, N, R, rows, E)) and grad_dt_weight += g Δrᵀ·δ̃ (gemm(N, T, R, E, rows)).
+  launch_convert(ctx, p.dt_weight, p.dt_weight_dtype, wf, MAMBA_DTYPE_F32, (int64_t)E * R);
+  scan_bwd_gather_dtilde_kernel<<<gs_blocks(rows * R), 256, 0, ctx->stream>>>(p.dbc, p.act_dtype, rows, R, ld, dtil);
+  check_launch(ctx, "scan_bwd_gather_dtilde_kernel");
+  gemm_ex(ctx, CUBLAS_OP_N, CUBLAS_OP_N, R, rows, E, wf, MAMBA_DTYPE_F32, R, a.gdr, MAMBA_DTYPE_F32, E, 0.f, gdtil, MAMBA_DTYPE_F32, R);
+  gemm_ex(ctx, CUBLAS_OP_N, CUBLAS_OP_T, R, E, rows, dtil, MAMBA_DTYPE_F32, R, a.gdr, MAMBA_DTYPE_F32, E, 1.f, g.grad_dt_weight, MAMBA_DTYPE_F32, R);
+  scan_bwd_store_dtilde_kernel<<<gs_blocks(rows * R), 256, 0, ctx->stream>>>(gdtil, rows, R, ld, g.grad_dbc, g.grad_dbc_dtype);
+  check_launch(ctx, "scan_bwd_store_dtilde_kernel");
+  const int64_t en = (int64_t)E * N;
+  scan_bwd_params_kernel<<<blocks_for(std::max<int64_t>(en, E), 256), 256, 0, ctx->stream>>>(a.part_A, a.part_D, a.part_db, p.A, B, E, N, g.grad_A_log,
+                                                                                             p.D ? g.grad_D : nullptr, g.grad_dt_bias);
+  check_launch(ctx, "scan_bwd_params_kernel");
+}
+
+}  // namespace mamba
+
+using namespace mamba;
+
+extern "C" MAMBA_API mamba_status mamba_selective_scan_bwd(mamba_context* ctx, const mamba_selective_scan_params* params,
+                                                           const mamba_selective_scan_grads* grads) {
+  return guard("mamba_selective_scan_bwd", [&] { return scan_shapes(params); }, [&] {
+    scan_bwd(ctx, check_params(params, "mamba_selective_scan_params"), check_params(grads, "mamba_selective_scan_grads"));
+  });
+}
