@@ -141,10 +141,9 @@ internal interface IMambaBackend : IDisposable
 
     // ---- Training (backward) ops. Notation: g· = d loss / d·. Parameter gradients are F32 and accumulated (+=);
     // ---- activation gradients are overwritten unless said otherwise. Casts in the forward are identities here.
-    // ---- The default bodies exist only while the backends are filled in; every backend implements every op.
 
     /// <summary>gradTable[ids[m], :] += gradOutput[m, :] (scatter-add); gradOutput [M, d] F32, gradTable [V, d] F32.</summary>
-    void EmbeddingBackward(ReadOnlySpan<int> ids, DeviceTensor gradOutput, DeviceTensor gradTable) => throw new NotSupportedException();
+    void EmbeddingBackward(ReadOnlySpan<int> ids, DeviceTensor gradOutput, DeviceTensor gradTable);
 
     /// <summary>
     /// The lm_head and cross-entropy fused, processed in row chunks so the [M, V] logits never exist at once. For each row m
@@ -156,7 +155,7 @@ internal interface IMambaBackend : IDisposable
     /// <paramref name="count"/>.
     /// </summary>
     double LinearCrossEntropyBackward(DeviceTensor hidden, DeviceTensor weight, ReadOnlySpan<int> targets, int ignoreIndex,
-        float gradScale, DeviceTensor gradHidden, DeviceTensor gradWeight, out int count) => throw new NotSupportedException();
+        float gradScale, DeviceTensor gradHidden, DeviceTensor gradWeight, out int count);
 
     /// <summary>
     /// Backward of <see cref="AddRmsNorm"/> given its input <paramref name="input"/> [M, d] (F32: the residual after the
@@ -164,7 +163,7 @@ internal interface IMambaBackend : IDisposable
     /// (the residual stream's gradient, which also flows on unchanged), gradWeight [d] F32 += Σ_rows g y·x·r.
     /// </summary>
     void AddRmsNormBackward(DeviceTensor input, DeviceTensor weight, float epsilon, DeviceTensor gradOutput, DeviceTensor gradInput,
-        DeviceTensor gradWeight) => throw new NotSupportedException();
+        DeviceTensor gradWeight);
 
     /// <summary>
     /// Backward of <see cref="Linear"/> y = x·weightᵀ + bias: x [M, K], weight [N, K], gradY [M, N] (activation dtype or
@@ -173,7 +172,7 @@ internal interface IMambaBackend : IDisposable
     /// gradBias [N] F32 (null when the layer has none) += Σ_rows gradY.
     /// </summary>
     void LinearBackward(DeviceTensor x, DeviceTensor weight, DeviceTensor gradY, DeviceTensor? gradX, bool accumulateGradX,
-        DeviceTensor gradWeight, DeviceTensor? gradBias) => throw new NotSupportedException();
+        DeviceTensor gradWeight, DeviceTensor? gradBias);
 
     /// <summary>
     /// Backward of <see cref="CausalConv1d"/> (sequence form, from zero history), recomputing the conv from its input xz
@@ -182,7 +181,7 @@ internal interface IMambaBackend : IDisposable
     /// += Σ g c. gradU [B, L, E]; mask [B·L] F32 or null.
     /// </summary>
     void CausalConv1dBackward(DeviceTensor xz, DeviceTensor weight, DeviceTensor? bias, DeviceTensor? mask, DeviceTensor gradU,
-        DeviceTensor gradXz, DeviceTensor gradWeight, DeviceTensor? gradBias) => throw new NotSupportedException();
+        DeviceTensor gradXz, DeviceTensor gradWeight, DeviceTensor? gradBias);
 
     /// <summary>
     /// Backward of <see cref="SelectiveScan"/> (from a zero state) given its inputs and gradY [B, L, E]. Recomputes the
@@ -191,10 +190,10 @@ internal interface IMambaBackend : IDisposable
     /// left as it is); adds the parameter gradients to <paramref name="grads"/>.
     /// </summary>
     void SelectiveScanBackward(SsmParameters ssm, DeviceTensor u, DeviceTensor dbc, DeviceTensor xz, DeviceTensor gradY,
-        DeviceTensor gradU, DeviceTensor gradDbc, DeviceTensor gradXz, SsmGradients grads) => throw new NotSupportedException();
+        DeviceTensor gradU, DeviceTensor gradDbc, DeviceTensor gradXz, SsmGradients grads);
 
     /// <summary>Σ x² over every element of an F32 tensor, summed in float64 (for the global gradient norm).</summary>
-    double SumOfSquares(DeviceTensor tensor) => throw new NotSupportedException();
+    double SumOfSquares(DeviceTensor tensor);
 
     /// <summary>
     /// One AdamW update of <paramref name="master"/> (F32) from <paramref name="grad"/> (F32) with moments m, v (F32, same
@@ -202,7 +201,7 @@ internal interface IMambaBackend : IDisposable
     /// master: −exp(master) when <paramref name="negExp"/> (A from A_log), else master rounded to the parameter's dtype.
     /// </summary>
     void AdamWStep(DeviceTensor master, DeviceTensor grad, DeviceTensor m, DeviceTensor v, DeviceTensor? parameter, bool negExp,
-        in AdamWStepArgs args) => throw new NotSupportedException();
+        in AdamWStepArgs args);
 
     /// <summary>Waits until all queued work has finished (a no-op on the CPU).</summary>
     void Synchronize();
