@@ -35,9 +35,10 @@ internal static class BenchCommand
         var repeat = new Option<int>("--repeat") { Description = "Timed repetitions (the median is reported)", DefaultValueFactory = _ => 3 };
         var json = new Option<bool>("--json") { Description = "Print one JSON object per measurement" };
         var chunk = new Option<int>("--chunk") { Description = "Prefill chunk in tokens (0 = the whole prompt at once); memory stays that of one chunk", DefaultValueFactory = _ => 0 };
-        var command = new Command("bench", "Measure prefill and decode speed and peak memory.")
+        var train = new Option<bool>("--train") { Description = "Measure training steps instead (forward + backward + AdamW; --batch and --prompt-tokens give the batch and sequence length), with and without activation recompute, peak memory, and the scan backward alone" };
+        var command = new Command("bench", "Measure prefill and decode speed and peak memory, or (--train) training throughput.")
         {
-            model, config, device, dtype, threads, batches, prompts, newTokens, repeat, json, chunk,
+            model, config, device, dtype, threads, batches, prompts, newTokens, repeat, json, chunk, train,
         };
         command.SetAction(parse =>
         {
@@ -60,6 +61,12 @@ internal static class BenchCommand
             long weightBytes = UsedBytes(backend) - beforeWeights;
             int chunkTokens = parse.GetValue(chunk);
             bool asJson = parse.GetValue(json);
+            if (parse.GetValue(train))
+            {
+                BenchTrainCommand.Run(lm, backend, activation, name, ParseList(parse.GetValue(batches)!), ParseList(parse.GetValue(prompts)!),
+                    Math.Max(1, parse.GetValue(repeat)), asJson);
+                return 0;
+            }
             if (!asJson)
             {
                 Console.WriteLine($"model {name}: {lm.Config.Summary()}, {lm.ParameterCount:N0} parameters");

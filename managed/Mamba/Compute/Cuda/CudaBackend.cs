@@ -65,6 +65,19 @@ internal sealed partial class CudaBackend : IMambaBackend
     /// <inheritdoc />
     public string Description => _description ??= BuildDescription();
 
+    private long _liveTensorBytes, _peakTensorBytes;
+
+    /// <summary>Bytes held by this backend's live tensors (not the context's workspaces).</summary>
+    public long LiveTensorBytes => Interlocked.Read(ref _liveTensorBytes);
+
+    /// <summary>The most bytes this backend's tensors held at once since creation or <see cref="ResetPeakTensorBytes"/>.</summary>
+    public long PeakTensorBytes => Interlocked.Read(ref _peakTensorBytes);
+
+    /// <summary>Starts a new peak measurement from the bytes held now.</summary>
+    public void ResetPeakTensorBytes() => Interlocked.Exchange(ref _peakTensorBytes, LiveTensorBytes);
+
+    internal void OnTensorFreed(long bytes) => Interlocked.Add(ref _liveTensorBytes, -bytes);
+
     /// <summary>Free and total device memory in bytes.</summary>
     public (long Free, long Total) MemoryInfo()
     {
@@ -125,6 +138,9 @@ internal sealed partial class CudaBackend : IMambaBackend
         }
         long bytes = checked(count * dtype.SizeInBytes());
         var buffer = MambaBufferHandle.Allocate(Ctx, bytes);
+        long live = Interlocked.Add(ref _liveTensorBytes, bytes);
+        long peak;
+        while (live > (peak = Interlocked.Read(ref _peakTensorBytes)) && Interlocked.CompareExchange(ref _peakTensorBytes, live, peak) != peak) { }
         return new CudaTensor(this, buffer, dtype, (int[])shape.Clone());
     }
 

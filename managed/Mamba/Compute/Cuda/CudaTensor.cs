@@ -30,5 +30,9 @@ internal sealed class CudaTensor : DeviceTensor
     }
 
     /// <inheritdoc />
-    protected override void Free() => _buffer.Dispose();
+    protected override void Free()
+    {
+        _buffer.Dispose();
+        Owner.OnTensorFreed(ByteCount);
+    }
 }
