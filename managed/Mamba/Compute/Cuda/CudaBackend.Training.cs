@@ -97,11 +97,7 @@ internal sealed partial class CudaBackend
         var w = Cuda(weight, nameof(weight));
         var gy = Cuda(gradY, nameof(gradY));
         var gw = Cuda(gradWeight, nameof(gradWeight));
-        if (w.Shape.Length != 2) throw new ArgumentException($"weight must be [N, K], got {w.ShapeText}", nameof(weight));
-        int n = w.Dim(0), k = w.Dim(1);
-        if (k == 0 || xt.ElementCount % k != 0)
-            throw new ArgumentException($"x {xt.ShapeText} has no rows of width {k} for weight {w.ShapeText}", nameof(x));
-        long m = xt.ElementCount / k;
+        var (n, k, m) = LinearShape(xt, w);
         Expect(gy, nameof(gradY), m, n);
         RequireF32(gw, nameof(gradWeight));
         Expect(gw, nameof(gradWeight), n, k);

@@ -282,17 +282,23 @@ internal sealed partial class CudaBackend : IMambaBackend
         Check(NativeMethods.mamba_mask_rows(Ctx, t.Pointer, (int)t.DType, mk.Pointer, rows, t.ElementCount / rows), "mask_rows");
     }
 
+    /// <summary>A Linear's sizes: weight [N, K] and x viewed as M rows of K.</summary>
+    private static (int N, int K, long M) LinearShape(CudaTensor x, CudaTensor weight)
+    {
+        if (weight.Shape.Length != 2) throw new ArgumentException($"weight must be [N, K], got {weight.ShapeText}", nameof(weight));
+        int n = weight.Dim(0), k = weight.Dim(1);
+        if (k == 0 || x.ElementCount % k != 0)
+            throw new ArgumentException($"x {x.ShapeText} has no rows of width {k} for weight {weight.ShapeText}", nameof(x));
+        return (n, k, x.ElementCount / k);
+    }
+
     /// <inheritdoc />
     public void Linear(DeviceTensor x, DeviceTensor weight, DeviceTensor? bias, DeviceTensor y)
     {
         var xt = Cuda(x, nameof(x));
         var w = Cuda(weight, nameof(weight));
         var yt = Cuda(y, nameof(y));
-        if (w.Shape.Length != 2) throw new ArgumentException($"weight must be [N, K], got {w.ShapeText}", nameof(weight));
-        int n = w.Dim(0), k = w.Dim(1);
-        if (k == 0 || xt.ElementCount % k != 0)
-            throw new ArgumentException($"x {xt.ShapeText} has no rows of width {k} for weight {w.ShapeText}", nameof(x));
-        long m = xt.ElementCount / k;
+        var (n, k, m) = LinearShape(xt, w);
         Expect(yt, nameof(y), m, n);
         IntPtr bp = IntPtr.Zero;
         int bdt = 0;
