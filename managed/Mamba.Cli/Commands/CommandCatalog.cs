@@ -15,5 +15,6 @@ internal static class CommandCatalog
         yield return BenchCommand.Create();
         yield return TokenizeCommand.Create();
         yield return CheckTokenizerCommand.Create();
+        yield return TrainCommand.Create();
     }
 }
