@@ -119,6 +119,13 @@ public sealed partial class MambaForCausalLM
         }
     }
 
+    IMambaBackend ITrainableModel.Backend => Backend;
+    ParameterStore<DeviceTensor> ITrainableModel.Parameters => Parameters;
+    ParameterStore<DeviceTensor> ITrainableModel.Gradients => Gradients;
+    void ITrainableModel.ZeroGradients() => ZeroGradients();
+    TrainingStepResult ITrainableModel.ForwardBackward(int[,] inputIds, int[,] labels, int[,]? attentionMask, float gradientScale, bool recomputeActivations) =>
+        ForwardBackward(inputIds, labels, attentionMask, gradientScale, recomputeActivations);
+
     private void ReleaseGradients()
     {
         if (_gradients is null) return;

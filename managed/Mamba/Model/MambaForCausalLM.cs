@@ -50,7 +50,7 @@ public sealed record CausalLMOutput
 /// step its own way does so through <see cref="IGreedyDecodeAccelerator"/>. A model may be shared across threads;
 /// per-sequence state lives in <see cref="MambaCache"/>.
 /// </summary>
-public sealed partial class MambaForCausalLM : IDisposable
+public sealed partial class MambaForCausalLM : IDisposable, ITrainableModel
 {
     private readonly ParameterStore<DeviceTensor> _parameters;
     private readonly MambaBlock[] _blocks;

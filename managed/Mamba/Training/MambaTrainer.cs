@@ -79,8 +79,7 @@ public sealed class MambaTrainer : IDisposable
     private static ITrainableModel AsTrainable(MambaForCausalLM model)
     {
         ArgumentNullException.ThrowIfNull(model);
-        return (object)model as ITrainableModel
-            ?? throw new NotSupportedException("this build's MambaForCausalLM has no backward pass; training is not available");
+        return model;
     }
 
     /// <summary>The options of the run.</summary>

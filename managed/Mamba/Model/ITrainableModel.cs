@@ -1,13 +1,9 @@
 using Mamba.Compute;
-using Mamba.Model;
 
-namespace Mamba.Training;
-
-/// <summary>The sums a forward + backward pass returns: the summed cross-entropy and how many targets it counted.</summary>
-internal readonly record struct TrainingStepResult(double LossSum, int Count);
+namespace Mamba.Model;
 
 /// <summary>
-/// What <see cref="MambaTrainer"/> needs of a model: its parameters and gradients on its backend and one fused
+/// What <see cref="Training.MambaTrainer"/> needs of a model: its parameters and gradients on its backend and one fused
 /// forward + backward. <c>MambaForCausalLM</c> implements it; tests use small analytic models.
 /// </summary>
 internal interface ITrainableModel
