@@ -44,6 +44,7 @@ internal static class TrainCommand
         var seed = new Option<int>("--seed") { Description = "Seed of the data order and of a new model's weights", DefaultValueFactory = _ => defaults.Seed };
         var bf16 = new Option<bool>("--bf16") { Description = "bf16 compute with fp32 master weights (sets --dtype bf16)" };
         var maxLength = new Option<int>("--max-length") { Description = "Tokens per training sequence", DefaultValueFactory = _ => defaults.MaxLength };
+        var evalData = new Option<string[]>("--eval-data") { Description = "Held-out evaluation files (instead of --validation-split)", AllowMultipleArgumentsPerToken = true };
         var textField = new Option<string>("--text-field") { Description = "JSONL field holding the text", DefaultValueFactory = _ => defaults.TextField };
         var validation = new Option<double>("--validation-split") { Description = "Fraction of sequences held out for evaluation", DefaultValueFactory = _ => defaults.ValidationSplit };
         var recompute = new Option<bool>("--recompute") { Description = "Recompute activations per layer in the backward pass (less memory)" };
@@ -55,7 +56,7 @@ internal static class TrainCommand
         {
             model, preset, hidden, layers, state, vocab, tokenizer, data, output, learningRate, epochs, maxSteps, batch, evalBatch,
             accumulation, warmup, scheduler, weightDecay, beta1, beta2, epsilon, maxGradNorm, logging, evalSteps, saveSteps, seed,
-            bf16, maxLength, textField, validation, recompute, resume, device, dtype, threads,
+            bf16, maxLength, textField, evalData, validation, recompute, resume, device, dtype, threads,
         };
         command.SetAction(parse =>
         {
@@ -63,6 +64,7 @@ internal static class TrainCommand
             {
                 OutputDir = parse.GetValue(output)!,
                 DataFiles = parse.GetValue(data) ?? [],
+                EvalDataFiles = parse.GetValue(evalData) ?? [],
                 TextField = parse.GetValue(textField)!,
                 MaxLength = parse.GetValue(maxLength),
                 ValidationSplit = parse.GetValue(validation),
@@ -90,6 +92,8 @@ internal static class TrainCommand
             options.Validate();
             foreach (var file in options.DataFiles)
                 if (!File.Exists(file)) throw new FileNotFoundException($"--data {file}: file not found", file);
+            foreach (var file in options.EvalDataFiles)
+                if (!File.Exists(file)) throw new FileNotFoundException($"--eval-data {file}: file not found", file);
 
             var modelDir = parse.GetValue(model);
             var presetName = parse.GetValue(preset);

@@ -101,16 +101,22 @@ public sealed class MambaTrainer : IDisposable
         ObjectDisposedException.ThrowIf(_disposed, this);
         var o = _options;
         Directory.CreateDirectory(o.OutputDir);
+        bool separateEval = o.EvalDataFiles.Count > 0;
         using var data = TokenDataset.Build(o.DataFiles, o.TextField, _tokenizer, _tokenizerPath, _model.Config.EosTokenId,
-            o.MaxLength, o.ValidationSplit, Path.Combine(o.OutputDir, "data-cache"), cancellationToken);
+            o.MaxLength, separateEval ? 0 : o.ValidationSplit, Path.Combine(o.OutputDir, "data-cache"), cancellationToken);
+        using var evalData = separateEval
+            ? TokenDataset.Build(o.EvalDataFiles, o.TextField, _tokenizer, _tokenizerPath, _model.Config.EosTokenId,
+                o.MaxLength, 0, Path.Combine(o.OutputDir, "data-cache", "eval"), cancellationToken)
+            : null;
+        var (evalSet, evalSequences) = evalData is null ? (data, data.ValidationSequences) : (evalData, evalData.TrainSequences);
         int perStep = o.PerDeviceTrainBatchSize * o.GradientAccumulationSteps;
         int trainCount = data.TrainSequences.Count;
         int totalSteps = o.MaxSteps > 0 ? o.MaxSteps : Math.Max(1, (int)Math.Ceiling(o.NumTrainEpochs * trainCount / perStep));
-        if (o.EvalSteps > 0 && data.ValidationSequences.Count == 0)
+        if (o.EvalSteps > 0 && evalSequences.Count == 0)
             throw new MambaFormatException($"eval_steps is {o.EvalSteps} but the validation split holds no sequence ({data.TokenCount} tokens, {data.TokenCount / o.MaxLength} sequences of {o.MaxLength}, validation_split {o.ValidationSplit})",
                 string.Join(", ", o.DataFiles));
         _log.LogInformation("data: {Tokens} tokens, {Train} training and {Validation} validation sequences of {Length}; {Steps} steps of {PerStep} sequences",
-            data.TokenCount, trainCount, data.ValidationSequences.Count, o.MaxLength, totalSteps, perStep);
+            data.TokenCount, trainCount, evalSequences.Count, o.MaxLength, totalSteps, perStep);
 
         var state = new TrainerState { MaxSteps = totalSteps, Seed = o.Seed, TrainSequences = trainCount };
         if (o.ResumeFromCheckpoint is { } resume) state = Resume(resume, state);
@@ -180,9 +186,9 @@ public sealed class MambaTrainer : IDisposable
 
             bool final = state.GlobalStep == totalSteps;
             double? evalLoss = null;
-            if (data.ValidationSequences.Count > 0 && ((o.EvalSteps > 0 && state.GlobalStep % o.EvalSteps == 0) || final))
+            if (evalSequences.Count > 0 && ((o.EvalSteps > 0 && state.GlobalStep % o.EvalSteps == 0) || final))
             {
-                evalLoss = Evaluate(data);
+                evalLoss = Evaluate(evalSet, evalSequences);
                 state.LastEvalLoss = evalLoss;
                 _log.LogInformation("step {Step}: eval loss {EvalLoss:F4}, perplexity {Perplexity:F2}", state.GlobalStep, evalLoss, Math.Exp(evalLoss.Value));
             }
@@ -251,9 +257,8 @@ public sealed class MambaTrainer : IDisposable
     }
 
     /// <summary>Mean loss over the counted targets of the validation split (the gradients it leaves are discarded).</summary>
-    private double Evaluate(TokenDataset data)
+    private double Evaluate(TokenDataset data, IReadOnlyList<int> validation)
     {
-        var validation = data.ValidationSequences;
         double lossSum = 0;
         long counted = 0;
         for (int start = 0; start < validation.Count; start += _options.PerDeviceEvalBatchSize)

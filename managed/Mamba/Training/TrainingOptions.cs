@@ -23,6 +23,12 @@ public sealed record TrainingOptions
     /// <summary>Training text: plain text files (each one document) or JSONL files (<c>.jsonl</c>, one document per line).</summary>
     public required IReadOnlyList<string> DataFiles { get; init; }
 
+    /// <summary>
+    /// Held-out evaluation text (same formats as <see cref="DataFiles"/>); when given, evaluation uses every packed sequence of
+    /// these files and <see cref="ValidationSplit"/> is not applied to the training data.
+    /// </summary>
+    public IReadOnlyList<string> EvalDataFiles { get; init; } = [];
+
     /// <summary>The JSONL field holding the text (default <c>text</c>).</summary>
     public string TextField { get; init; } = "text";
 

@@ -127,11 +127,15 @@ public class TrainerDataTests
         var (code, text) = CliRunner.Run("train", "--preset", "130m", "--hidden-size", "32", "--layers", "2", "--state-size", "4",
             "--tokenizer", TrainerTests.Tokenizer, "--data", data, "--output", output, "--max-length", "16", "--max-steps", "12",
             "--per-device-train-batch-size", "2", "--learning-rate", "3e-3", "--logging-steps", "1", "--eval-steps", "6",
-            "--save-steps", "6", "--threads", "2", "--validation-split", "0.1");
+            "--save-steps", "6", "--threads", "2", "--eval-data", TrainerTests.WriteCorpus(Directory.CreateDirectory(Path.Combine(_dir, "held-out")).FullName, paragraphs: 8));
         Assert.That(code, Is.Zero, text);
         var losses = System.IO.File.ReadAllLines(Path.Combine(output, "metrics.jsonl"))
             .Select(l => System.Text.Json.Nodes.JsonNode.Parse(l)!["loss"]!.GetValue<double>()).ToArray();
         Assert.That(losses[^1], Is.LessThan(losses[0]));
+        var evalLosses = System.IO.File.ReadAllLines(Path.Combine(output, "metrics.jsonl"))
+            .Select(l => System.Text.Json.Nodes.JsonNode.Parse(l)!["eval_loss"]).Where(n => n is not null).Select(n => n!.GetValue<double>()).ToArray();
+        Assert.That(evalLosses, Has.Length.EqualTo(2), "eval on the held-out file at steps 6 and 12");
+        Assert.That(evalLosses[1], Is.LessThan(evalLosses[0]));
         Assert.That(System.IO.File.Exists(Path.Combine(output, "loss_curve.png")));
         Assert.That(System.IO.File.Exists(Path.Combine(output, "model.safetensors")));
     }
