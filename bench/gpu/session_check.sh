@@ -2,7 +2,7 @@
 # One GPU-host call: rebuild libmamba, GPU tests, check-reference (4 fixture models × f32/bf16), the scan/conv harness,
 # ncu of the decode kernels at batch 64, `mamba bench` 130m bf16 at batch 1/8/64 (JSON lines in $out), and the fused
 # batch-1 step's per-phase trace (MAMBA_DECODE_TRACE). Switches: SKIP_REFERENCE=1 (no check-reference/harness/ncu),
-# SKIP_BENCH=1, TRACE=0 (no batch-1 decode trace), EXTRA=1 (graph batch 1, f32, 131072-token chunked prefill).
+# SKIP_HARNESS=1 (check-reference only), SKIP_BENCH=1, TRACE=0 (no batch-1 decode trace), EXTRA=1 (graph batch 1, f32, 131072-token chunked prefill).
 # Here:   ../shared/tools/gpu-pack.sh managed/Mamba.Cli/Mamba.Cli.csproj tests/Mamba.Tests/Mamba.Tests.csproj
 # There:  bash bench/gpu/session_check.sh          (with .gpu carried; results also land in $OUT when it is set)
 set -u
@@ -21,10 +21,12 @@ if [ "${SKIP_REFERENCE:-0}" != 1 ]; then
   for m in small-long tiny tiny-bf16 tiny-untied-bias; do
     for d in f32 bf16; do echo "check-reference $m $d: $($M check-reference .gpu/fixtures/models/$m --device cuda --dtype $d 2>&1 | tail -1)"; done
   done
+  if [ "${SKIP_HARNESS:-0}" != 1 ]; then
   build/native/mamba_bench 8 2048 1 2048 2>&1 | tee "$out/harness.txt" | grep -E "^time|failures"
   ncu --clock-control none --print-summary per-kernel --metrics gpu__time_duration.sum $M bench --config 130m --device cuda --dtype bf16 \
     --batch 64 --prompt-tokens 16 --new-tokens 4 --repeat 1 > "$out/ncu-b64.txt" 2>&1
   grep -v PROF "$out/ncu-b64.txt" | grep -A6 -E "state_update|argmax" | grep -E "^  [a-z]|duration" | cut -c1-140
+  fi
 fi
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
   $M bench --config 130m --device cuda --dtype bf16 --batch 1,8,64 --prompt-tokens 2048 --new-tokens 128 --json > "$out/bench-bf16.jsonl" 2>&1

@@ -16,7 +16,7 @@ internal static class CheckReferenceCommand
         var threads = CommonOptions.Threads();
         var only = new Option<string?>("--only")
         {
-            Description = $"Comma-separated groups: {string.Join(", ", ReferenceCheck.AllGroups)} (default: all but grad)",
+            Description = $"Comma-separated groups: {string.Join(", ", ReferenceCheck.AllGroups)} (default: all)",
         };
         var command = new Command("check-reference", "Compare the model with reference outputs of transformers 5.17; exit 0 only when every selected tensor passes.")
         {
