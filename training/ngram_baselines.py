@@ -5,8 +5,11 @@ packing as `mamba train` (documents' tokens with EOS after each). The bigram mod
 is add-one smoothed over the vocabulary, so every token has a probability. Needs `tokenizers` or `transformers`.
 
 usage: ngram_baselines.py TOKENIZER_JSON TRAIN.jsonl VALID.jsonl [--eos 0] [--field text]
+       ngram_baselines.py --token-cache TRAIN_tokens.bin VALID_tokens.bin [--vocab 50277]
+(the second form reads the int32 token caches `mamba train` wrote: OUTPUT/data-cache/tokens.bin and
+OUTPUT/data-cache/eval/tokens.bin, so the baselines see exactly the trainer's tokens)
 """
-import argparse, collections, json, math
+import argparse, array, collections, json, math
 
 def load_tokenizer(path):
     try:
@@ -29,12 +32,21 @@ def tokens(path, encode, field, eos):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("tokenizer"); ap.add_argument("train"); ap.add_argument("valid")
+    ap.add_argument("paths", nargs="+")
+    ap.add_argument("--token-cache", action="store_true"); ap.add_argument("--vocab", type=int, default=50277)
     ap.add_argument("--eos", type=int, default=0); ap.add_argument("--field", default="text")
     a = ap.parse_args()
-    encode, vocab = load_tokenizer(a.tokenizer)
-    train = tokens(a.train, encode, a.field, a.eos)
-    valid = tokens(a.valid, encode, a.field, a.eos)
+    if a.token_cache:
+        def read(path):
+            values = array.array("i")
+            with open(path, "rb") as f:
+                values.frombytes(f.read())
+            return values.tolist()
+        train, valid, vocab = read(a.paths[0]), read(a.paths[1]), a.vocab
+    else:
+        encode, vocab = load_tokenizer(a.paths[0])
+        train = tokens(a.paths[1], encode, a.field, a.eos)
+        valid = tokens(a.paths[2], encode, a.field, a.eos)
     uni = collections.Counter(train)
     big = collections.Counter(zip(train, train[1:]))
     n = len(train)
