@@ -31,4 +31,10 @@ internal interface ITrainableModel
     /// <see cref="Gradients"/>. <paramref name="labels"/> are unshifted (position t predicts labels[t + 1]; −100 is ignored).
     /// </summary>
     TrainingStepResult ForwardBackward(int[,] inputIds, int[,] labels, int[,]? attentionMask, float gradientScale, bool recomputeActivations);
+
+    /// <summary>
+    /// The loss of <paramref name="labels"/> (unshifted, −100 ignored) without a backward pass or any gradient change:
+    /// Σ of the per-token cross-entropy and the number of counted tokens (evaluation).
+    /// </summary>
+    TrainingStepResult EvaluationLoss(int[,] inputIds, int[,] labels);
 }

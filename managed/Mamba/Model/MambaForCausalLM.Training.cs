@@ -119,7 +119,56 @@ public sealed partial class MambaForCausalLM
         }
     }
 
+    /// <summary>
+    /// The loss of <paramref name="labels"/> (unshifted, −100 ignored) without a backward pass: the blocks run as in
+    /// prefill and the lm_head + cross-entropy runs in row chunks, so the [B·L, V] logits never exist at once.
+    /// </summary>
+    internal TrainingStepResult EvaluationLoss(int[,] inputIds, int[,] labels)
+    {
+        ArgumentNullException.ThrowIfNull(inputIds);
+        ArgumentNullException.ThrowIfNull(labels);
+        int batch = inputIds.GetLength(0), length = inputIds.GetLength(1);
+        var ids = new int[batch * length];
+        Buffer.BlockCopy(inputIds, 0, ids, 0, ids.Length * sizeof(int));
+        if (labels.GetLength(0) != batch || labels.GetLength(1) != length)
+            throw new ArgumentException($"labels are [{labels.GetLength(0)}, {labels.GetLength(1)}], input is [{batch}, {length}]", nameof(labels));
+        using var gate = DeviceLock();
+        var scratch = new Scratch(this, pooled: false);
+        try
+        {
+            var last = RunBlocks(batch, length, ids, null, new ForwardOptions(), scratch).Last;
+            int rows = batch * length, v = Config.VocabSize, d = Config.HiddenSize;
+            int chunk = (int)Math.Clamp((64L << 20) / Math.Max(1, (long)v * sizeof(float)), 1, rows); // ≤ 64 MiB of logits
+            var head = _parameters[ParameterId.LmHead];
+            double sum = 0;
+            int count = 0;
+            var targets = new int[rows];
+            for (int b = 0; b < batch; b++)
+                for (int t = 0; t < length; t++)
+                    targets[b * length + t] = t + 1 < length ? labels[b, t + 1] : -100;
+            var index = new int[chunk];
+            for (int start = 0; start < rows; start += chunk)
+            {
+                int n = Math.Min(chunk, rows - start);
+                for (int j = 0; j < n; j++) index[j] = start + j;
+                var source = scratch.Rent(DType.F32, n, d);
+                Backend.GatherRows(last, index.AsSpan(0, n), source);
+                var rounded = head.DType == DType.F32 ? source : scratch.Rent(head.DType, n, d);
+                var logits = scratch.Rent(DType.F32, n, v);
+                LmHead(source, rounded, logits);
+                sum += Backend.CrossEntropySum(logits, targets.AsSpan(start, n), -100, out int c);
+                count += c;
+            }
+            return new TrainingStepResult(sum, count);
+        }
+        finally
+        {
+            scratch.Release();
+        }
+    }
+
     IMambaBackend ITrainableModel.Backend => Backend;
+    TrainingStepResult ITrainableModel.EvaluationLoss(int[,] inputIds, int[,] labels) => EvaluationLoss(inputIds, labels);
     ParameterStore<DeviceTensor> ITrainableModel.Parameters => Parameters;
     ParameterStore<DeviceTensor> ITrainableModel.Gradients => Gradients;
     void ITrainableModel.ZeroGradients() => ZeroGradients();

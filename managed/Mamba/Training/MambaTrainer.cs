@@ -264,7 +264,7 @@ public sealed class MambaTrainer : IDisposable
         for (int start = 0; start < validation.Count; start += _options.PerDeviceEvalBatchSize)
         {
             var batch = data.ReadBatch(validation.Skip(start).Take(_options.PerDeviceEvalBatchSize).ToArray());
-            lossSum += _model.ForwardBackward(batch, batch, null, 0f, _options.GradientCheckpointing).LossSum;
+            lossSum += _model.EvaluationLoss(batch, batch).LossSum;
             counted += CountTargets(batch);
         }
         _model.ZeroGradients();

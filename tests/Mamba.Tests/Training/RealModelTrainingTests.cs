@@ -81,4 +81,39 @@ public class RealModelTrainingTests
         foreach (var entry in MambaParameterTable.Entries(a.Config))
             Assert.That(b.Values[entry.Key], Is.EqualTo(a.Values[entry.Key]), entry.Name);
     }
+
+    [TestCase("tiny")]
+    [TestCase("tiny-untied-bias")]
+    public void TheEvaluationLossIsTheReferenceLossWithoutTouchingGradients(string name)
+    {
+        var fixture = TestFixtures.Model(name);
+        using var model = MambaForCausalLM.FromPretrained(Path.Combine(fixture, "model"));
+        using var reference = Mamba.IO.SafeTensorsFile.Open(Path.Combine(fixture, "reference.safetensors"));
+        int[,] Ids(string tensor)
+        {
+            var shape = reference.GetInfo(tensor).Shape;
+            var flat = reference.ReadInt64(tensor);
+            var ids = new int[shape[0], shape[1]];
+            for (int b = 0; b < shape[0]; b++)
+                for (int t = 0; t < shape[1]; t++) ids[b, t] = (int)flat[b * shape[1] + t];
+            return ids;
+        }
+        var inputIds = Ids("input_ids");
+        var labels = Ids("labels");
+        model.ZeroGradients();
+        var result = model.EvaluationLoss(inputIds, labels);
+        double expected = reference.ReadFloat32("loss")[0];
+        Assert.That(Math.Abs(result.MeanLoss - expected) / expected, Is.LessThan(1e-5));
+        var trained = model.ForwardBackward(inputIds, labels, null, 1f, false);
+        Assert.That(result.Count, Is.EqualTo(trained.Count));
+        Assert.That(result.LossSum, Is.EqualTo(trained.LossSum).Within(1e-6).Percent);
+        model.ZeroGradients();
+        model.EvaluationLoss(inputIds, labels);
+        foreach (var (_, g) in model.Gradients.Items)
+        {
+            var data = new float[g.ElementCount];
+            model.Backend.Download(g, data);
+            Assert.That(data.All(x => x == 0), "evaluation leaves the gradients alone");
+        }
+    }
 }
