@@ -260,7 +260,7 @@ public sealed record MambaConfig
         obj["hidden_size"] = HiddenSize;
         obj["state_size"] = StateSize;
         obj["num_hidden_layers"] = NumHiddenLayers;
-        obj["layer_norm_epsilon"] = LayerNormEpsilon;
+        obj["layer_norm_epsilon"] = Float(LayerNormEpsilon);
         obj["pad_token_id"] = PadTokenId;
         obj["bos_token_id"] = BosTokenId;
         obj["eos_token_id"] = EosTokenIds.Count == 1 ? JsonValue.Create(EosTokenIds[0]) : new JsonArray(EosTokenIds.Select(i => (JsonNode?)JsonValue.Create(i)).ToArray());
@@ -269,14 +269,14 @@ public sealed record MambaConfig
         obj["use_bias"] = UseBias;
         obj["use_conv_bias"] = UseConvBias;
         obj["hidden_act"] = HiddenAct;
-        obj["initializer_range"] = InitializerRange;
+        obj["initializer_range"] = Float(InitializerRange);
         obj["residual_in_fp32"] = ResidualInFp32;
         obj["time_step_rank"] = TimeStepRank;
-        obj["time_step_scale"] = TimeStepScale;
-        obj["time_step_min"] = TimeStepMin;
-        obj["time_step_max"] = TimeStepMax;
+        obj["time_step_scale"] = Float(TimeStepScale);
+        obj["time_step_min"] = Float(TimeStepMin);
+        obj["time_step_max"] = Float(TimeStepMax);
         obj["time_step_init_scheme"] = TimeStepInitScheme;
-        obj["time_step_floor"] = TimeStepFloor;
+        obj["time_step_floor"] = Float(TimeStepFloor);
         obj["rescale_prenorm_residual"] = RescalePrenormResidual;
         obj["use_cache"] = UseCache;
         obj["use_mambapy"] = UseMambapy;
@@ -285,6 +285,17 @@ public sealed record MambaConfig
         obj["intermediate_size"] = IntermediateSize;
         if (TorchDType is not null) obj["dtype"] = TorchDType;
         return obj;
+    }
+
+    /// <summary>
+    /// A float field as JSON with a decimal point or exponent (1 → 1.0): transformers' strict config classes reject an
+    /// int where they declare a float.
+    /// </summary>
+    private static JsonNode Float(double value)
+    {
+        var text = value.ToString("R", System.Globalization.CultureInfo.InvariantCulture);
+        if (double.IsFinite(value) && !text.Contains('.') && !text.Contains('E')) text += ".0";
+        return JsonNode.Parse(text)!;
     }
 
     /// <summary>Writes a Hugging Face config.json.</summary>

@@ -73,7 +73,8 @@ internal sealed partial class CudaBackend : IGreedyDecodeAccelerator
             bool Fits(DeviceTensor? t, ParameterForm form) => t is null || (t is CudaTensor && t.DType == (form == ParameterForm.Matrix ? dt : DType.F32));
             bool ok = Fits(parameters.TryGet(ParameterId.Embeddings), ParameterForm.Matrix) && Fits(parameters.TryGet(ParameterId.LmHead), ParameterForm.Matrix)
                 && Fits(parameters.TryGet(ParameterId.NormF), ParameterForm.Vector);
-            var layers = new DecodeLayerDesc[c.NumHiddenLayers];
+            // Array elements are not constructed: each gets its own struct_size from the constructor.
+            var layers = Enumerable.Range(0, c.NumHiddenLayers).Select(_ => new DecodeLayerDesc()).ToArray();
             for (int i = 0; i < layers.Length && ok; i++)
             {
                 var conv = request.ConvStates[i];
