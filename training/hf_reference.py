@@ -25,7 +25,7 @@ with torch.no_grad():
     g = model.generate(ids, max_new_tokens=16, do_sample=False)
     tensors["generate.prompt"] = ids
     tensors["generate.greedy"] = g
-save_file(tensors, os.path.join(out, "reference.safetensors"))
+save_file({k: v.clone().contiguous() for k, v in tensors.items()}, os.path.join(out, "reference.safetensors"))
 link = os.path.join(out, "model")
 if not os.path.exists(link):
     os.symlink(os.path.abspath(model_dir), link)
