@@ -56,14 +56,13 @@ internal static class BenchTrainCommand
                         double peakMiB = 0;
                         for (int r = 0; r < repeat + 1; r++) // round 0 warms up
                         {
-                            long usedBefore = UsedBytes(backend);
                             (backend as CudaBackend)?.ResetPeakTensorBytes();
                             var clock = Stopwatch.StartNew();
                             lm.ZeroGradients();
                             lm.ForwardBackward(ids, ids, null, scale, recompute);
                             double fb = clock.Elapsed.TotalSeconds;
                             double norm2 = 0;
-                            foreach (var entry in entries) if (entry.Spec.TiedTo is null || entry.Spec.Present(lm.Config)) norm2 += backend.SumOfSquares(lm.Gradients[entry.Key]);
+                            foreach (var entry in entries) norm2 += backend.SumOfSquares(lm.Gradients[entry.Key]);
                             float clip = (float)Math.Min(1.0, 1.0 / (Math.Sqrt(norm2) + 1e-6));
                             var args = new AdamWStepArgs(1e-4f, 0.9f, 0.999f, 1e-8f, 0f, 1f - MathF.Pow(0.9f, r + 1), 1f - MathF.Pow(0.999f, r + 1), clip);
                             foreach (var entry in entries)
@@ -77,7 +76,6 @@ internal static class BenchTrainCommand
                             if (backend is CudaBackend cuda)
                                 peakMiB = Math.Max(peakMiB, (UsedBytes(backend) + cuda.PeakTensorBytes - cuda.LiveTensorBytes) / 1048576.0);
                             else peakMiB = Math.Max(peakMiB, Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0);
-                            _ = usedBefore;
                             if (r > 0) steps.Add((total, fb, total - fb));
                         }
                         steps.Sort((x, y) => x.Total.CompareTo(y.Total));

@@ -84,25 +84,8 @@ internal sealed class QuadraticTrainableModel : ITrainableModel, IDisposable
     public TrainingStepResult ForwardBackward(int[,] inputIds, int[,] labels, int[,]? attentionMask, float gradientScale, bool recomputeActivations)
     {
         int call = Calls++;
-        var theta = Theta();
-        var grad = new double[theta.Length];
-        double loss = 0;
-        int count = 0;
-        for (int b = 0; b < labels.GetLength(0); b++)
-            for (int t = 1; t < labels.GetLength(1); t++)
-            {
-                int target = labels[b, t];
-                if (target == -100) continue;
-                int previous = inputIds[b, t - 1];
-                count++;
-                for (int j = 0; j < theta.Length; j++)
-                {
-                    double c = 0.05 * ((target * 7 + j * 3 + previous) % 11 - 5);
-                    double diff = theta[j] - c;
-                    loss += 0.5 * diff * diff / theta.Length;
-                    grad[j] += diff / theta.Length;
-                }
-            }
+        var grad = new double[Theta().Length];
+        var (loss, count) = Loss(inputIds, labels, grad);
         if (Poison?.Invoke(call) == true) loss = double.NaN;
         int offset = 0;
         foreach (var e in _entries)
@@ -119,6 +102,13 @@ internal sealed class QuadraticTrainableModel : ITrainableModel, IDisposable
 
     public TrainingStepResult EvaluationLoss(int[,] inputIds, int[,] labels)
     {
+        var (loss, count) = Loss(inputIds, labels, null);
+        return new TrainingStepResult(loss, count);
+    }
+
+    /// <summary>The analytic loss and counted targets; adds d loss / d θ to <paramref name="grad"/> when given.</summary>
+    private (double Loss, int Count) Loss(int[,] inputIds, int[,] labels, double[]? grad)
+    {
         var theta = Theta();
         double loss = 0;
         int count = 0;
@@ -133,9 +123,10 @@ internal sealed class QuadraticTrainableModel : ITrainableModel, IDisposable
                 {
                     double diff = theta[j] - 0.05 * ((target * 7 + j * 3 + previous) % 11 - 5);
                     loss += 0.5 * diff * diff / theta.Length;
+                    if (grad is not null) grad[j] += diff / theta.Length;
                 }
             }
-        return new TrainingStepResult(loss, count);
+        return (loss, count);
     }
 
     public void Dispose()

@@ -16,9 +16,7 @@ internal sealed partial class CudaBackend
         if (t.Shape.Length != 2) throw new ArgumentException($"gradTable must be [V, d], got {t.ShapeText}", nameof(gradTable));
         int vocab = t.Dim(0), width = t.Dim(1);
         Expect(g, nameof(gradOutput), ids.Length, width);
-        for (int m = 0; m < ids.Length; m++)
-            if ((uint)ids[m] >= (uint)vocab)
-                throw new ArgumentOutOfRangeException(nameof(ids), ids[m], $"token id at position {m} is outside the vocabulary [0, {vocab})");
+        CheckIds(ids, vocab);
         if (ids.Length == 0) return;
         fixed (int* p = ids)
             Check(NativeMethods.mamba_embedding_bwd(Ctx, p, ids.Length, g.Pointer, vocab, width, t.Pointer), "embedding backward");

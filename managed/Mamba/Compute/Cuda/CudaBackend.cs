@@ -226,6 +226,14 @@ internal sealed partial class CudaBackend : IMambaBackend
 
     // ---- ops ---------------------------------------------------------------------------------------
 
+    /// <summary>Every id must index a row of a [vocab, d] table.</summary>
+    private static void CheckIds(ReadOnlySpan<int> ids, int vocab)
+    {
+        for (int m = 0; m < ids.Length; m++)
+            if ((uint)ids[m] >= (uint)vocab)
+                throw new ArgumentOutOfRangeException(nameof(ids), ids[m], $"token id at position {m} is outside the vocabulary [0, {vocab})");
+    }
+
     /// <inheritdoc />
     public unsafe void Embedding(DeviceTensor table, ReadOnlySpan<int> ids, DeviceTensor output)
     {
@@ -234,9 +242,7 @@ internal sealed partial class CudaBackend : IMambaBackend
         if (t.Shape.Length != 2) throw new ArgumentException($"table must be [V, d], got {t.ShapeText}", nameof(table));
         int vocab = t.Dim(0), width = t.Dim(1);
         Expect(o, nameof(output), ids.Length, width);
-        for (int m = 0; m < ids.Length; m++)
-            if ((uint)ids[m] >= (uint)vocab)
-                throw new ArgumentOutOfRangeException(nameof(ids), ids[m], $"token id at position {m} is outside the vocabulary [0, {vocab})");
+        CheckIds(ids, vocab);
         if (ids.Length == 0) return;
         fixed (int* p = ids)
             Check(NativeMethods.mamba_embedding(Ctx, t.Pointer, (int)t.DType, vocab, width, p, ids.Length, o.Pointer, (int)o.DType), "embedding");
