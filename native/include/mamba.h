@@ -40,7 +40,7 @@
 extern "C" {
 #endif
 
-#define MAMBA_ABI_VERSION 6
+#define MAMBA_ABI_VERSION 7
 
 /* Status codes (int32). */
 typedef int32_t mamba_status;
@@ -171,7 +171,13 @@ typedef struct mamba_selective_scan_params {
   const float* A;               /* [E, N] f32 (= -exp(A_log)) */
   const float* D;               /* [E] f32 or NULL */
   float* state;                 /* [B, E, N] f32 (see each entry) */
+  float* checkpoints;           /* NULL, or [B, ceil(L / MAMBA_SCAN_CHECKPOINT_INTERVAL), E, N] f32: the state before
+                                   steps 0, 16, 32, ... . mamba_selective_scan_fwd writes them; mamba_selective_scan_bwd
+                                   reads them (NULL: it runs the forward itself first); the other entries require NULL. */
 } mamba_selective_scan_params;
+
+/* Steps between two saved scan states (mamba_selective_scan_params.checkpoints). */
+#define MAMBA_SCAN_CHECKPOINT_INTERVAL 16
 
 
 /* ---- training (backward) parameter structs: an entry takes the forward struct plus one of these ---------------- */

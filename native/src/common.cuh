@@ -26,7 +26,7 @@ struct mamba_context {
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;
   // Grow-only workspaces, reused across calls (no per-call allocation once warm).
-  static constexpr int kSlots = 7;
+  static constexpr int kSlots = 8;
   void* ws[kSlots] = {};
   size_t ws_bytes[kSlots] = {};
   // cuBLAS workspace set once with cublasSetWorkspace, so captured GEMMs never allocate (graph-safe).
@@ -43,7 +43,7 @@ struct mamba_graph {
 
 namespace mamba {
 
-enum WorkspaceSlot { kWsStaging = 0, kWsDelta = 1, kWsConvertA = 2, kWsConvertB = 3, kWsScanChunks = 4, kWsTrainA = 5, kWsTrainB = 6 };
+enum WorkspaceSlot { kWsStaging = 0, kWsDelta = 1, kWsConvertA = 2, kWsConvertB = 3, kWsScanChunks = 4, kWsTrainA = 5, kWsTrainB = 6, kWsTrainC = 7 };
 
 struct Error {
   mamba_status status;
@@ -89,6 +89,8 @@ int add_rmsnorm_threads(int64_t dim);  // add_rmsnorm.cu (the fused decode step 
 std::string conv_shapes(const mamba_causal_conv1d_params* p);   // causal_conv1d_fwd.cu, for the conv entries' messages
 std::string scan_shapes(const mamba_selective_scan_params* p);  // selective_scan.cu, for the scan entries' messages
 // dt_proj of the scan (selective_scan.cu): Δr [rows, E] f32 in the kWsDelta workspace (uses kWsConvertB when wdt != adt).
+// The scan forward from zero (cont = false) or from p.state (selective_scan.cu); writes p.checkpoints when not null.
+void scan(mamba_context* ctx, const mamba_selective_scan_params& p, bool cont);
 float* dt_proj(mamba_context* ctx, const void* dbc, mamba_dtype adt, int64_t rows, int64_t ld, const void* w, mamba_dtype wdt, int64_t E, int64_t R);
 void launch_convert(mamba_context* ctx, const void* src, mamba_dtype sdt, void* dst, mamba_dtype ddt, int64_t count);  // convert.cu
 // Column-major C = op(A)·op(B) + beta·C through cublasGemmEx with fp32 accumulation (linear.cu).

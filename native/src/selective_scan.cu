@@ -49,7 +49,11 @@ struct ScanArgs {
   float* chunk_end;    // [B][chunks][E][N] pass-1 end states (chunk 0: from the true initial state)
   float* chunk_dsum;   // [B][chunks][E]    pass-1 ΣΔ per channel
   float* chunk_init0;  // [B][E][N]         copy of the initial state (continuation with chunks > 1)
+  float* ckpt;         // [B][nck][E][N] the state before every kCkInterval-th step (for the backward), or null
+  int nck;
 };
+
+constexpr int kCkInterval = MAMBA_SCAN_CHECKPOINT_INTERVAL;
 
 enum ScanPass { kPassWhole = 0, kPassChunkState = 1, kPassChunkOutput = 2 };
 
@@ -92,6 +96,7 @@ struct ScanCfg {
   static constexpr int kSmemFloats = 2 * CH * TP + 2 * TT * NP + TPC * YQ;
   static_assert(SPT % 4 == 0, "SPT must be a multiple of 4 (16-byte shared loads)");
   static_assert(CH % V == 0 && kThreads % CQ == 0 && TT % 4 == 0 && TSTEP <= TT && TT % TSTEP == 0, "bad tile");
+  static_assert(TT % MAMBA_SCAN_CHECKPOINT_INTERVAL == 0, "checkpoints are written at tile starts");
 };
 
 template <class T, int SPT, int TPC, int V, int TT, int PASS>
@@ -251,6 +256,15 @@ __global__ void __launch_bounds__(tuning::scan_threads) scan_fwd_kernel(const Sc
     // ---- phase 2: the recurrence, 4 steps per iteration ---------------------------------------
 #pragma unroll 2
     for (int tt = 0; tt < TT; tt += 4) {
+      if constexpr (kOut) {
+        // The backward's checkpoints: tiles start on multiples of kCkInterval (TT and the chunk length are multiples).
+        if (a.ckpt && tt % kCkInterval == 0 && t0 + tt < tend && e2 < E) {
+          float* ck = a.ckpt + (((size_t)b * a.nck + (t0 + tt) / kCkInterval) * E + e2) * N;
+#pragma unroll
+          for (int s = 0; s < SPT; ++s)
+            if (j * SPT + s < N) ck[j * SPT + s] = h[s];
+        }
+      }
       const float4 d4 = *reinterpret_cast<const float4*>(s_dl + c2 * TP + tt);
       const float4 u4 = *reinterpret_cast<const float4*>(s_du + c2 * TP + tt);
       const float dd[4] = {d4.x, d4.y, d4.z, d4.w};
@@ -424,7 +438,7 @@ float* dt_proj(mamba_context* ctx, const void* dbc, mamba_dtype adt, int64_t row
   return delta;
 }
 
-static void scan(mamba_context* ctx, const mamba_selective_scan_params& p, bool cont) {
+void scan(mamba_context* ctx, const mamba_selective_scan_params& p, bool cont) {
   const void *u = p.u, *dbc = p.dbc, *xz = p.xz, *dt_w = p.dt_weight, *dt_b = p.dt_bias;
   void* y = p.y;
   const mamba_dtype adt = p.act_dtype, wdt = p.dt_weight_dtype, bdt = p.dt_bias_dtype;
@@ -442,6 +456,7 @@ static void scan(mamba_context* ctx, const mamba_selective_scan_params& p, bool 
   if (!B) return;
   require(dt_w && dt_b && A, "null parameter pointer");
   require(!cont || state, "continuation needs a state");
+  require(!cont || !p.checkpoints, "checkpoints must be NULL for a continuation");
   if (L == 0) {
     if (state && !cont) check_cuda(cudaMemsetAsync(state, 0, (size_t)B * E * N * 4, ctx->stream), "cudaMemsetAsync state");
     return;
@@ -453,6 +468,8 @@ static void scan(mamba_context* ctx, const mamba_selective_scan_params& p, bool 
   a.delta = dt_proj(ctx, dbc, adt, (int64_t)B * L, ld, dt_w, wdt, E, R);
   a.dt_bias = dt_b; a.dt_bias_dtype = bdt; a.A = A; a.D = D; a.state = state;
   a.init_state = cont ? 1 : 0;
+  a.ckpt = p.checkpoints;
+  a.nck = (L + kCkInterval - 1) / kCkInterval;
   a.B = B; a.L = L; a.E = E; a.N = N; a.R = R; a.ld = ld;
   MAMBA_DISPATCH_DTYPE(adt, T, { dispatch_scan<T>(ctx, a); });
 }

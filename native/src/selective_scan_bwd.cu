@@ -1,27 +1,31 @@
 // Backward of the selective scan with dt_proj fused in front (spec §12.4), from a zero state. Never stores L×E×N
-// states: they are recomputed from checkpoints.
+// states: it starts from the forward's saved states (mamba_selective_scan_params.checkpoints, one every
+// kCk = MAMBA_SCAN_CHECKPOINT_INTERVAL steps; when they are not given, it runs the forward first to make them).
 //
 // 1. Δr [B·L, E] f32 = δ̃·W_dtᵀ: the forward's own dt_proj (same GEMM, same bits).
-// 2. scan_bwd_kernel: a block owns CH channels of one batch row, NP threads a channel (one state n each; N padded
-//    to NP with inert states A = B = C = 0). Time runs in tiles of TT steps, grouped in segments of SEG steps.
-//      pass 1  forward over the whole row; the state at each segment start goes to a global checkpoint (per thread);
-//      pass 2  segments in reverse: from the segment's checkpoint, forward through its tiles keeping the state at
-//              each tile start in shared memory; then the tiles in reverse: recompute the tile's states into shared
-//              memory (with the readouts Σ_n s·C), the gate (g z, g y = g out·silu(z)), then the reverse adjoint
-//              λ_t = g y_t·C_t + a_{t+1}·λ_{t+1} with, per (t, e), g u = g y·D + Σ_n λ·Δ·B and
-//              g Δ = Σ_n λ·(B·u + A·a·s_{t−1}) → softplus′ → g Δr (f32 workspace); per (t, n) the channel sums of
-//              g B = λ·Δ·u and g C = g y·s, reduced over the block's channels in shared memory and written as per-block
-//              partials; per (b, e[, n]) the sums over t of g D, g b_dt and g A.
-//    Every reduction has a fixed order (lane butterflies, then warps in order; channels in order), so the result is
-//    deterministic run to run.
+// 2. scan_bwd_tile_kernel (d_state ≤ 64): a block owns CH channels of one batch row, TPC threads a channel with 4
+//    states each (the forward's layout, so the recomputed states are the forward's bits). Time runs in tiles of kCk
+//    steps from the last to the first; per tile:
+//      phase 1  Δ = softplus(Δr + b), u, g y = g out·SiLU(z) into channel-major shared memory, B and C by step;
+//      phase 2  from the tile's checkpoint, the recurrence forward over the tile with the states kept in registers
+//               (readouts Σ_n h·C as per-thread partials; g C terms g y·h reduced over the warp's channels at once),
+//               then the adjoint in reverse: λ_t = g y_t·C_t + a_{t+1}·λ_{t+1}, with per (t, e) the partials of
+//               Σ_n λ·B and Σ_n A·λ·a_t·h_{t−1} (h_{t−1} from the registers, no reverse-time division), per (e, n) the
+//               sum over t of g A, and per (t, n) the g B terms λ·Δu reduced over the warp's channels;
+//      phase 3  per (t, e): g u = Δ·Σλ·B + D·g y, g Δ = u·Σλ·B + ΣA·λ·a·h → softplus′ → g Δr, g z from the readout;
+//               per (t, n): g B and g C summed over the block's warps → per-block partials.
+//    Channel sums within a warp are reduce-scatters (each shuffle level halves the values a lane holds), so a warp
+//    spends 7 shuffles, not 24, on its 8 channels × 4 states of one step. One exp2 a state-step forward and one in
+//    reverse; every reduction has a fixed order, so results are deterministic run to run.
+//    d_state > 64: scan_bwd_kernel, the first version (a thread a state, segment checkpoints of its own, libm exp).
 // 3. scan_bwd_bc_kernel: g B and g C = Σ over channel blocks (in order) of the partials → grad_dbc columns R..R+2N−1.
 // 4. g δ̃ [B·L, R] = g Δr·W_dt and grad_dt_weight += g Δrᵀ·δ̃ (f32 cuBLAS GEMMs on f32 copies of W_dt and δ̃);
 //    g δ̃ → grad_dbc columns 0..R−1.
 // 5. grad_A_log += A ⊙ Σ_b gA, grad_D += Σ_b gD, grad_dt_bias += Σ_b gb (batch in order).
 // The per-block g B/g C partials take G·B·L·2N floats (G = E/CH channel blocks); the batch runs in slices that keep
-// them under kPartialBytes. Softplus, SiLU and exp are the libm forms (the forward uses MUFU forms; the recomputed
-// states agree with the forward's to ~1e-6 relative).
+// them under kPartialBytes.
 #include "common.cuh"
+#include "blocks/selective_state_update.cuh"
 
 #include <algorithm>
 
@@ -52,7 +56,9 @@ struct ScanBwdArgs {
   float* part_A;    // [B][E][N]
   float* part_D;    // [B][E]
   float* part_db;   // [B][E]
-  float* ck;        // [G·Bs][nseg][NT] segment checkpoints for the slice
+  float* ck;        // [G·Bs][nseg][NT] segment checkpoints for the slice (scan_bwd_kernel)
+  const float* fck; // [B][nck][E][N] the forward's checkpoints (scan_bwd_tile_kernel)
+  int nck;
   int b0, Bs;       // batch slice
   int L, E, N, R, ld, nseg;
 };
@@ -310,6 +316,299 @@ static unsigned gs_blocks(int64_t n) {
   return b > 65535u * 4 ? 65535u * 4 : b;
 }
 
+
+// ---- scan_bwd_tile_kernel ----------------------------------------------------------------------------------------
+constexpr int kCk = MAMBA_SCAN_CHECKPOINT_INTERVAL;
+
+template <int TPC>
+struct TileBwdCfg {
+  static constexpr int NT = 128;           // threads a block
+  static constexpr int SPT = 4;            // states a thread
+  static constexpr int NP = SPT * TPC;     // padded d_state
+  static constexpr int CH = NT / TPC;      // channels a block
+  static constexpr int TT = kCk;           // time tile = checkpoint interval
+  static constexpr int TP = TT + 4;        // channel-major row pitch: 16-byte aligned rows
+  static constexpr int NW = NT / 32;       // warps
+  static constexpr int PQ = TT * CH + 8;   // per-thread-group plane pitch
+  static constexpr int IT = TT * CH / NT;  // (t, e) items a thread in phases 1/3 (= TT / TPC)
+  static constexpr int kSmemFloats = 3 * CH * TP + 2 * TT * NP + 3 * TPC * PQ + 2 * NW * TT * NP;
+  static_assert(TPC >= 1 && TPC <= 16 && 32 % TPC == 0 && TT % TPC == 0 && TT % 4 == 0, "bad tile");
+};
+
+// v[0..3] (4 states of this lane's state group) summed over the warp's lanes of the same group (the channels; lane
+// bits log2(TPC)..4) and stored to row[state]: each level halves what a lane holds (reduce-scatter); once a lane holds
+// one value the remaining levels are plain butterflies and one lane of each pair stores.
+template <int TPC>
+__device__ __forceinline__ void chan_reduce_store(float (&v)[4], float* row, int lane, int j) {
+  constexpr int kLevels = TPC == 1 ? 5 : TPC == 2 ? 4 : TPC == 4 ? 3 : TPC == 8 ? 2 : TPC == 16 ? 1 : 0;
+  int base = 0;
+  int dup_mask = 0;
+#pragma unroll
+  for (int lvl = 0; lvl < kLevels; ++lvl) {
+    const int o = 16 >> lvl;
+    const int m = 4 >> lvl;  // values a lane holds before this level
+    if (m >= 2) {
+      const bool up = (lane & o) != 0;
+#pragma unroll
+      for (int i = 0; i < m / 2; ++i) {
+        const float send = up ? v[i] : v[i + m / 2];
+        const float keep = up ? v[i + m / 2] : v[i];
+        v[i] = keep + __shfl_xor_sync(0xffffffffu, send, o);
+      }
+      if (up) base += m / 2;
+    } else {
+      v[0] += __shfl_xor_sync(0xffffffffu, v[0], o);
+      dup_mask |= o;
+    }
+  }
+  constexpr int kHeld = kLevels >= 2 ? 1 : 4 >> kLevels;
+  if ((lane & dup_mask) == 0) {
+#pragma unroll
+    for (int i = 0; i < kHeld; ++i) row[j * 4 + base + i] = v[i];
+  }
+}
+
+__device__ __forceinline__ float sigmoid_fast(float x) { return __fdividef(1.f, 1.f + __expf(-x)); }
+
+template <int TPC>
+__global__ void __launch_bounds__(TileBwdCfg<TPC>::NT) scan_bwd_tile_kernel(const ScanBwdArgs a) {
+  using Cfg = TileBwdCfg<TPC>;
+  constexpr int NT = Cfg::NT, SPT = Cfg::SPT, NP = Cfg::NP, CH = Cfg::CH, TT = Cfg::TT, TP = Cfg::TP, NW = Cfg::NW, PQ = Cfg::PQ,
+                IT = Cfg::IT;
+  extern __shared__ float4 smem4[];
+  float* s_dl = reinterpret_cast<float*>(smem4);  // [CH][TP] Δ
+  float* s_u = s_dl + CH * TP;                    // [CH][TP] u
+  float* s_gy = s_u + CH * TP;                    // [CH][TP] g y = g out·SiLU(z)
+  float* s_B = s_gy + CH * TP;                    // [TT][NP]
+  float* s_C = s_B + TT * NP;                     // [TT][NP]
+  float* s_py = s_C + TT * NP;                    // [TPC][PQ] partial readouts Σ h·C, [j][t·CH + c]
+  float* s_pl = s_py + TPC * PQ;                  // [TPC][PQ] partial Σ λ·B
+  float* s_pa = s_pl + TPC * PQ;                  // [TPC][PQ] partial Σ A·λ·a·h_{t−1}
+  float* s_wb = s_pa + TPC * PQ;                  // [NW][TT][NP] the warps' channel sums of λ·Δu (g B)
+  float* s_wc = s_wb + NW * TT * NP;              // [NW][TT][NP] the warps' channel sums of g y·h (g C)
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int g = blockIdx.x, bl = blockIdx.y, b = a.b0 + bl;
+  const int e0 = g * CH;
+  const int E = a.E, L = a.L, N = a.N;
+  const size_t row0 = (size_t)b * L;
+
+  // phase 2 role: channel c2, states j·4 .. j·4 + 3
+  const int c2 = tid / TPC, j = tid % TPC, e2 = e0 + c2;
+  float An[SPT], Ap[SPT];
+#pragma unroll
+  for (int s = 0; s < SPT; ++s) {
+    const int n = j * SPT + s;
+    An[s] = (e2 < E && n < N) ? a.A[(size_t)e2 * N + n] : 0.f;
+    Ap[s] = ssm_scaled_a(An[s]);
+  }
+  // phase 1/3 role: channel c1, steps tq + k·TPC
+  const int c1 = tid % CH, tq = tid / CH, e1 = e0 + c1;
+  const float dtb = e1 < E ? load_any(a.dt_bias, a.bdt, e1) : 0.f;
+  const float Dv = (e1 < E && a.D) ? a.D[e1] : 0.f;
+
+  float lam[SPT], anext[SPT], gA[SPT];
+#pragma unroll
+  for (int s = 0; s < SPT; ++s) {
+    lam[s] = 0.f;
+    anext[s] = 1.f;
+    gA[s] = 0.f;
+  }
+  float gD = 0.f, gbias = 0.f;
+
+  for (int k = a.nck - 1; k >= 0; --k) {
+    const int t0 = k * TT;
+    // ---- phase 1 ----
+    float go_r[IT], z_r[IT], p_r[IT];
+#pragma unroll
+    for (int it = 0; it < IT; ++it) {
+      const int t = tq + it * TPC, tg = t0 + t;
+      float dl = 0.f, uv = 0.f, gy = 0.f, go = 0.f, z = 0.f, pv = 0.f;
+      if (tg < L && e1 < E) {
+        const size_t r = row0 + tg;
+        pv = a.dr[r * E + e1] + dtb;
+        dl = softplus_fast(pv);
+        uv = load_any(a.u, a.adt, r * E + e1);
+        go = load_any(a.gout, a.godt, r * E + e1);
+        z = load_any(a.xz, a.adt, r * 2 * E + E + e1);
+        gy = go * silu_fast(z);
+      }
+      s_dl[c1 * TP + t] = dl;
+      s_u[c1 * TP + t] = uv;
+      s_gy[c1 * TP + t] = gy;
+      go_r[it] = go;
+      z_r[it] = z;
+      p_r[it] = pv;
+    }
+    for (int i = tid; i < TT * NP; i += NT) {
+      const int t = i / NP, n = i % NP, tg = t0 + t;
+      float bv = 0.f, cv = 0.f;
+      if (tg < L && n < N) {
+        const size_t r = (row0 + tg) * a.ld + a.R;
+        bv = load_any(a.dbc, a.adt, r + n);
+        cv = load_any(a.dbc, a.adt, r + N + n);
+      }
+      s_B[i] = bv;
+      s_C[i] = cv;
+    }
+    float h0[SPT];
+#pragma unroll
+    for (int s = 0; s < SPT; ++s) {
+      const int n = j * SPT + s;
+      h0[s] = (e2 < E && n < N) ? a.fck[(((size_t)b * a.nck + k) * E + e2) * N + n] : 0.f;
+    }
+    __syncthreads();
+
+    // ---- phase 2a: the tile's states, forward ----
+    float hs[TT][SPT];
+    {
+      float hc[SPT];
+#pragma unroll
+      for (int s = 0; s < SPT; ++s) hc[s] = h0[s];
+#pragma unroll
+      for (int t4 = 0; t4 < TT; t4 += 4) {
+        const float4 d4 = *reinterpret_cast<const float4*>(s_dl + c2 * TP + t4);
+        const float4 u4 = *reinterpret_cast<const float4*>(s_u + c2 * TP + t4);
+        const float4 g4 = *reinterpret_cast<const float4*>(s_gy + c2 * TP + t4);
+        const float dd[4] = {d4.x, d4.y, d4.z, d4.w}, uu[4] = {u4.x, u4.y, u4.z, u4.w}, gg[4] = {g4.x, g4.y, g4.z, g4.w};
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          const int t = t4 + r;
+          const float du = dd[r] * uu[r];
+          const float4 b4 = *reinterpret_cast<const float4*>(s_B + t * NP + j * SPT);
+          const float4 c4 = *reinterpret_cast<const float4*>(s_C + t * NP + j * SPT);
+          const float bb[4] = {b4.x, b4.y, b4.z, b4.w}, cc[4] = {c4.x, c4.y, c4.z, c4.w};
+          float acc = 0.f, gc[SPT];
+#pragma unroll
+          for (int s = 0; s < SPT; ++s) {
+            hc[s] = ssm_state_step(dd[r], Ap[s], hc[s], du, bb[s]);  // the forward's recurrence, the same bits
+            hs[t][s] = hc[s];
+            acc = fmaf(hc[s], cc[s], acc);
+            gc[s] = gg[r] * hc[s];
+          }
+          s_py[j * PQ + t * CH + c2] = acc;
+          chan_reduce_store<TPC>(gc, s_wc + (warp * TT + t) * NP, lane, j);
+        }
+      }
+    }
+    // ---- phase 2b: the adjoint, reverse ----
+#pragma unroll
+    for (int t4 = TT - 4; t4 >= 0; t4 -= 4) {
+      const float4 d4 = *reinterpret_cast<const float4*>(s_dl + c2 * TP + t4);
+      const float4 u4 = *reinterpret_cast<const float4*>(s_u + c2 * TP + t4);
+      const float4 g4 = *reinterpret_cast<const float4*>(s_gy + c2 * TP + t4);
+      const float dd[4] = {d4.x, d4.y, d4.z, d4.w}, uu[4] = {u4.x, u4.y, u4.z, u4.w}, gg[4] = {g4.x, g4.y, g4.z, g4.w};
+#pragma unroll
+      for (int r = 3; r >= 0; --r) {
+        const int t = t4 + r;
+        const float du = dd[r] * uu[r];
+        const float4 b4 = *reinterpret_cast<const float4*>(s_B + t * NP + j * SPT);
+        const float4 c4 = *reinterpret_cast<const float4*>(s_C + t * NP + j * SPT);
+        const float bb[4] = {b4.x, b4.y, b4.z, b4.w}, cc[4] = {c4.x, c4.y, c4.z, c4.w};
+        float sl = 0.f, sa = 0.f, gb[SPT];
+#pragma unroll
+        for (int s = 0; s < SPT; ++s) {
+          lam[s] = fmaf(anext[s], lam[s], gg[r] * cc[s]);
+          const float at = ex2_approx(dd[r] * Ap[s]);
+          const float hp = t > 0 ? hs[t > 0 ? t - 1 : 0][s] : h0[s];
+          const float w = lam[s] * (at * hp);
+          gA[s] = fmaf(dd[r], w, gA[s]);
+          sa = fmaf(An[s], w, sa);
+          sl = fmaf(lam[s], bb[s], sl);
+          gb[s] = lam[s] * du;
+          anext[s] = at;
+        }
+        s_pl[j * PQ + t * CH + c2] = sl;
+        s_pa[j * PQ + t * CH + c2] = sa;
+        chan_reduce_store<TPC>(gb, s_wb + (warp * TT + t) * NP, lane, j);
+      }
+    }
+    __syncthreads();
+
+    // ---- phase 3 ----
+#pragma unroll
+    for (int it = 0; it < IT; ++it) {
+      const int t = tq + it * TPC, tg = t0 + t;
+      if (tg < L && e1 < E) {
+        const size_t r = row0 + tg;
+        float sl = 0.f, sa = 0.f, y = 0.f;
+#pragma unroll
+        for (int q = 0; q < TPC; ++q) {
+          sl += s_pl[q * PQ + t * CH + c1];
+          sa += s_pa[q * PQ + t * CH + c1];
+          y += s_py[q * PQ + t * CH + c1];
+        }
+        const float dl = s_dl[c1 * TP + t], uv = s_u[c1 * TP + t], gy = s_gy[c1 * TP + t];
+        y = fmaf(Dv, uv, y);
+        store_any(a.gu, a.gudt, r * E + e1, fmaf(gy, Dv, dl * sl));
+        const float gdl = fmaf(uv, sl, sa);
+        const float pv = p_r[it];
+        const float gp = pv > 20.f ? gdl : gdl * sigmoid_fast(pv);
+        a.gdr[r * E + e1] = gp;
+        gbias += gp;
+        gD = fmaf(gy, uv, gD);
+        const float z = z_r[it], sz = sigmoid_fast(z);
+        store_any(a.gxz, a.gxdt, r * 2 * E + E + e1, go_r[it] * y * sz * (1.f + z * (1.f - sz)));
+      }
+    }
+    for (int i = tid; i < TT * NP; i += NT) {
+      const int t = i / NP, n = i % NP, tg = t0 + t;
+      if (tg >= L || n >= N) continue;
+      float sb = 0.f, sc = 0.f;
+#pragma unroll
+      for (int w = 0; w < NW; ++w) {
+        sb += s_wb[(w * TT + t) * NP + n];
+        sc += s_wc[(w * TT + t) * NP + n];
+      }
+      float* pr = a.part_bc + (((size_t)g * a.Bs + bl) * L + tg) * 2 * N;
+      pr[n] = sb;
+      pr[N + n] = sc;
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int s = 0; s < SPT; ++s) {
+    const int n = j * SPT + s;
+    if (e2 < E && n < N) a.part_A[((size_t)b * E + e2) * N + n] = gA[s];
+  }
+  // g D and g b_dt: the TPC phase-3 threads of a channel (tid = c1 + q·CH) in order, through shared memory.
+  s_py[tid] = gD;
+  s_py[NT + tid] = gbias;
+  __syncthreads();
+  if (tid < CH && e1 < E) {
+    float d = 0.f, sb = 0.f;
+    for (int q = 0; q < TPC; ++q) {
+      d += s_py[q * CH + tid];
+      sb += s_py[NT + q * CH + tid];
+    }
+    a.part_D[(size_t)b * E + e1] = d;
+    a.part_db[(size_t)b * E + e1] = sb;
+  }
+}
+
+template <int TPC>
+static void launch_scan_bwd_tile(mamba_context* ctx, ScanBwdArgs a, int B, void* gdbc, mamba_dtype gdt) {
+  using Cfg = TileBwdCfg<TPC>;
+  const size_t smem = sizeof(float) * Cfg::kSmemFloats;
+  if (smem > 48 * 1024)
+    check_cuda(cudaFuncSetAttribute(scan_bwd_tile_kernel<TPC>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+               "cudaFuncSetAttribute(scan_bwd_tile)");
+  const int G = (a.E + Cfg::CH - 1) / Cfg::CH;
+  const size_t per_row = (size_t)G * a.L * 2 * a.N * 4;
+  const int Bs = static_cast<int>(std::max<size_t>(1, std::min<size_t>(B, kPartialBytes / per_row)));
+  a.part_bc = static_cast<float*>(workspace(ctx, kWsTrainA, (size_t)G * Bs * a.L * 2 * a.N * 4));
+  for (int b0 = 0; b0 < B; b0 += Bs) {
+    a.b0 = b0;
+    a.Bs = std::min(Bs, B - b0);
+    dim3 grid(static_cast<unsigned>(G), static_cast<unsigned>(a.Bs));
+    scan_bwd_tile_kernel<TPC><<<grid, Cfg::NT, smem, ctx->stream>>>(a);
+    check_launch(ctx, "scan_bwd_tile_kernel");
+    const int64_t total = (int64_t)a.Bs * a.L * 2 * a.N;
+    scan_bwd_bc_kernel<<<gs_blocks(total), 256, 0, ctx->stream>>>(a.part_bc, G, a.Bs, b0, a.L, a.N, a.R, a.ld, gdbc, gdt);
+    check_launch(ctx, "scan_bwd_bc_kernel");
+  }
+}
+
 template <int NP>
 static void launch_scan_bwd(mamba_context* ctx, ScanBwdArgs a, int B, void* gdbc, mamba_dtype gdt) {
   using Cfg = BwdCfg<NP>;
@@ -358,6 +657,19 @@ static void scan_bwd(mamba_context* ctx, const mamba_selective_scan_params& p, c
   const int ld = R + 2 * N;
   const int64_t rows = (int64_t)B * L;
   ScanBwdArgs a{};
+  a.nck = (L + kCk - 1) / kCk;
+  a.fck = p.checkpoints;
+  if (N <= 64 && !a.fck) {
+    // No saved states: run the forward (into a scratch y) to make them.
+    const size_t ck_bytes = ((size_t)B * a.nck * E * N * 4 + 255) / 256 * 256;
+    char* ws = static_cast<char*>(workspace(ctx, kWsTrainC, ck_bytes + (size_t)rows * E * dtype_size(p.act_dtype)));
+    mamba_selective_scan_params fp = p;
+    fp.state = nullptr;
+    fp.checkpoints = reinterpret_cast<float*>(ws);
+    fp.y = ws + ck_bytes;
+    scan(ctx, fp, false);
+    a.fck = fp.checkpoints;
+  }
   a.u = p.u; a.dbc = p.dbc; a.xz = p.xz; a.adt = p.act_dtype;
   a.gout = g.grad_y; a.godt = g.grad_y_dtype;
   a.dr = dt_proj(ctx, p.dbc, p.act_dtype, rows, ld, p.dt_weight, p.dt_weight_dtype, E, R);
@@ -375,10 +687,11 @@ static void scan_bwd(mamba_context* ctx, const mamba_selective_scan_params& p, c
   float* dtil = a.part_db + f_e;
   float* gdtil = dtil + f_r;
   float* wf = gdtil + f_r;
-  if (N <= 8) launch_scan_bwd<8>(ctx, a, B, g.grad_dbc, g.grad_dbc_dtype);
-  else if (N <= 16) launch_scan_bwd<16>(ctx, a, B, g.grad_dbc, g.grad_dbc_dtype);
-  else if (N <= 32) launch_scan_bwd<32>(ctx, a, B, g.grad_dbc, g.grad_dbc_dtype);
-  else if (N <= 64) launch_scan_bwd<64>(ctx, a, B, g.grad_dbc, g.grad_dbc_dtype);
+  if (N <= 4) launch_scan_bwd_tile<1>(ctx, a, B, g.grad_dbc, g.grad_dbc_dtype);
+  else if (N <= 8) launch_scan_bwd_tile<2>(ctx, a, B, g.grad_dbc, g.grad_dbc_dtype);
+  else if (N <= 16) launch_scan_bwd_tile<4>(ctx, a, B, g.grad_dbc, g.grad_dbc_dtype);
+  else if (N <= 32) launch_scan_bwd_tile<8>(ctx, a, B, g.grad_dbc, g.grad_dbc_dtype);
+  else if (N <= 64) launch_scan_bwd_tile<16>(ctx, a, B, g.grad_dbc, g.grad_dbc_dtype);
   else if (N <= 128) launch_scan_bwd<128>(ctx, a, B, g.grad_dbc, g.grad_dbc_dtype);
   else launch_scan_bwd<256>(ctx, a, B, g.grad_dbc, g.grad_dbc_dtype);
   // g δ̃ = g Δr·W_dt (column-major gemm(N, N, R, rows, E)) and grad_dt_weight += g Δrᵀ·δ̃ (gemm(N, T, R, E, rows)).

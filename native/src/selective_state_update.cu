@@ -126,6 +126,7 @@ extern "C" MAMBA_API mamba_status mamba_selective_state_update(mamba_context* ct
   return guard("mamba_selective_state_update", [&] { return scan_shapes(params); }, [&] {
     const mamba_selective_scan_params& p = check_params(params, "mamba_selective_scan_params");
     require(p.length == 1, "a state update step has length 1");
+    require(!p.checkpoints, "checkpoints must be NULL for a state update");
     const void *u = p.u, *dbc = p.dbc, *xz = p.xz, *dt_w = p.dt_weight, *dt_b = p.dt_bias;
     void* y = p.y;
     const mamba_dtype adt = p.act_dtype, wdt = p.dt_weight_dtype, bdt = p.dt_bias_dtype;

@@ -54,7 +54,8 @@ namespace selective_scan {
 using S = mamba_selective_scan_params;
 constexpr Field kFields[] = {F(struct_size), F(act_dtype), F(dt_weight_dtype), F(dt_bias_dtype), F(batch), F(length), F(channels),
                              F(d_state),     F(dt_rank),   F(reserved),        F(u),             F(dbc),   F(xz),     F(y),
-                             F(dt_weight),   F(dt_bias),   F(A),               F(D),             F(state)};
+                             F(dt_weight),   F(dt_bias),   F(A),               F(D),             F(state),
+                             F(checkpoints)};
 static_assert(tiles(kFields, sizeof(S)), "list every field of mamba_selective_scan_params, in order");
 }  // namespace selective_scan
 

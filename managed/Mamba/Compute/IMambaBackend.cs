@@ -114,9 +114,17 @@ internal interface IMambaBackend : IDisposable
     /// The selective scan from a zero state with the Δ projection fused in: Δ = softplus(W_dt·δ̃ + b_dt),
     /// s_t = exp(Δ·A)⊙s_{t−1} + Δ·B_t·u_t, y_t = (C_t·s_t + D·u_t)·SiLU(z_t). u [B, L, E], dbc [B, L, R+2N],
     /// xz [B, L, 2E] (z half used), y [B, L, E]. If <paramref name="ssmState"/> [B, E, N] (F32) is given it
-    /// receives the final state.
+    /// receives the final state. If <paramref name="checkpoints"/> (F32, of <see cref="ScanCheckpointShape"/>) is given
+    /// it receives the states the backward starts from.
     /// </summary>
-    void SelectiveScan(SsmParameters ssm, DeviceTensor u, DeviceTensor dbc, DeviceTensor xz, DeviceTensor y, DeviceTensor? ssmState);
+    void SelectiveScan(SsmParameters ssm, DeviceTensor u, DeviceTensor dbc, DeviceTensor xz, DeviceTensor y, DeviceTensor? ssmState,
+        DeviceTensor? checkpoints = null);
+
+    /// <summary>
+    /// The shape of the states <see cref="SelectiveScan"/> can save for <see cref="SelectiveScanBackward"/> (F32), or null
+    /// when this backend's backward recomputes everything itself (then no checkpoints may be passed).
+    /// </summary>
+    int[]? ScanCheckpointShape(int batch, int length, int inner, int state);
 
     /// <summary>One decode step of the scan from <paramref name="ssmState"/> [B, E, N] (updated in place); u [B, E], dbc [B, R+2N], xz [B, 2E], y [B, E].</summary>
     void SelectiveStateStep(SsmParameters ssm, DeviceTensor u, DeviceTensor dbc, DeviceTensor xz, DeviceTensor ssmState, DeviceTensor y);
@@ -189,8 +197,10 @@ internal interface IMambaBackend : IDisposable
     /// gradDbc [B, L, R+2N] (g δ̃, g B, g C; overwritten), the z half of gradXz [B, L, 2E] (columns E..2E−1; the x half is
     /// left as it is); adds the parameter gradients to <paramref name="grads"/>.
     /// </summary>
+    /// <paramref name="checkpoints"/>: what <see cref="SelectiveScan"/> saved for these inputs, or null (the backward then
+    /// recomputes them).
     void SelectiveScanBackward(SsmParameters ssm, DeviceTensor u, DeviceTensor dbc, DeviceTensor xz, DeviceTensor gradY,
-        DeviceTensor gradU, DeviceTensor gradDbc, DeviceTensor gradXz, SsmGradients grads);
+        DeviceTensor gradU, DeviceTensor gradDbc, DeviceTensor gradXz, SsmGradients grads, DeviceTensor? checkpoints = null);
 
     /// <summary>Σ x² over every element of an F32 tensor, summed in float64 (for the global gradient norm).</summary>
     double SumOfSquares(DeviceTensor tensor);

@@ -20,6 +20,9 @@ internal enum BlockMode
 /// </summary>
 internal sealed record BlockActivations(DeviceTensor Normed, DeviceTensor Xz, DeviceTensor U, DeviceTensor Dbc, DeviceTensor Y, DeviceTensor Output)
 {
+    /// <summary>The states the sequence-mode scan saves for its backward (training on a backend that saves them), or null.</summary>
+    public DeviceTensor? ScanCheckpoints { get; init; }
+
     /// <summary>Allocates the activations of a [batch, length] call through <paramref name="allocate"/>.</summary>
     public static BlockActivations Allocate(MambaConfig c, DType dtype, int batch, int length, Func<DType, int[], DeviceTensor> allocate)
     {
@@ -102,7 +105,7 @@ internal sealed class MambaBlock
             default:
                 be.CausalConv1d(act.Xz, Conv, ConvBias, mask, act.U, convState);
                 be.Linear(act.U, XProj, null, act.Dbc);
-                be.SelectiveScan(Ssm, act.U, act.Dbc, act.Xz, act.Y, ssmState);
+                be.SelectiveScan(Ssm, act.U, act.Dbc, act.Xz, act.Y, ssmState, act.ScanCheckpoints);
                 break;
         }
         if (withOutput) be.Linear(act.Y, OutProj, OutProjBias, act.Output);
@@ -124,7 +127,7 @@ internal sealed class MambaBlock
         be.LinearBackward(act.Y, OutProj, gradResidual, grad.Y, false, G(ParameterId.OutProjWeight), Optional(ParameterId.OutProjBias));
         // scan (with dt_proj, softplus, D skip and the SiLU(z) gate): g u, g dbc, and the z half of g xz.
         be.SelectiveScanBackward(Ssm, act.U, act.Dbc, act.Xz, grad.Y, grad.U, grad.Dbc, grad.Xz,
-            new SsmGradients(G(ParameterId.DtProjWeight), G(ParameterId.DtProjBias), G(ParameterId.ALog), G(ParameterId.D)));
+            new SsmGradients(G(ParameterId.DtProjWeight), G(ParameterId.DtProjBias), G(ParameterId.ALog), G(ParameterId.D)), act.ScanCheckpoints);
         // x_proj: u also feeds δ̃, B, C, so its input gradient adds to the scan's.
         be.LinearBackward(act.U, XProj, grad.Dbc, grad.U, true, G(ParameterId.XProjWeight), null);
         // conv + SiLU (+ mask M2): the x half of g xz.

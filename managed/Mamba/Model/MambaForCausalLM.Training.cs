@@ -78,8 +78,12 @@ public sealed partial class MambaForCausalLM
             var mask = UploadMask(attentionMask, batch, length, scratch);
             var inputs = new DeviceTensor[layers];
             var acts = new BlockActivations[recompute ? 1 : layers];
+            var checkpointShape = be.ScanCheckpointShape(batch, length, c.IntermediateSize, c.StateSize);
             for (int i = 0; i < acts.Length; i++)
+            {
                 acts[i] = BlockActivations.Allocate(c, ActivationDType, batch, length, (t, shape) => scratch.Rent(t, shape));
+                if (checkpointShape is not null) acts[i] = acts[i] with { ScanCheckpoints = scratch.Rent(DType.F32, checkpointShape) };
+            }
             DeviceTensor? previous = null;
             foreach (var block in _blocks)
             {

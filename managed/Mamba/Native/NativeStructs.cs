@@ -47,7 +47,7 @@ internal struct SelectiveScanParams
     public SelectiveScanParams() => StructSize = Unsafe.SizeOf<SelectiveScanParams>();
 
     public int StructSize, ActDType, DtWeightDType, DtBiasDType, Batch, Length, Channels, DState, DtRank, Reserved;
-    public IntPtr U, Dbc, Xz, Y, DtWeight, DtBias, A, D, State;
+    public IntPtr U, Dbc, Xz, Y, DtWeight, DtBias, A, D, State, Checkpoints;
 }
 
 /// <summary>One layer of <see cref="DecodeModelDesc"/> (C <c>mamba_decode_layer</c>): device addresses, optional ones zero.</summary>

@@ -236,6 +236,42 @@ public class CudaBackendTests : GpuOpTestBase
         Cpu.SelectiveScan(ssmC, u.C, dbc.C, xz.C, y2.C, null);
         AssertClose(y2, Tol(dt), "scan output without state");
 
+        // The states saved for the backward: checkpoint k is the state after the first 16·k steps, i.e. the final state
+        // of the CPU scan over that prefix (k = 0: zeros).
+        var gpuB = RequireGpu();
+        var ckShape = gpuB.ScanCheckpointShape(batch, length, inner, n)!;
+        Assert.That(ckShape, Is.EqualTo(new[] { batch, (length + 15) / 16, inner, n }));
+        var ck = Own(gpuB.Allocate(DType.F32, ckShape));
+        gpuB.SelectiveScan(ssmG, u.G, dbc.G, xz.G, Out(dt, batch, length, inner).G, null, ck);
+        var ckv = Get(gpuB, ck);
+        int nck = ckShape[1];
+        float[] Prefix(DeviceTensor t, int width, int steps)
+        {
+            var all = Get(Cpu, t);
+            var r = new float[batch * steps * width];
+            for (int bi = 0; bi < batch; bi++) Array.Copy(all, (long)bi * length * width, r, (long)bi * steps * width, (long)steps * width);
+            return r;
+        }
+        foreach (int k in new[] { 0, 1, nck / 2, nck - 1 }.Distinct())
+        {
+            var expected = new float[batch * inner * n];
+            if (k > 0)
+            {
+                int steps = 16 * k;
+                var state = Own(Cpu.Allocate(DType.F32, batch, inner, n));
+                Cpu.SelectiveScan(ssmC, Own(Cpu.Upload(Prefix(u.C, inner, steps), DType.F32, batch, steps, inner)),
+                    Own(Cpu.Upload(Prefix(dbc.C, ld, steps), DType.F32, batch, steps, ld)),
+                    Own(Cpu.Upload(Prefix(xz.C, 2 * inner, steps), DType.F32, batch, steps, 2 * inner)),
+                    Own(Cpu.Allocate(DType.F32, batch, steps, inner)), state);
+                expected = Get(Cpu, state);
+            }
+            var got = new float[batch * inner * n];
+            for (int bi = 0; bi < batch; bi++)
+                Array.Copy(ckv, ((long)bi * nck + k) * inner * n, got, (long)bi * inner * n, (long)inner * n);
+            if (k == 0) Assert.That(got, Is.All.EqualTo(0f), "checkpoint 0 is the zero state");
+            else AssertClose(got, expected, 2e-5, $"checkpoint {k} (state after {16 * k} steps)");
+        }
+
         // Decode steps continue from the prefill state.
         for (int step = 0; step < 3; step++)
         {

@@ -196,10 +196,12 @@ public class CudaBackwardTests : GpuOpTestBase
             yield return new TestCaseData(dt, dt, 3, 3, 17, 1, 2);      // N = 1, short
             yield return new TestCaseData(dt, DType.F32, 2, 67, 40, 16, 5);  // prime L, f32 gradY, partial channel block
         }
-        foreach (int length in new[] { 15, 16, 17, 127, 128, 129, 257 })  // time tile and checkpoint segment ± 1
+        foreach (int length in new[] { 15, 16, 17, 127, 128, 129, 257 })  // time tile (16) and the N > 64 kernel's segment (128) ± 1
             yield return new TestCaseData(DType.F32, DType.F32, 2, length, 24, 16, 3);
         yield return new TestCaseData(DType.F32, DType.F32, 9, 31, 20, 3, 1);     // batch 9, odd N, R = 1
         yield return new TestCaseData(DType.F32, DType.F32, 1, 200, 33, 64, 6);   // N = 64
+        yield return new TestCaseData(DType.F32, DType.F32, 3, 33, 70, 8, 2);     // N = 8 (2 threads a channel), two tiles + 1
+        yield return new TestCaseData(DType.BF16, DType.BF16, 2, 48, 200, 4, 3);  // N = 4 (a thread a channel)
         yield return new TestCaseData(DType.F32, DType.F32, 1, 40, 16, 128, 4);   // N = 128
         yield return new TestCaseData(DType.F32, DType.F32, 2, 130, 130, 32, 4);  // N = 32, E over several blocks
         yield return new TestCaseData(DType.BF16, DType.F32, 2, 300, 64, 64, 8);
@@ -252,19 +254,28 @@ public class CudaBackwardTests : GpuOpTestBase
         var dbc = Own(gpu.Upload(Rand(rng, batch * length * ld), DType.F32, batch, length, ld));
         var xz = Own(gpu.Upload(Rand(rng, batch * length * 2 * inner), DType.F32, batch, length, 2 * inner));
         var gy = Own(gpu.Upload(Rand(rng, batch * length * inner), DType.F32, batch, length, inner));
-        float[][] Run()
+        float[][] Run(bool fromSavedStates = false)
         {
+            DeviceTensor? checkpoints = null;
+            if (fromSavedStates)
+            {
+                // The states a training forward saves: the backward from them must be the recomputing one, bit for bit.
+                checkpoints = Own(gpu.Allocate(DType.F32, gpu.ScanCheckpointShape(batch, length, inner, n)!));
+                gpu.SelectiveScan(ssm, u, dbc, xz, Own(gpu.Allocate(DType.F32, batch, length, inner)), null, checkpoints);
+            }
             var gu = Own(gpu.Allocate(DType.F32, batch, length, inner));
             var gd = Own(gpu.Allocate(DType.F32, batch, length, ld));
             var gx = Own(gpu.Allocate(DType.F32, batch, length, 2 * inner));
             var g = new SsmGradients(Own(gpu.Allocate(DType.F32, inner, rank)), Own(gpu.Allocate(DType.F32, inner)), Own(gpu.Allocate(DType.F32, inner, n)),
                 Own(gpu.Allocate(DType.F32, inner)));
-            gpu.SelectiveScanBackward(ssm, u, dbc, xz, gy, gu, gd, gx, g);
+            gpu.SelectiveScanBackward(ssm, u, dbc, xz, gy, gu, gd, gx, g, checkpoints);
             return [Get(gpu, gu), Get(gpu, gd), Get(gpu, gx), Get(gpu, g.DtProjWeight), Get(gpu, g.DtProjBias), Get(gpu, g.ALog), Get(gpu, g.D)];
         }
         var first = Run();
         var second = Run();
         for (int i = 0; i < first.Length; i++) Assert.That(second[i], Is.EqualTo(first[i]), $"output {i} differs between runs");
+        var saved = Run(fromSavedStates: true);
+        for (int i = 0; i < first.Length; i++) Assert.That(saved[i], Is.EqualTo(first[i]), $"output {i} differs from the saved states");
     }
 
     // ---- sum of squares, AdamW --------------------------------------------------------------------------------------

@@ -128,8 +128,9 @@ internal sealed partial class CpuBackend
 
     /// <inheritdoc />
     public void SelectiveScanBackward(SsmParameters ssm, DeviceTensor u, DeviceTensor dbc, DeviceTensor xz, DeviceTensor gradY,
-        DeviceTensor gradU, DeviceTensor gradDbc, DeviceTensor gradXz, SsmGradients grads)
+        DeviceTensor gradU, DeviceTensor gradDbc, DeviceTensor gradXz, SsmGradients grads, DeviceTensor? checkpoints = null)
     {
+        NoCheckpoints(checkpoints);
         ArgumentNullException.ThrowIfNull(ssm);
         ArgumentNullException.ThrowIfNull(grads);
         var a = Cpu(ssm.A, "ssm.A");

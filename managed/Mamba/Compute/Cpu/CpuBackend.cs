@@ -246,8 +246,21 @@ internal sealed partial class CpuBackend : IMambaBackend
     }
 
     /// <inheritdoc />
-    public void SelectiveScan(SsmParameters ssm, DeviceTensor u, DeviceTensor dbc, DeviceTensor xz, DeviceTensor y, DeviceTensor? ssmState) =>
+    public void SelectiveScan(SsmParameters ssm, DeviceTensor u, DeviceTensor dbc, DeviceTensor xz, DeviceTensor y, DeviceTensor? ssmState,
+        DeviceTensor? checkpoints = null)
+    {
+        NoCheckpoints(checkpoints);
         Scan(ssm, u, dbc, xz, y, ssmState, useInitialState: false, step: false);
+    }
+
+    /// <inheritdoc />
+    public int[]? ScanCheckpointShape(int batch, int length, int inner, int state) => null;
+
+    private static void NoCheckpoints(DeviceTensor? checkpoints)
+    {
+        if (checkpoints is not null)
+            throw new ArgumentException("the CPU backend saves no scan checkpoints (its ScanCheckpointShape is null)", nameof(checkpoints));
+    }
 
     /// <inheritdoc />
     public void SelectiveStateStep(SsmParameters ssm, DeviceTensor u, DeviceTensor dbc, DeviceTensor xz, DeviceTensor ssmState, DeviceTensor y) =>

@@ -167,7 +167,7 @@ internal sealed partial class CudaBackend
 
     /// <inheritdoc />
     public void SelectiveScanBackward(SsmParameters ssm, DeviceTensor u, DeviceTensor dbc, DeviceTensor xz, DeviceTensor gradY,
-        DeviceTensor gradU, DeviceTensor gradDbc, DeviceTensor gradXz, SsmGradients grads)
+        DeviceTensor gradU, DeviceTensor gradDbc, DeviceTensor gradXz, SsmGradients grads, DeviceTensor? checkpoints = null)
     {
         ArgumentNullException.ThrowIfNull(grads);
         var p = Ssm(ssm, u, dbc, xz, u, out int rows);  // u stands in for y (unused here); gradY may be another dtype
@@ -195,6 +195,7 @@ internal sealed partial class CudaBackend
         Expect(gD, "grads.D", 1, p.Inner);
         var sc = ScanParams(p, ut, dbc, xz, u, IntPtr.Zero, batch, length);
         sc.Y = IntPtr.Zero;
+        sc.Checkpoints = CheckpointPointer(checkpoints, batch, length, p);
         var g = new SelectiveScanGrads
         {
             GradYDType = (int)gy.DType, GradUDType = (int)gu.DType, GradDbcDType = (int)gd.DType, GradXzDType = (int)gx.DType,

@@ -400,7 +400,8 @@ internal sealed partial class CudaBackend : IMambaBackend
     }
 
     /// <inheritdoc />
-    public void SelectiveScan(SsmParameters ssm, DeviceTensor u, DeviceTensor dbc, DeviceTensor xz, DeviceTensor y, DeviceTensor? ssmState)
+    public void SelectiveScan(SsmParameters ssm, DeviceTensor u, DeviceTensor dbc, DeviceTensor xz, DeviceTensor y, DeviceTensor? ssmState,
+        DeviceTensor? checkpoints = null)
     {
         var p = Ssm(ssm, u, dbc, xz, y, out int rows);
         var ut = Cuda(u, nameof(u));
@@ -416,7 +417,26 @@ internal sealed partial class CudaBackend : IMambaBackend
             sp = st.Pointer;
         }
         var sc = ScanParams(p, ut, dbc, xz, y, sp, batch, length);
+        sc.Checkpoints = CheckpointPointer(checkpoints, batch, length, p);
         Check(NativeMethods.mamba_selective_scan_fwd(Ctx, in sc), "selective_scan");
+    }
+
+    /// <inheritdoc />
+    public int[]? ScanCheckpointShape(int batch, int length, int inner, int state) =>
+        [batch, (length + ScanCheckpointInterval - 1) / ScanCheckpointInterval, inner, state];
+
+    /// <summary>C <c>MAMBA_SCAN_CHECKPOINT_INTERVAL</c>: steps between two saved scan states.</summary>
+    private const int ScanCheckpointInterval = 16;
+
+    private IntPtr CheckpointPointer(DeviceTensor? checkpoints, int batch, int length, SsmView p)
+    {
+        if (checkpoints is null) return IntPtr.Zero;
+        var ck = Cuda(checkpoints, nameof(checkpoints));
+        RequireF32(ck, nameof(checkpoints));
+        var shape = ScanCheckpointShape(batch, length, (int)p.Inner, (int)p.State)!;
+        if (!ck.Shape.SequenceEqual(shape))
+            throw new ArgumentException($"checkpoints {ck.ShapeText} must be [{string.Join(", ", shape)}]", nameof(checkpoints));
+        return ck.Pointer;
     }
 
     /// <inheritdoc />
