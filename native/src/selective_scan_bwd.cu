@@ -28,6 +28,7 @@
 #include "blocks/selective_state_update.cuh"
 
 #include <algorithm>
+#include <cstdlib>
 
 namespace mamba {
 
@@ -59,6 +60,10 @@ struct ScanBwdArgs {
   float* ck;        // [G·Bs][nseg][NT] segment checkpoints for the slice (scan_bwd_kernel)
   const float* fck; // [B][nck][E][N] the forward's checkpoints (scan_bwd_tile_kernel)
   int nck;
+  int chunks, ck_per_chunk;  // time split (scan_bwd_tile_kernel): chunks of ck_per_chunk tiles a row
+  float* ch_lam;    // [B][chunks][E][N] λ at each chunk's first step from a zero λ after it (pass kBwdLambda)
+  float* ch_dsum;   // [B][chunks][E] Σ Δ over each chunk
+  float* ch_dfirst; // [B][chunks][E] Δ at each chunk's first step
   int b0, Bs;       // batch slice
   int L, E, N, R, ld, nseg;
 };
@@ -370,8 +375,15 @@ __device__ __forceinline__ void chan_reduce_store(float (&v)[4], float* row, int
 
 __device__ __forceinline__ float sigmoid_fast(float x) { return __fdividef(1.f, 1.f + __expf(-x)); }
 
-template <int TPC>
-__global__ void __launch_bounds__(TileBwdCfg<TPC>::NT) scan_bwd_tile_kernel(const ScanBwdArgs a) {
+// Passes of scan_bwd_tile_kernel. Whole: one block walks a row's tiles. With a time split (a row's tiles in chunks, so
+// small batches fill the GPU): kBwdLambda runs only the adjoint over chunks 1.. from λ = 0 after each (it needs Δ, g y
+// and C, not the states) and keeps λ at the chunk's first step, ΣΔ and the first Δ; kBwdChunk joins those right to left
+// (λ_s = λ_local + exp2(A·(ΣΔ − Δ_first))·a_next·λ_next: the adjoint is linear) into the λ and a_next that enter its
+// chunk from the right, then runs the whole tile loop over the chunk.
+enum TileBwdPass { kBwdWhole = 0, kBwdLambda = 1, kBwdChunk = 2 };
+
+template <int TPC, int MINB, int PASS>
+__global__ void __launch_bounds__(TileBwdCfg<TPC>::NT, MINB) scan_bwd_tile_kernel(const ScanBwdArgs a) {
   using Cfg = TileBwdCfg<TPC>;
   constexpr int NT = Cfg::NT, SPT = Cfg::SPT, NP = Cfg::NP, CH = Cfg::CH, TT = Cfg::TT, TP = Cfg::TP, NW = Cfg::NW, PQ = Cfg::PQ,
                 IT = Cfg::IT;
@@ -388,7 +400,12 @@ __global__ void __launch_bounds__(TileBwdCfg<TPC>::NT) scan_bwd_tile_kernel(cons
   float* s_wc = s_wb + NW * TT * NP;              // [NW][TT][NP] the warps' channel sums of g y·h (g C)
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int g = blockIdx.x, bl = blockIdx.y, b = a.b0 + bl;
+  const int g = blockIdx.x;
+  const int chunk = PASS == kBwdWhole ? 0 : static_cast<int>(blockIdx.y) % a.chunks;
+  const int bl = PASS == kBwdWhole ? static_cast<int>(blockIdx.y) : static_cast<int>(blockIdx.y) / a.chunks;
+  const int b = a.b0 + bl;
+  if (PASS == kBwdLambda && chunk == 0) return;  // nothing enters chunk 0 from the left
+  const int kbeg = chunk * a.ck_per_chunk, kend = PASS == kBwdWhole ? a.nck : min(a.nck, kbeg + a.ck_per_chunk);
   const int e0 = g * CH;
   const int E = a.E, L = a.L, N = a.N;
   const size_t row0 = (size_t)b * L;
@@ -415,8 +432,23 @@ __global__ void __launch_bounds__(TileBwdCfg<TPC>::NT) scan_bwd_tile_kernel(cons
     gA[s] = 0.f;
   }
   float gD = 0.f, gbias = 0.f;
+  float dsum = 0.f, dfirst = 0.f;  // kBwdLambda
+  if constexpr (PASS == kBwdChunk) {
+    // λ and a_next entering this chunk from the right: the later chunks' local adjoints joined right to left.
+    const size_t cs = (size_t)b * a.chunks;
+    for (int c = a.chunks - 1; c > chunk; --c) {
+      const float ds = e2 < E ? a.ch_dsum[(cs + c) * E + e2] : 0.f, df = e2 < E ? a.ch_dfirst[(cs + c) * E + e2] : 0.f;
+#pragma unroll
+      for (int s = 0; s < SPT; ++s) {
+        const int n = j * SPT + s;
+        const float loc = (e2 < E && n < N) ? a.ch_lam[((cs + c) * E + e2) * N + n] : 0.f;
+        lam[s] = fmaf(ex2_approx((ds - df) * Ap[s]) * anext[s], lam[s], loc);
+        anext[s] = ex2_approx(df * Ap[s]);
+      }
+    }
+  }
 
-  for (int k = a.nck - 1; k >= 0; --k) {
+  for (int k = kend - 1; k >= kbeg; --k) {
     const int t0 = k * TT;
     // ---- phase 1 ----
     float go_r[IT], z_r[IT], p_r[IT];
@@ -461,7 +493,7 @@ __global__ void __launch_bounds__(TileBwdCfg<TPC>::NT) scan_bwd_tile_kernel(cons
 
     // ---- phase 2a: the tile's states, forward ----
     float hs[TT][SPT];
-    {
+    if constexpr (PASS != kBwdLambda) {
       float hc[SPT];
 #pragma unroll
       for (int s = 0; s < SPT; ++s) hc[s] = h0[s];
@@ -501,6 +533,17 @@ __global__ void __launch_bounds__(TileBwdCfg<TPC>::NT) scan_bwd_tile_kernel(cons
 #pragma unroll
       for (int r = 3; r >= 0; --r) {
         const int t = t4 + r;
+        if constexpr (PASS == kBwdLambda) {
+          const float4 c4 = *reinterpret_cast<const float4*>(s_C + t * NP + j * SPT);
+          const float cc[4] = {c4.x, c4.y, c4.z, c4.w};
+#pragma unroll
+          for (int s = 0; s < SPT; ++s) {
+            lam[s] = fmaf(anext[s], lam[s], gg[r] * cc[s]);
+            anext[s] = ex2_approx(dd[r] * Ap[s]);
+          }
+          dsum += dd[r];
+          if (k == kbeg && t == 0) dfirst = dd[r];
+        } else {
         const float du = dd[r] * uu[r];
         const float4 b4 = *reinterpret_cast<const float4*>(s_B + t * NP + j * SPT);
         const float4 c4 = *reinterpret_cast<const float4*>(s_C + t * NP + j * SPT);
@@ -521,10 +564,11 @@ __global__ void __launch_bounds__(TileBwdCfg<TPC>::NT) scan_bwd_tile_kernel(cons
         s_pl[j * PQ + t * CH + c2] = sl;
         s_pa[j * PQ + t * CH + c2] = sa;
         chan_reduce_store<TPC>(gb, s_wb + (warp * TT + t) * NP, lane, j);
+        }
       }
     }
     __syncthreads();
-
+    if constexpr (PASS != kBwdLambda) {  // (kBwdLambda: the next tile's phase 1 writes only after the barrier above)
     // ---- phase 3 ----
 #pragma unroll
     for (int it = 0; it < IT; ++it) {
@@ -565,11 +609,27 @@ __global__ void __launch_bounds__(TileBwdCfg<TPC>::NT) scan_bwd_tile_kernel(cons
       pr[N + n] = sc;
     }
     __syncthreads();
+    }
   }
+  if constexpr (PASS == kBwdLambda) {
+    const size_t cs = (size_t)b * a.chunks + chunk;
+#pragma unroll
+    for (int s = 0; s < SPT; ++s) {
+      const int n = j * SPT + s;
+      if (e2 < E && n < N) a.ch_lam[(cs * E + e2) * N + n] = lam[s];
+    }
+    if (j == 0 && e2 < E) {
+      a.ch_dsum[cs * E + e2] = dsum;
+      a.ch_dfirst[cs * E + e2] = dfirst;
+    }
+    return;
+  }
+  // Per-(row, chunk) partials of g A, g D and g b_dt (the parameter kernel sums them in order).
+  const size_t prow = (size_t)b * a.chunks + chunk;
 #pragma unroll
   for (int s = 0; s < SPT; ++s) {
     const int n = j * SPT + s;
-    if (e2 < E && n < N) a.part_A[((size_t)b * E + e2) * N + n] = gA[s];
+    if (e2 < E && n < N) a.part_A[(prow * E + e2) * N + n] = gA[s];
   }
   // g D and g b_dt: the TPC phase-3 threads of a channel (tid = c1 + q·CH) in order, through shared memory.
   s_py[tid] = gD;
@@ -581,18 +641,51 @@ __global__ void __launch_bounds__(TileBwdCfg<TPC>::NT) scan_bwd_tile_kernel(cons
       d += s_py[q * CH + tid];
       sb += s_py[NT + q * CH + tid];
     }
-    a.part_D[(size_t)b * E + e1] = d;
-    a.part_db[(size_t)b * E + e1] = sb;
+    a.part_D[prow * E + e1] = d;
+    a.part_db[prow * E + e1] = sb;
   }
+}
+
+template <int TPC, int PASS>
+static void launch_tile_pass(mamba_context* ctx, const ScanBwdArgs& a, dim3 grid) {
+  using Cfg = TileBwdCfg<TPC>;
+  const size_t smem = sizeof(float) * Cfg::kSmemFloats;
+  const bool minb4 = std::getenv("MAMBA_SCAN_BWD_MINB4") != nullptr;
+  if (smem > 48 * 1024) {
+    check_cuda(cudaFuncSetAttribute(scan_bwd_tile_kernel<TPC, 1, PASS>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+               "cudaFuncSetAttribute(scan_bwd_tile)");
+    check_cuda(cudaFuncSetAttribute(scan_bwd_tile_kernel<TPC, 4, PASS>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+               "cudaFuncSetAttribute(scan_bwd_tile)");
+  }
+  if (minb4) scan_bwd_tile_kernel<TPC, 4, PASS><<<grid, Cfg::NT, smem, ctx->stream>>>(a);
+  else scan_bwd_tile_kernel<TPC, 1, PASS><<<grid, Cfg::NT, smem, ctx->stream>>>(a);
+  check_launch(ctx, "scan_bwd_tile_kernel");
+}
+
+// Channel blocks a row for d_state N (scan_bwd_tile_kernel).
+static int tile_bwd_channel_blocks(int E, int N) {
+  const int tpc = N <= 4 ? 1 : N <= 8 ? 2 : N <= 16 ? 4 : N <= 32 ? 8 : 16;
+  const int ch = 128 / tpc;
+  return (E + ch - 1) / ch;
+}
+
+// Time chunks a row for the tile backward: enough to give every SM tuning::scan_chunk_blocks_per_sm blocks when the
+// batch alone does not, never shorter than tuning::scan_min_chunk_steps, at most tuning::scan_max_chunks.
+static void pick_bwd_chunks(mamba_context* ctx, int B, int E, int N, int nck, int& chunks, int& ck_per_chunk) {
+  const int64_t blocks = (int64_t)tile_bwd_channel_blocks(E, N) * B;
+  const int64_t want = (int64_t)tuning::scan_chunk_blocks_per_sm * ctx->sm_count;
+  int c = 1;
+  if (blocks < want) c = static_cast<int>((want + blocks - 1) / blocks);
+  c = std::min(c, std::max(1, nck / (tuning::scan_min_chunk_steps / kCk)));
+  c = std::max(1, std::min(c, tuning::scan_max_chunks));
+  while (c > 1 && (int64_t)B * c > 65535) --c;
+  ck_per_chunk = (nck + c - 1) / c;
+  chunks = (nck + ck_per_chunk - 1) / ck_per_chunk;
 }
 
 template <int TPC>
 static void launch_scan_bwd_tile(mamba_context* ctx, ScanBwdArgs a, int B, void* gdbc, mamba_dtype gdt) {
   using Cfg = TileBwdCfg<TPC>;
-  const size_t smem = sizeof(float) * Cfg::kSmemFloats;
-  if (smem > 48 * 1024)
-    check_cuda(cudaFuncSetAttribute(scan_bwd_tile_kernel<TPC>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
-               "cudaFuncSetAttribute(scan_bwd_tile)");
   const int G = (a.E + Cfg::CH - 1) / Cfg::CH;
   const size_t per_row = (size_t)G * a.L * 2 * a.N * 4;
   const int Bs = static_cast<int>(std::max<size_t>(1, std::min<size_t>(B, kPartialBytes / per_row)));
@@ -600,9 +693,13 @@ static void launch_scan_bwd_tile(mamba_context* ctx, ScanBwdArgs a, int B, void*
   for (int b0 = 0; b0 < B; b0 += Bs) {
     a.b0 = b0;
     a.Bs = std::min(Bs, B - b0);
-    dim3 grid(static_cast<unsigned>(G), static_cast<unsigned>(a.Bs));
-    scan_bwd_tile_kernel<TPC><<<grid, Cfg::NT, smem, ctx->stream>>>(a);
-    check_launch(ctx, "scan_bwd_tile_kernel");
+    if (a.chunks == 1) {
+      launch_tile_pass<TPC, kBwdWhole>(ctx, a, dim3(static_cast<unsigned>(G), static_cast<unsigned>(a.Bs)));
+    } else {
+      const dim3 grid(static_cast<unsigned>(G), static_cast<unsigned>(a.Bs * a.chunks));
+      launch_tile_pass<TPC, kBwdLambda>(ctx, a, grid);
+      launch_tile_pass<TPC, kBwdChunk>(ctx, a, grid);
+    }
     const int64_t total = (int64_t)a.Bs * a.L * 2 * a.N;
     scan_bwd_bc_kernel<<<gs_blocks(total), 256, 0, ctx->stream>>>(a.part_bc, G, a.Bs, b0, a.L, a.N, a.R, a.ld, gdbc, gdt);
     check_launch(ctx, "scan_bwd_bc_kernel");
@@ -658,6 +755,10 @@ static void scan_bwd(mamba_context* ctx, const mamba_selective_scan_params& p, c
   const int64_t rows = (int64_t)B * L;
   ScanBwdArgs a{};
   a.nck = (L + kCk - 1) / kCk;
+  a.chunks = 1;
+  a.ck_per_chunk = a.nck;
+  if (N <= 64) pick_bwd_chunks(ctx, B, E, N, a.nck, a.chunks, a.ck_per_chunk);
+  const int prows = B * a.chunks;  // rows of the (b, chunk) parameter partials
   a.fck = p.checkpoints;
   if (N <= 64 && !a.fck) {
     // No saved states: run the forward (into a scratch y) to make them.
@@ -678,8 +779,10 @@ static void scan_bwd(mamba_context* ctx, const mamba_selective_scan_params& p, c
   a.L = L; a.E = E; a.N = N; a.R = R; a.ld = ld;
   // kWsTrainB: g Δr [rows, E], the (b, e[, n]) partials, δ̃ and g δ̃ in f32 [rows, R], W_dt in f32 [E, R].
   auto up = [](size_t f) { return (f + 63) / 64 * 64; };
-  const size_t f_gdr = up((size_t)rows * E), f_A = up((size_t)B * E * N), f_e = up((size_t)B * E), f_r = up((size_t)rows * R), f_w = up((size_t)E * R);
-  float* ws = static_cast<float*>(workspace(ctx, kWsTrainB, (f_gdr + f_A + 2 * f_e + 2 * f_r + f_w) * 4));
+  const size_t f_gdr = up((size_t)rows * E), f_A = up((size_t)prows * E * N), f_e = up((size_t)prows * E), f_r = up((size_t)rows * R),
+               f_w = up((size_t)E * R);
+  const size_t f_ch = a.chunks > 1 ? up((size_t)prows * E * N) + 2 * up((size_t)prows * E) : 0;
+  float* ws = static_cast<float*>(workspace(ctx, kWsTrainB, (f_gdr + f_A + 2 * f_e + 2 * f_r + f_w + f_ch) * 4));
   a.gdr = ws;
   a.part_A = ws + f_gdr;
   a.part_D = a.part_A + f_A;
@@ -687,6 +790,11 @@ static void scan_bwd(mamba_context* ctx, const mamba_selective_scan_params& p, c
   float* dtil = a.part_db + f_e;
   float* gdtil = dtil + f_r;
   float* wf = gdtil + f_r;
+  if (a.chunks > 1) {
+    a.ch_lam = wf + f_w;
+    a.ch_dsum = a.ch_lam + up((size_t)prows * E * N);
+    a.ch_dfirst = a.ch_dsum + up((size_t)prows * E);
+  }
   if (N <= 4) launch_scan_bwd_tile<1>(ctx, a, B, g.grad_dbc, g.grad_dbc_dtype);
   else if (N <= 8) launch_scan_bwd_tile<2>(ctx, a, B, g.grad_dbc, g.grad_dbc_dtype);
   else if (N <= 16) launch_scan_bwd_tile<4>(ctx, a, B, g.grad_dbc, g.grad_dbc_dtype);
@@ -703,7 +811,7 @@ static void scan_bwd(mamba_context* ctx, const mamba_selective_scan_params& p, c
   scan_bwd_store_dtilde_kernel<<<gs_blocks(rows * R), 256, 0, ctx->stream>>>(gdtil, rows, R, ld, g.grad_dbc, g.grad_dbc_dtype);
   check_launch(ctx, "scan_bwd_store_dtilde_kernel");
   const int64_t en = (int64_t)E * N;
-  scan_bwd_params_kernel<<<blocks_for(std::max<int64_t>(en, E), 256), 256, 0, ctx->stream>>>(a.part_A, a.part_D, a.part_db, p.A, B, E, N, g.grad_A_log,
+  scan_bwd_params_kernel<<<blocks_for(std::max<int64_t>(en, E), 256), 256, 0, ctx->stream>>>(a.part_A, a.part_D, a.part_db, p.A, prows, E, N, g.grad_A_log,
                                                                                              p.D ? g.grad_D : nullptr, g.grad_dt_bias);
   check_launch(ctx, "scan_bwd_params_kernel");
 }

@@ -252,7 +252,7 @@ public class CudaBackendTests : GpuOpTestBase
             for (int bi = 0; bi < batch; bi++) Array.Copy(all, (long)bi * length * width, r, (long)bi * steps * width, (long)steps * width);
             return r;
         }
-        foreach (int k in new[] { 0, 1, nck / 2, nck - 1 }.Distinct())
+        foreach (int k in new[] { 0, 1, nck / 2, nck - 1 }.Where(k => k < nck).Distinct())
         {
             var expected = new float[batch * inner * n];
             if (k > 0)
