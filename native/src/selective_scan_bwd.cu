@@ -341,15 +341,15 @@ struct TileBwdCfg {
 };
 
 // v[0..3] (4 states of this lane's state group) summed over the warp's lanes of the same group (the channels; lane
-// bits log2(TPC)..4) and stored to row[state]: each level halves what a lane holds (reduce-scatter); once a lane holds
-// one value the remaining levels are plain butterflies and one lane of each pair stores.
+// bits log2(TPC)..4): each level halves what a lane holds (reduce-scatter); once a lane holds one value the remaining
+// levels are plain butterflies. Returns the values in v[0 .. kChanHeld<TPC>); chan_slot says which states they are.
+template <int TPC> constexpr int kChanLevels = TPC == 1 ? 5 : TPC == 2 ? 4 : TPC == 4 ? 3 : TPC == 8 ? 2 : TPC == 16 ? 1 : 0;
+template <int TPC> constexpr int kChanHeld = kChanLevels<TPC> >= 2 ? 1 : 4 >> kChanLevels<TPC>;
+
 template <int TPC>
-__device__ __forceinline__ void chan_reduce_store(float (&v)[4], float* row, int lane, int j) {
-  constexpr int kLevels = TPC == 1 ? 5 : TPC == 2 ? 4 : TPC == 4 ? 3 : TPC == 8 ? 2 : TPC == 16 ? 1 : 0;
-  int base = 0;
-  int dup_mask = 0;
+__device__ __forceinline__ void chan_reduce(float (&v)[4], int lane) {
 #pragma unroll
-  for (int lvl = 0; lvl < kLevels; ++lvl) {
+  for (int lvl = 0; lvl < kChanLevels<TPC>; ++lvl) {
     const int o = 16 >> lvl;
     const int m = 4 >> lvl;  // values a lane holds before this level
     if (m >= 2) {
@@ -360,16 +360,33 @@ __device__ __forceinline__ void chan_reduce_store(float (&v)[4], float* row, int
         const float keep = up ? v[i + m / 2] : v[i];
         v[i] = keep + __shfl_xor_sync(0xffffffffu, send, o);
       }
-      if (up) base += m / 2;
     } else {
       v[0] += __shfl_xor_sync(0xffffffffu, v[0], o);
-      dup_mask |= o;
     }
   }
-  constexpr int kHeld = kLevels >= 2 ? 1 : 4 >> kLevels;
-  if ((lane & dup_mask) == 0) {
+}
+
+// The first state (within the lane's group of 4) of what chan_reduce leaves in a lane: the upper half at each
+// scatter level. Lanes that differ only in the butterfly levels' bits hold the same values and store the same bits to
+// the same place (a benign duplicate write, no branch).
+template <int TPC>
+__device__ __forceinline__ int chan_slot(int lane) {
+  int base = 0;
 #pragma unroll
-    for (int i = 0; i < kHeld; ++i) row[j * 4 + base + i] = v[i];
+  for (int lvl = 0; lvl < kChanLevels<TPC> && lvl < 2; ++lvl)
+    if (lane & (16 >> lvl)) base += 2 >> lvl;
+  return base;
+}
+
+// An element's raw bits (16-bit types zero-extended) and their value: lets a load be issued long before its use.
+__device__ __forceinline__ uint32_t load_raw(const void* p, mamba_dtype dt, size_t i) {
+  return dt == MAMBA_DTYPE_F32 ? static_cast<const uint32_t*>(p)[i] : static_cast<const uint16_t*>(p)[i];
+}
+__device__ __forceinline__ float raw_to_f(uint32_t v, mamba_dtype dt) {
+  switch (dt) {
+    case MAMBA_DTYPE_BF16: return __uint_as_float(v << 16);
+    case MAMBA_DTYPE_F16: return __half2float(__ushort_as_half(static_cast<unsigned short>(v)));
+    default: return __uint_as_float(v);
   }
 }
 
@@ -382,22 +399,23 @@ __device__ __forceinline__ float sigmoid_fast(float x) { return __fdividef(1.f, 
 // chunk from the right, then runs the whole tile loop over the chunk.
 enum TileBwdPass { kBwdWhole = 0, kBwdLambda = 1, kBwdChunk = 2 };
 
-template <int TPC, int MINB, int PASS>
+template <int TPC, int MINB, int PASS, bool PF>
 __global__ void __launch_bounds__(TileBwdCfg<TPC>::NT, MINB) scan_bwd_tile_kernel(const ScanBwdArgs a) {
   using Cfg = TileBwdCfg<TPC>;
   constexpr int NT = Cfg::NT, SPT = Cfg::SPT, NP = Cfg::NP, CH = Cfg::CH, TT = Cfg::TT, TP = Cfg::TP, NW = Cfg::NW, PQ = Cfg::PQ,
                 IT = Cfg::IT;
   extern __shared__ float4 smem4[];
-  float* s_dl = reinterpret_cast<float*>(smem4);  // [CH][TP] Δ
-  float* s_u = s_dl + CH * TP;                    // [CH][TP] u
-  float* s_gy = s_u + CH * TP;                    // [CH][TP] g y = g out·SiLU(z)
-  float* s_B = s_gy + CH * TP;                    // [TT][NP]
-  float* s_C = s_B + TT * NP;                     // [TT][NP]
-  float* s_py = s_C + TT * NP;                    // [TPC][PQ] partial readouts Σ h·C, [j][t·CH + c]
-  float* s_pl = s_py + TPC * PQ;                  // [TPC][PQ] partial Σ λ·B
-  float* s_pa = s_pl + TPC * PQ;                  // [TPC][PQ] partial Σ A·λ·a·h_{t−1}
-  float* s_wb = s_pa + TPC * PQ;                  // [NW][TT][NP] the warps' channel sums of λ·Δu (g B)
-  float* s_wc = s_wb + NW * TT * NP;              // [NW][TT][NP] the warps' channel sums of g y·h (g C)
+  // Disjoint regions: __restrict__ lets the compiler move a step's shared loads above the previous step's stores.
+  float* __restrict__ s_dl = reinterpret_cast<float*>(smem4);  // [CH][TP] Δ
+  float* __restrict__ s_u = s_dl + CH * TP;                    // [CH][TP] u
+  float* __restrict__ s_gy = s_u + CH * TP;                    // [CH][TP] g y = g out·SiLU(z)
+  float* __restrict__ s_B = s_gy + CH * TP;                    // [TT][NP]
+  float* __restrict__ s_C = s_B + TT * NP;                     // [TT][NP]
+  float* __restrict__ s_py = s_C + TT * NP;                    // [TPC][PQ] partial readouts Σ h·C, [j][t·CH + c]
+  float* __restrict__ s_pl = s_py + TPC * PQ;                  // [TPC][PQ] partial Σ λ·B
+  float* __restrict__ s_pa = s_pl + TPC * PQ;                  // [TPC][PQ] partial Σ A·λ·a·h_{t−1}
+  float* __restrict__ s_wb = s_pa + TPC * PQ;                  // [NW][TT][NP] the warps' channel sums of λ·Δu (g B)
+  float* __restrict__ s_wc = s_wb + NW * TT * NP;              // [NW][TT][NP] the warps' channel sums of g y·h (g C)
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = blockIdx.x;
@@ -433,6 +451,10 @@ __global__ void __launch_bounds__(TileBwdCfg<TPC>::NT, MINB) scan_bwd_tile_kerne
   }
   float gD = 0.f, gbias = 0.f;
   float dsum = 0.f, dfirst = 0.f;  // kBwdLambda
+  // Where this lane stores its share of the per-warp channel sums: [warp][t][j·4 + slot + i].
+  const int wslot = warp * TT * NP + j * SPT + chan_slot<TPC>(lane);
+  float* __restrict__ const wb_row = s_wb + wslot;
+  float* __restrict__ const wc_row = s_wc + wslot;
   if constexpr (PASS == kBwdChunk) {
     // λ and a_next entering this chunk from the right: the later chunks' local adjoints joined right to left.
     const size_t cs = (size_t)b * a.chunks;
@@ -448,21 +470,62 @@ __global__ void __launch_bounds__(TileBwdCfg<TPC>::NT, MINB) scan_bwd_tile_kerne
     }
   }
 
+  // The next tile's global inputs as raw bits (a conversion right after a load would wait for it): loaded before a
+  // tile's phase 3 so their latency hides behind it, converted in the next phase 1.
+  constexpr int BQ = (TT * NP + NT - 1) / NT;
+  struct Prefetch {
+    uint32_t dr[IT], u[IT], go[IT], z[IT], b[BQ], c[BQ];
+    float h0[SPT];
+    bool ok[IT];
+  } pf;
+  auto prefetch = [&](int k) {
+    const int t0 = k * TT;
+#pragma unroll
+    for (int it = 0; it < IT; ++it) {
+      const int tg = t0 + tq + it * TPC;
+      pf.ok[it] = tg < L && e1 < E;
+      pf.dr[it] = pf.u[it] = pf.go[it] = pf.z[it] = 0u;
+      if (pf.ok[it]) {
+        const size_t r = row0 + tg;
+        pf.dr[it] = __float_as_uint(a.dr[r * E + e1]);
+        pf.u[it] = load_raw(a.u, a.adt, r * E + e1);
+        pf.go[it] = load_raw(a.gout, a.godt, r * E + e1);
+        pf.z[it] = load_raw(a.xz, a.adt, r * 2 * E + E + e1);
+      }
+    }
+#pragma unroll
+    for (int q = 0; q < BQ; ++q) {
+      const int i = tid + q * NT, t = i / NP, n = i % NP, tg = t0 + t;
+      pf.b[q] = pf.c[q] = 0u;  // all-zero bits: 0 in every dtype
+      if (i < TT * NP && tg < L && n < N) {
+        const size_t r = (row0 + tg) * a.ld + a.R;
+        pf.b[q] = load_raw(a.dbc, a.adt, r + n);
+        pf.c[q] = load_raw(a.dbc, a.adt, r + N + n);
+      }
+    }
+#pragma unroll
+    for (int s = 0; s < SPT; ++s) {
+      const int n = j * SPT + s;
+      pf.h0[s] = (PASS != kBwdLambda && e2 < E && n < N) ? a.fck[(((size_t)b * a.nck + k) * E + e2) * N + n] : 0.f;
+    }
+  };
+  if (PF && kend > kbeg) prefetch(kend - 1);
+
   for (int k = kend - 1; k >= kbeg; --k) {
     const int t0 = k * TT;
-    // ---- phase 1 ----
+    if (!PF) prefetch(k);
+    // ---- phase 1: the tile's inputs (loaded during the previous tile's phase 3) into shared memory ----
     float go_r[IT], z_r[IT], p_r[IT];
 #pragma unroll
     for (int it = 0; it < IT; ++it) {
-      const int t = tq + it * TPC, tg = t0 + t;
+      const int t = tq + it * TPC;
       float dl = 0.f, uv = 0.f, gy = 0.f, go = 0.f, z = 0.f, pv = 0.f;
-      if (tg < L && e1 < E) {
-        const size_t r = row0 + tg;
-        pv = a.dr[r * E + e1] + dtb;
+      if (pf.ok[it]) {
+        pv = __uint_as_float(pf.dr[it]) + dtb;
         dl = softplus_fast(pv);
-        uv = load_any(a.u, a.adt, r * E + e1);
-        go = load_any(a.gout, a.godt, r * E + e1);
-        z = load_any(a.xz, a.adt, r * 2 * E + E + e1);
+        uv = raw_to_f(pf.u[it], a.adt);
+        go = raw_to_f(pf.go[it], a.godt);
+        z = raw_to_f(pf.z[it], a.adt);
         gy = go * silu_fast(z);
       }
       s_dl[c1 * TP + t] = dl;
@@ -472,23 +535,17 @@ __global__ void __launch_bounds__(TileBwdCfg<TPC>::NT, MINB) scan_bwd_tile_kerne
       z_r[it] = z;
       p_r[it] = pv;
     }
-    for (int i = tid; i < TT * NP; i += NT) {
-      const int t = i / NP, n = i % NP, tg = t0 + t;
-      float bv = 0.f, cv = 0.f;
-      if (tg < L && n < N) {
-        const size_t r = (row0 + tg) * a.ld + a.R;
-        bv = load_any(a.dbc, a.adt, r + n);
-        cv = load_any(a.dbc, a.adt, r + N + n);
+#pragma unroll
+    for (int q = 0; q < BQ; ++q) {
+      const int i = tid + q * NT;
+      if (i < TT * NP) {
+        s_B[i] = raw_to_f(pf.b[q], a.adt);
+        s_C[i] = raw_to_f(pf.c[q], a.adt);
       }
-      s_B[i] = bv;
-      s_C[i] = cv;
     }
     float h0[SPT];
 #pragma unroll
-    for (int s = 0; s < SPT; ++s) {
-      const int n = j * SPT + s;
-      h0[s] = (e2 < E && n < N) ? a.fck[(((size_t)b * a.nck + k) * E + e2) * N + n] : 0.f;
-    }
+    for (int s = 0; s < SPT; ++s) h0[s] = pf.h0[s];
     __syncthreads();
 
     // ---- phase 2a: the tile's states, forward ----
@@ -519,7 +576,9 @@ __global__ void __launch_bounds__(TileBwdCfg<TPC>::NT, MINB) scan_bwd_tile_kerne
             gc[s] = gg[r] * hc[s];
           }
           s_py[j * PQ + t * CH + c2] = acc;
-          chan_reduce_store<TPC>(gc, s_wc + (warp * TT + t) * NP, lane, j);
+          chan_reduce<TPC>(gc, lane);
+#pragma unroll
+          for (int i = 0; i < kChanHeld<TPC>; ++i) wc_row[t * NP + i] = gc[i];
         }
       }
     }
@@ -563,11 +622,14 @@ __global__ void __launch_bounds__(TileBwdCfg<TPC>::NT, MINB) scan_bwd_tile_kerne
         }
         s_pl[j * PQ + t * CH + c2] = sl;
         s_pa[j * PQ + t * CH + c2] = sa;
-        chan_reduce_store<TPC>(gb, s_wb + (warp * TT + t) * NP, lane, j);
+        chan_reduce<TPC>(gb, lane);
+#pragma unroll
+        for (int i = 0; i < kChanHeld<TPC>; ++i) wb_row[t * NP + i] = gb[i];
         }
       }
     }
     __syncthreads();
+    if (PF && k > kbeg) prefetch(k - 1);
     if constexpr (PASS != kBwdLambda) {  // (kBwdLambda: the next tile's phase 1 writes only after the barrier above)
     // ---- phase 3 ----
 #pragma unroll
@@ -646,20 +708,32 @@ __global__ void __launch_bounds__(TileBwdCfg<TPC>::NT, MINB) scan_bwd_tile_kerne
   }
 }
 
-template <int TPC, int PASS>
-static void launch_tile_pass(mamba_context* ctx, const ScanBwdArgs& a, dim3 grid) {
+template <int TPC, int PASS, int MINB, bool PF>
+static void launch_tile_variant(mamba_context* ctx, const ScanBwdArgs& a, dim3 grid) {
   using Cfg = TileBwdCfg<TPC>;
   const size_t smem = sizeof(float) * Cfg::kSmemFloats;
-  const bool minb4 = std::getenv("MAMBA_SCAN_BWD_MINB4") != nullptr;
-  if (smem > 48 * 1024) {
-    check_cuda(cudaFuncSetAttribute(scan_bwd_tile_kernel<TPC, 1, PASS>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+  if (smem > 48 * 1024)
+    check_cuda(cudaFuncSetAttribute(scan_bwd_tile_kernel<TPC, MINB, PASS, PF>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
                "cudaFuncSetAttribute(scan_bwd_tile)");
-    check_cuda(cudaFuncSetAttribute(scan_bwd_tile_kernel<TPC, 4, PASS>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
-               "cudaFuncSetAttribute(scan_bwd_tile)");
-  }
-  if (minb4) scan_bwd_tile_kernel<TPC, 4, PASS><<<grid, Cfg::NT, smem, ctx->stream>>>(a);
-  else scan_bwd_tile_kernel<TPC, 1, PASS><<<grid, Cfg::NT, smem, ctx->stream>>>(a);
+  scan_bwd_tile_kernel<TPC, MINB, PASS, PF><<<grid, Cfg::NT, smem, ctx->stream>>>(a);
   check_launch(ctx, "scan_bwd_tile_kernel");
+}
+
+template <int TPC, int PASS>
+static void launch_tile_pass(mamba_context* ctx, const ScanBwdArgs& a, dim3 grid) {
+  static const int variant = [] {
+    const char* v = std::getenv("MAMBA_SCAN_BWD_VARIANT");
+    return v ? std::atoi(v) : 0;
+  }();
+  if constexpr (TPC == 4) {
+    switch (variant) {
+      case 1: return launch_tile_variant<TPC, PASS, 4, true>(ctx, a, grid);
+      case 2: return launch_tile_variant<TPC, PASS, 1, false>(ctx, a, grid);
+      case 3: return launch_tile_variant<TPC, PASS, 4, false>(ctx, a, grid);
+      default: break;
+    }
+  }
+  launch_tile_variant<TPC, PASS, 1, true>(ctx, a, grid);
 }
 
 // Channel blocks a row for d_state N (scan_bwd_tile_kernel).
