@@ -64,33 +64,50 @@ __global__ void __launch_bounds__(kConvBwdThreads) conv_bwd_kernel(const ConvBwd
   }
   float pb = 0.f;
   const int tend = t1 + K - 1;  // g x_τ for τ < t1 needs g c up to τ + K − 1
-  for (int t = t0; t < tend; ++t) {
+  // Steps in groups of kGroup whose loads are all issued first (a dependent load a step would leave the loop
+  // latency-bound).
+  constexpr int kGroup = 8;
+  for (int tg = t0; tg < tend; tg += kGroup) {
+    float xg[kGroup], gg[kGroup];
 #pragma unroll
-    for (int i = 0; i < KM - 1; ++i) xw[i] = xw[i + 1];
-    xw[KM - 1] = x_at(t);
-    float gc = 0.f;
-    if (t < L) {
-      float c = bv;
-#pragma unroll
-      for (int i = 0; i < KM; ++i) c = fmaf(wa[i], xw[i], c);
-      float g = load_any(a.gu, a.gudt, (row0 + t) * E + e);
-      if (a.mask) g *= a.mask[row0 + t];
-      gc = g * silu_grad(c);
-    }
-    if (t < t1) {
-#pragma unroll
-      for (int i = 0; i < KM; ++i) pw[i] = fmaf(gc, xw[i], pw[i]);
-      pb += gc;
+    for (int q = 0; q < kGroup; ++q) {
+      const int t = tg + q;
+      xg[q] = x_at(t);
+      gg[q] = 0.f;
+      if (t < L && t < tend) {
+        gg[q] = load_any(a.gu, a.gudt, (row0 + t) * E + e);
+        if (a.mask) gg[q] *= a.mask[row0 + t];
+      }
     }
 #pragma unroll
-    for (int i = 0; i < KM - 1; ++i) gw[i] = gw[i + 1];
-    gw[KM - 1] = gc;
-    const int tau = t - K + 1;
-    if (tau >= t0 && tau < t1) {
-      float gx = 0.f;
+    for (int q = 0; q < kGroup; ++q) {
+      const int t = tg + q;
+      if (t >= tend) break;
 #pragma unroll
-      for (int i = 0; i < KM; ++i) gx = fmaf(gw[i], wr[i], gx);
-      store_any(a.gxz, a.gxdt, (row0 + tau) * ld + e, gx);
+      for (int i = 0; i < KM - 1; ++i) xw[i] = xw[i + 1];
+      xw[KM - 1] = xg[q];
+      float gc = 0.f;
+      if (t < L) {
+        float c = bv;
+#pragma unroll
+        for (int i = 0; i < KM; ++i) c = fmaf(wa[i], xw[i], c);
+        gc = gg[q] * silu_grad(c);
+      }
+      if (t < t1) {
+#pragma unroll
+        for (int i = 0; i < KM; ++i) pw[i] = fmaf(gc, xw[i], pw[i]);
+        pb += gc;
+      }
+#pragma unroll
+      for (int i = 0; i < KM - 1; ++i) gw[i] = gw[i + 1];
+      gw[KM - 1] = gc;
+      const int tau = t - K + 1;
+      if (tau >= t0 && tau < t1) {
+        float gx = 0.f;
+#pragma unroll
+        for (int i = 0; i < KM; ++i) gx = fmaf(gw[i], wr[i], gx);
+        store_any(a.gxz, a.gxdt, (row0 + tau) * ld + e, gx);
+      }
     }
   }
   float* part = a.partial + (((size_t)b * a.tiles + tile) * E + e) * (K + 1);
