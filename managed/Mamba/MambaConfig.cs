@@ -291,7 +291,7 @@ public sealed record MambaConfig
     /// A float field as JSON with a decimal point or exponent (1 → 1.0): transformers' strict config classes reject an
     /// int where they declare a float.
     /// </summary>
-    private static JsonNode Float(double value)
+    internal static JsonNode Float(double value)
     {
         var text = value.ToString("R", System.Globalization.CultureInfo.InvariantCulture);
         if (double.IsFinite(value) && !text.Contains('.') && !text.Contains('E')) text += ".0";
