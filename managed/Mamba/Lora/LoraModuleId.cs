@@ -11,17 +11,20 @@ public readonly record struct LoraModuleId
     /// <summary>The kind of module.</summary>
     public LoraTarget Target { get; }
 
+    // 0 for the embedding, so that default(LoraModuleId) equals Embeddings.
+    private readonly int _layer;
+
     /// <summary>The layer index for the mixer projections; -1 for the embedding.</summary>
-    public int Layer { get; }
+    public int Layer => Target == LoraTarget.Embeddings ? -1 : _layer;
 
     private LoraModuleId(LoraTarget target, int layer)
     {
         Target = target;
-        Layer = layer;
+        _layer = layer;
     }
 
-    /// <summary>The embedding module <c>backbone.embeddings</c>.</summary>
-    public static LoraModuleId Embeddings { get; } = new(LoraTarget.Embeddings, -1);
+    /// <summary>The embedding module <c>backbone.embeddings</c> (also <c>default(LoraModuleId)</c>).</summary>
+    public static LoraModuleId Embeddings { get; } = new(LoraTarget.Embeddings, 0);
 
     /// <summary>A mixer projection of layer <paramref name="layer"/>.</summary>
     /// <exception cref="ArgumentException"><paramref name="target"/> is <see cref="LoraTarget.Embeddings"/> or not a defined value.</exception>

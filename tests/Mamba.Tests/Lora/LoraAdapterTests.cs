@@ -352,6 +352,8 @@ public class LoraAdapterTests
             Assert.That(LoraModuleId.TryParsePeftKey(id.PeftKeyA, out var a, out bool isA) && isA && a == id, Is.True, id.PeftKeyA);
             Assert.That(LoraModuleId.TryParsePeftKey(id.PeftKeyB, out var b, out bool isB2) && !isB2 && b == id, Is.True, id.PeftKeyB);
         }
+        Assert.That(default(LoraModuleId), Is.EqualTo(LoraModuleId.Embeddings));
+        Assert.That(LoraModuleId.Embeddings.Layer, Is.EqualTo(-1));
         Assert.That(LoraModuleId.TryParsePeftKey("base_model.model.backbone.layers.01.mixer.in_proj.lora_A.weight", out _, out _), Is.False);
         Assert.That(LoraModuleId.TryParsePeftKey("base_model.model.backbone.layers.0.mixer.in_proj.lora_A.default.weight", out _, out _), Is.False);
         Assert.That(LoraModuleId.TryParsePeftKey("base_model.model.backbone.layers.0.mixer.conv1d.lora_A.weight", out _, out _), Is.False);
