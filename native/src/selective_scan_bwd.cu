@@ -28,7 +28,6 @@
 #include "blocks/selective_state_update.cuh"
 
 #include <algorithm>
-#include <cstdlib>
 
 namespace mamba {
 
@@ -399,8 +398,8 @@ __device__ __forceinline__ float sigmoid_fast(float x) { return __fdividef(1.f, 
 // chunk from the right, then runs the whole tile loop over the chunk.
 enum TileBwdPass { kBwdWhole = 0, kBwdLambda = 1, kBwdChunk = 2 };
 
-template <int TPC, int MINB, int PASS, bool PF, bool HSM>
-__global__ void __launch_bounds__(TileBwdCfg<TPC>::NT, MINB) scan_bwd_tile_kernel(const ScanBwdArgs a) {
+template <int TPC, int PASS>
+__global__ void __launch_bounds__(TileBwdCfg<TPC>::NT) scan_bwd_tile_kernel(const ScanBwdArgs a) {
   using Cfg = TileBwdCfg<TPC>;
   constexpr int NT = Cfg::NT, SPT = Cfg::SPT, NP = Cfg::NP, CH = Cfg::CH, TT = Cfg::TT, TP = Cfg::TP, NW = Cfg::NW, PQ = Cfg::PQ,
                 IT = Cfg::IT;
@@ -416,7 +415,6 @@ __global__ void __launch_bounds__(TileBwdCfg<TPC>::NT, MINB) scan_bwd_tile_kerne
   float* __restrict__ s_pa = s_pl + TPC * PQ;                  // [TPC][PQ] partial Σ A·λ·a·h_{t−1}
   float* __restrict__ s_wb = s_pa + TPC * PQ;                  // [NW][TT][NP] the warps' channel sums of λ·Δu (g B)
   float* __restrict__ s_wc = s_wb + NW * TT * NP;              // [NW][TT][NP] the warps' channel sums of g y·h (g C)
-  float* __restrict__ s_hs = s_wc + NW * TT * NP;              // HSM: [TT][NT][SPT] the tile's states (else registers)
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = blockIdx.x;
@@ -510,11 +508,10 @@ __global__ void __launch_bounds__(TileBwdCfg<TPC>::NT, MINB) scan_bwd_tile_kerne
       pf.h0[s] = (PASS != kBwdLambda && e2 < E && n < N) ? a.fck[(((size_t)b * a.nck + k) * E + e2) * N + n] : 0.f;
     }
   };
-  if (PF && kend > kbeg) prefetch(kend - 1);
+  if (kend > kbeg) prefetch(kend - 1);
 
   for (int k = kend - 1; k >= kbeg; --k) {
     const int t0 = k * TT;
-    if (!PF) prefetch(k);
     // ---- phase 1: the tile's inputs (loaded during the previous tile's phase 3) into shared memory ----
     float go_r[IT], z_r[IT], p_r[IT];
 #pragma unroll
@@ -572,11 +569,10 @@ __global__ void __launch_bounds__(TileBwdCfg<TPC>::NT, MINB) scan_bwd_tile_kerne
 #pragma unroll
           for (int s = 0; s < SPT; ++s) {
             hc[s] = ssm_state_step(dd[r], Ap[s], hc[s], du, bb[s]);  // the forward's recurrence, the same bits
-            if constexpr (!HSM) hs[t][s] = hc[s];
+            hs[t][s] = hc[s];
             acc = fmaf(hc[s], cc[s], acc);
             gc[s] = gg[r] * hc[s];
           }
-          if constexpr (HSM) *reinterpret_cast<float4*>(s_hs + (t * NT + tid) * SPT) = make_float4(hc[0], hc[1], hc[2], hc[3]);
           s_py[j * PQ + t * CH + c2] = acc;
           chan_reduce<TPC>(gc, lane);
 #pragma unroll
@@ -610,18 +606,11 @@ __global__ void __launch_bounds__(TileBwdCfg<TPC>::NT, MINB) scan_bwd_tile_kerne
         const float4 c4 = *reinterpret_cast<const float4*>(s_C + t * NP + j * SPT);
         const float bb[4] = {b4.x, b4.y, b4.z, b4.w}, cc[4] = {c4.x, c4.y, c4.z, c4.w};
         float sl = 0.f, sa = 0.f, gb[SPT];
-        float hprev[SPT];
-        if constexpr (HSM) {
-          if (t > 0) {
-            const float4 h4 = *reinterpret_cast<const float4*>(s_hs + ((t > 0 ? t - 1 : 0) * NT + tid) * SPT);
-            hprev[0] = h4.x; hprev[1] = h4.y; hprev[2] = h4.z; hprev[3] = h4.w;
-          }
-        }
 #pragma unroll
         for (int s = 0; s < SPT; ++s) {
           lam[s] = fmaf(anext[s], lam[s], gg[r] * cc[s]);
           const float at = ex2_approx(dd[r] * Ap[s]);
-          const float hp = t > 0 ? (HSM ? hprev[s] : hs[t > 0 ? t - 1 : 0][s]) : h0[s];
+          const float hp = t > 0 ? hs[t > 0 ? t - 1 : 0][s] : h0[s];
           const float w = lam[s] * (at * hp);
           gA[s] = fmaf(dd[r], w, gA[s]);
           sa = fmaf(An[s], w, sa);
@@ -638,7 +627,7 @@ __global__ void __launch_bounds__(TileBwdCfg<TPC>::NT, MINB) scan_bwd_tile_kerne
       }
     }
     __syncthreads();
-    if (PF && k > kbeg) prefetch(k - 1);
+    if (k > kbeg) prefetch(k - 1);
     if constexpr (PASS != kBwdLambda) {  // (kBwdLambda: the next tile's phase 1 writes only after the barrier above)
     // ---- phase 3 ----
 #pragma unroll
@@ -717,34 +706,15 @@ __global__ void __launch_bounds__(TileBwdCfg<TPC>::NT, MINB) scan_bwd_tile_kerne
   }
 }
 
-template <int TPC, int PASS, int MINB, bool PF, bool HSM = false>
-static void launch_tile_variant(mamba_context* ctx, const ScanBwdArgs& a, dim3 grid) {
-  using Cfg = TileBwdCfg<TPC>;
-  const size_t smem = sizeof(float) * (Cfg::kSmemFloats + (HSM ? Cfg::TT * Cfg::NT * Cfg::SPT : 0));
-  if (smem > 48 * 1024)
-    check_cuda(cudaFuncSetAttribute(scan_bwd_tile_kernel<TPC, MINB, PASS, PF, HSM>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
-               "cudaFuncSetAttribute(scan_bwd_tile)");
-  scan_bwd_tile_kernel<TPC, MINB, PASS, PF, HSM><<<grid, Cfg::NT, smem, ctx->stream>>>(a);
-  check_launch(ctx, "scan_bwd_tile_kernel");
-}
-
 template <int TPC, int PASS>
 static void launch_tile_pass(mamba_context* ctx, const ScanBwdArgs& a, dim3 grid) {
-  static const int variant = [] {
-    const char* v = std::getenv("MAMBA_SCAN_BWD_VARIANT");
-    return v ? std::atoi(v) : 0;
-  }();
-  if constexpr (TPC == 4) {
-    switch (variant) {
-      case 1: return launch_tile_variant<TPC, PASS, 4, true>(ctx, a, grid);
-      case 2: return launch_tile_variant<TPC, PASS, 1, false>(ctx, a, grid);
-      case 3: return launch_tile_variant<TPC, PASS, 4, false>(ctx, a, grid);
-      case 4: return launch_tile_variant<TPC, PASS, 1, true, true>(ctx, a, grid);
-      case 5: return launch_tile_variant<TPC, PASS, 4, true, true>(ctx, a, grid);
-      default: break;
-    }
-  }
-  launch_tile_variant<TPC, PASS, 1, true>(ctx, a, grid);
+  using Cfg = TileBwdCfg<TPC>;
+  const size_t smem = sizeof(float) * Cfg::kSmemFloats;
+  if (smem > 48 * 1024)
+    check_cuda(cudaFuncSetAttribute(scan_bwd_tile_kernel<TPC, PASS>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+               "cudaFuncSetAttribute(scan_bwd_tile)");
+  scan_bwd_tile_kernel<TPC, PASS><<<grid, Cfg::NT, smem, ctx->stream>>>(a);
+  check_launch(ctx, "scan_bwd_tile_kernel");
 }
 
 // Channel blocks a row for d_state N (scan_bwd_tile_kernel).
