@@ -6,20 +6,11 @@ namespace Mamba.Tests.Lora;
 
 /// <summary>
 /// The adapter's merge deltas against PEFT: adding <see cref="LoraAdapter.WeightDelta"/> to the lora-tiny base weights
-/// must give the logits PEFT's <c>merge_and_unload()</c> gave (<c>merged.logits</c>, float64 reference), on the CPU.
+/// (<see cref="MambaForCausalLM.MergeAdapter"/>) must give the logits PEFT's <c>merge_and_unload()</c> gave
+/// (<c>merged.logits</c>, float64 reference), on the CPU.
 /// </summary>
 public class LoraMergeTests
 {
-    private static ParameterId Parameter(LoraTarget target) => target switch
-    {
-        LoraTarget.Embeddings => ParameterId.Embeddings,
-        LoraTarget.InProj => ParameterId.InProjWeight,
-        LoraTarget.XProj => ParameterId.XProjWeight,
-        LoraTarget.DtProj => ParameterId.DtProjWeight,
-        LoraTarget.OutProj => ParameterId.OutProjWeight,
-        _ => throw new ArgumentOutOfRangeException(nameof(target)),
-    };
-
     private static double RelativeError(float[] got, float[] reference)
     {
         double maxRef = 0, maxErr = 0;
@@ -47,19 +38,23 @@ public class LoraMergeTests
         var baseLogits = lm.Forward(ids).Logits.Data;
         Assert.That(RelativeError(baseLogits, expected), Is.GreaterThan(1e-2), "the adapter must change the logits for this test to mean anything");
 
-        var be = lm.Backend;
-        foreach (var id in adapter.Modules.Keys)
-        {
-            var parameter = id.IsEmbedding ? lm.Parameters[ParameterId.Embeddings] : lm.Parameters[Parameter(id.Target), id.Layer];
-            var w = new float[parameter.ElementCount];
-            be.Download(parameter, w);
-            var delta = adapter.WeightDelta(id);
-            Assert.That(delta, Has.Length.EqualTo(w.Length), id.ModulePath);
-            for (int i = 0; i < w.Length; i++) w[i] += delta[i];
-            using var merged = be.Upload(w, parameter.DType, parameter.Shape);
-            be.Copy(merged, parameter);
-        }
+        lm.MergeAdapter(adapter);
         var mergedLogits = lm.Forward(ids).Logits.Data;
         Assert.That(RelativeError(mergedLogits, expected), Is.LessThanOrEqualTo(1e-4), "merged logits (CPU float32 forward tolerance)");
+
+        lm.UnmergeAdapter(adapter);
+        Assert.That(RelativeError(lm.Forward(ids).Logits.Data, baseLogits), Is.LessThanOrEqualTo(1e-5), "unmerged = base up to float32 rounding");
+    }
+
+    [Test]
+    public void AnAdapterForAnotherShapeIsRefusedBeforeAnyWeightChanges()
+    {
+        string dir = TestFixtures.Model("lora-tiny");
+        var adapter = LoraAdapter.Load(Path.Combine(dir, "adapter"));
+        using var other = new MambaForCausalLM(MambaInitializer.Create(new MambaConfig { VocabSize = 256, HiddenSize = 48, NumHiddenLayers = 2, StateSize = 8 }, seed: 3));
+        var ids = new int[,] { { 1, 2, 3 } };
+        var before = other.Forward(ids).Logits.Data;
+        Assert.Throws<MambaFormatException>(() => other.MergeAdapter(adapter));
+        Assert.That(other.Forward(ids).Logits.Data, Is.EqualTo(before));
     }
 }

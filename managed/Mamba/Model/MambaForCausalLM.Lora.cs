@@ -1,0 +1,51 @@
+using Mamba.Lora;
+
+namespace Mamba.Model;
+
+public sealed partial class MambaForCausalLM
+{
+    /// <summary>
+    /// Adds <paramref name="adapter"/>'s deltas into the base weights (PEFT's <c>merge</c>): every adapted linear weight
+    /// gets scale·B·A, the embedding scale·(B·A)ᵀ. With tied embeddings the lm_head is the embedding matrix, so it changes
+    /// too — what PEFT's <c>merge_and_unload()</c> gives (its unmerged model applies the embedding adapter to the lookup
+    /// only). 16-bit weights are rounded once after the addition. Not safe to call while the model runs.
+    /// </summary>
+    /// <exception cref="MambaFormatException">The adapter's shapes do not fit this model.</exception>
+    public void MergeAdapter(LoraAdapter adapter) => ApplyAdapter(adapter, +1f);
+
+    /// <summary>
+    /// Subtracts what <see cref="MergeAdapter"/> added (PEFT's <c>unmerge</c>). The result equals the base weights up to
+    /// float32 rounding (not bit for bit), and in 16-bit storage up to that storage's rounding.
+    /// </summary>
+    /// <exception cref="MambaFormatException">The adapter's shapes do not fit this model.</exception>
+    public void UnmergeAdapter(LoraAdapter adapter) => ApplyAdapter(adapter, -1f);
+
+    private void ApplyAdapter(LoraAdapter adapter, float sign)
+    {
+        ArgumentNullException.ThrowIfNull(adapter);
+        adapter.ValidateAgainst(Config);
+        foreach (var id in adapter.Modules.Keys)
+        {
+            var parameter = _parameters[BaseParameter(id.Target), id.IsEmbedding ? -1 : id.Layer];
+            var w = new float[parameter.ElementCount];
+            Backend.Download(parameter, w);
+            var delta = adapter.WeightDelta(id);
+            if (delta.Length != w.Length)
+                throw new MambaFormatException($"LoRA module {id.ModulePath}: its delta has {delta.Length} values, the weight {w.Length}");
+            for (int i = 0; i < w.Length; i++) w[i] += sign * delta[i];
+            using var updated = Backend.Upload(w, parameter.DType, parameter.Shape);
+            Backend.Copy(updated, parameter);
+        }
+    }
+
+    /// <summary>The base weight a LoRA target adapts.</summary>
+    internal static ParameterId BaseParameter(LoraTarget target) => target switch
+    {
+        LoraTarget.Embeddings => ParameterId.Embeddings,
+        LoraTarget.InProj => ParameterId.InProjWeight,
+        LoraTarget.XProj => ParameterId.XProjWeight,
+        LoraTarget.DtProj => ParameterId.DtProjWeight,
+        LoraTarget.OutProj => ParameterId.OutProjWeight,
+        _ => throw new ArgumentOutOfRangeException(nameof(target), target, "not a LoRA target"),
+    };
+}
