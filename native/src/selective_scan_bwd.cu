@@ -16,12 +16,17 @@
 //               per (t, n): g B and g C summed over the block's warps → per-block partials.
 //    Channel sums within a warp are reduce-scatters (each shuffle level halves the values a lane holds), so a warp
 //    spends 7 shuffles, not 24, on its 8 channels × 4 states of one step. One exp2 a state-step forward and one in
-//    reverse; every reduction has a fixed order, so results are deterministic run to run.
+//    reverse; every reduction has a fixed order, so results are deterministic run to run. The next tile's global
+//    inputs are loaded as raw bits before this tile's phase 3 (their latency hides behind it).
+//    Small batches (fewer blocks than ~3 a multiprocessor) split a row's tiles into chunks: kBwdLambda runs only the
+//    adjoint of each chunk from λ = 0, kBwdChunk joins those right to left into the λ entering its chunk and runs the
+//    tiles (TileBwdPass). g A, g D and g b_dt then have (row, chunk) partials.
+//    Measured (H100, 130m shape, bf16): 1,670 µs at 8 × 2048, 318 µs at 1 × 2048 (bench/RESULTS.md).
 //    d_state > 64: scan_bwd_kernel, the first version (a thread a state, segment checkpoints of its own, libm exp).
 // 3. scan_bwd_bc_kernel: g B and g C = Σ over channel blocks (in order) of the partials → grad_dbc columns R..R+2N−1.
 // 4. g δ̃ [B·L, R] = g Δr·W_dt and grad_dt_weight += g Δrᵀ·δ̃ (f32 cuBLAS GEMMs on f32 copies of W_dt and δ̃);
 //    g δ̃ → grad_dbc columns 0..R−1.
-// 5. grad_A_log += A ⊙ Σ_b gA, grad_D += Σ_b gD, grad_dt_bias += Σ_b gb (batch in order).
+// 5. grad_A_log += A ⊙ Σ gA, grad_D += Σ gD, grad_dt_bias += Σ gb over the (row, chunk) partials, in order.
 // The per-block g B/g C partials take G·B·L·2N floats (G = E/CH channel blocks); the batch runs in slices that keep
 // them under kPartialBytes.
 #include "common.cuh"
