@@ -40,7 +40,7 @@
 extern "C" {
 #endif
 
-#define MAMBA_ABI_VERSION 7
+#define MAMBA_ABI_VERSION 8
 
 /* Status codes (int32). */
 typedef int32_t mamba_status;
@@ -194,7 +194,8 @@ typedef struct mamba_add_rmsnorm_grads {
 
 /* mamba_linear_bwd, with the forward struct's x, w, m, n, k (bias and y are ignored; bias_dtype too). grad_y is
  * rounded to w's dtype first (as the forward rounds an f32 x); grad_x = grad_y * w (overwritten, or added to when
- * accumulate_grad_x != 0; NULL: not computed); grad_w [n, k] f32 += grad_y^T * x; grad_bias [n] f32 (or NULL)
+ * accumulate_grad_x != 0; NULL: not computed); grad_w [n, k] f32 += grad_y^T * x (NULL: not computed,
+ * a frozen weight); grad_bias [n] f32 (or NULL)
  * += sum_rows grad_y (fixed-order reduction). */
 typedef struct mamba_linear_grads {
   int32_t struct_size;          /* sizeof(mamba_linear_grads) */
@@ -246,7 +247,8 @@ typedef struct mamba_selective_scan_grads {
  * exist at once; an f32 chunk workspace of at most ~256 MB). hidden [rows, dim] (rounded to weight_dtype first),
  * weight [vocab, dim]; logits = hidden * weight^T in f32; g logits = (softmax - onehot(target)) * grad_scale, zero for
  * rows whose target is ignore_index, rounded to weight_dtype for the two GEMMs (f32 accumulation):
- * grad_hidden [rows, dim] f32 = g logits * weight (overwritten), grad_weight [vocab, dim] f32 += g logits^T * hidden.
+ * grad_hidden [rows, dim] f32 = g logits * weight (overwritten), grad_weight [vocab, dim] f32 += g logits^T * hidden
+ * (NULL: not computed, a frozen lm_head).
  * *loss_sum (host) = sum over counted rows of -log softmax[target] (float64), *count (host) = their number. */
 typedef struct mamba_linear_cross_entropy_params {
   int32_t struct_size;          /* sizeof(mamba_linear_cross_entropy_params) */
@@ -260,7 +262,7 @@ typedef struct mamba_linear_cross_entropy_params {
   const void* weight;           /* [vocab, dim] */
   const int32_t* host_targets;  /* [rows], host memory */
   float* grad_hidden;           /* [rows, dim] f32 */
-  float* grad_weight;           /* [vocab, dim] f32, accumulated */
+  float* grad_weight;           /* [vocab, dim] f32, accumulated, or NULL */
   double* loss_sum;             /* host */
   int64_t* count;               /* host */
 } mamba_linear_cross_entropy_params;
@@ -298,6 +300,11 @@ MAMBA_API mamba_status mamba_add_rmsnorm(mamba_context* ctx, const mamba_add_rms
 
 /* x[m, :] *= mask[m]; mask is device float32 [rows]. */
 MAMBA_API mamba_status mamba_mask_rows(mamba_context* ctx, void* x, mamba_dtype dtype, const float* mask, int64_t rows, int64_t cols);
+
+/* y = alpha * x + beta * y elementwise over count values (math in f32, one rounding into y); beta = 0 does not read y;
+ * x may alias y. */
+MAMBA_API mamba_status mamba_scale_add(mamba_context* ctx, const void* x, mamba_dtype x_dtype, float alpha, void* y, mamba_dtype y_dtype,
+                                       float beta, int64_t count);
 
 /* y = x * w^T (+ bias) through cuBLAS with fp32 accumulation (fp32: TF32 off); m = 1 takes a GEMV kernel.
  * x and w of the same dtype take the fast path; y may be that dtype or F32. */

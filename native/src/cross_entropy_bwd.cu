@@ -121,7 +121,7 @@ static void linear_cross_entropy_bwd(mamba_context* ctx, const mamba_linear_cros
   *p.loss_sum = 0;
   *p.count = 0;
   if (!p.rows) return;
-  require(p.hidden && p.weight && p.host_targets && p.grad_hidden && p.grad_weight, "null pointer");
+  require(p.hidden && p.weight && p.host_targets && p.grad_hidden, "null pointer");
   const int64_t M = p.rows, V = p.vocab, d = p.dim;
   int64_t counted = 0;
   for (int64_t m = 0; m < M; ++m) {
@@ -158,7 +158,8 @@ static void linear_cross_entropy_bwd(mamba_context* ctx, const mamba_linear_cros
     });
     check_launch(ctx, "softmax_grad_kernel");
     gemm_ex(ctx, CUBLAS_OP_N, CUBLAS_OP_N, d, n, V, p.weight, cdt, d, glogits, cdt, V, 0.f, p.grad_hidden + r0 * d, MAMBA_DTYPE_F32, d);
-    gemm_ex(ctx, CUBLAS_OP_N, CUBLAS_OP_T, d, V, n, hc, cdt, d, glogits, cdt, V, 1.f, p.grad_weight, MAMBA_DTYPE_F32, d);
+    if (p.grad_weight)  // NULL: a frozen lm_head (LoRA)
+      gemm_ex(ctx, CUBLAS_OP_N, CUBLAS_OP_T, d, V, n, hc, cdt, d, glogits, cdt, V, 1.f, p.grad_weight, MAMBA_DTYPE_F32, d);
   }
   std::vector<double> host(static_cast<size_t>(M));
   check_cuda(cudaMemcpyAsync(host.data(), dloss, static_cast<size_t>(M) * 8, cudaMemcpyDeviceToHost, ctx->stream), "cudaMemcpyAsync d2h");

@@ -54,7 +54,7 @@ static void linear_bwd(mamba_context* ctx, const mamba_linear_params& p, const m
   if (g.grad_x) check_dtype(g.grad_x_dtype, "grad_x_dtype");
   require(p.m >= 0 && p.n > 0 && p.k > 0, "bad shape");
   if (!p.m) return;
-  require(p.x && p.w && g.grad_y && g.grad_w, "null pointer");
+  require(p.x && p.w && g.grad_y, "null pointer");
   const int64_t m = p.m, n = p.n, k = p.k;
   const mamba_dtype cdt = p.w_dtype;
   const void* gy = g.grad_y;
@@ -69,8 +69,8 @@ static void linear_bwd(mamba_context* ctx, const mamba_linear_params& p, const m
     launch_convert(ctx, p.x, p.x_dtype, t, cdt, m * k);
     x = t;
   }
-  // grad_w (f32) += grad_yᵀ·x
-  gemm_ex(ctx, CUBLAS_OP_N, CUBLAS_OP_T, k, n, m, x, cdt, k, gy, cdt, n, 1.f, g.grad_w, MAMBA_DTYPE_F32, k);
+  // grad_w (f32) += grad_yᵀ·x (skipped for a frozen weight: NULL)
+  if (g.grad_w) gemm_ex(ctx, CUBLAS_OP_N, CUBLAS_OP_T, k, n, m, x, cdt, k, gy, cdt, n, 1.f, g.grad_w, MAMBA_DTYPE_F32, k);
   // grad_b (f32) += Σ_rows grad_y (as rounded)
   if (g.grad_bias) {
     const int slices = static_cast<int>(std::min<int64_t>(kBiasMaxSlices, (m + kBiasSliceRows - 1) / kBiasSliceRows));

@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using Mamba.Compute;
 using Mamba.Generation;
+using Mamba.Lora;
 using Mamba.Model;
 using Mamba.Tokenization;
 using Microsoft.Extensions.Logging;
@@ -109,6 +110,31 @@ public sealed class MambaModel : IDisposable
     {
         ThrowIfDisposed();
         return new MambaSession(this);
+    }
+
+    /// <summary>
+    /// Loads a PEFT LoRA adapter folder (<c>adapter_config.json</c>, <c>adapter_model.safetensors</c>) onto this model
+    /// without changing the base weights, under <paramref name="name"/> (default: the folder's name). Generate with it
+    /// by setting <see cref="GenerationOptions.Adapter"/> to the name; several adapters can be loaded and chosen per
+    /// request. Unmerged adapters decode on the op path; <see cref="MambaForCausalLM.MergeAdapter"/> folds one into the
+    /// weights for full speed.
+    /// </summary>
+    /// <exception cref="MambaFormatException">The folder is not a usable adapter, or it does not fit this model.</exception>
+    /// <exception cref="MambaConfigException">adapter_config.json has a bad value.</exception>
+    /// <exception cref="ArgumentException">An adapter of that name is already loaded.</exception>
+    public LoadedLoraAdapter LoadAdapter(string directory, string? name = null)
+    {
+        ThrowIfDisposed();
+        return Network.LoadAdapter(LoraAdapter.Load(directory), name);
+    }
+
+    /// <summary>Frees the adapter loaded under <paramref name="name"/>; false when none is.</summary>
+    public bool UnloadAdapter(string name)
+    {
+        ThrowIfDisposed();
+        var adapter = Network.Adapters.FirstOrDefault(a => a.Name == name);
+        adapter?.Dispose();
+        return adapter is not null;
     }
 
     /// <summary>Tokenizes a prompt (no special tokens added, as transformers does for these models).</summary>

@@ -98,6 +98,12 @@ internal interface IMambaBackend : IDisposable
     void Linear(DeviceTensor x, DeviceTensor weight, DeviceTensor? bias, DeviceTensor y);
 
     /// <summary>
+    /// y = <paramref name="alpha"/>·x + <paramref name="beta"/>·y elementwise (same element count, any dtypes; math in F32,
+    /// one rounding into y). With beta = 0 y is not read; x may be y. The LoRA path scales and adds with it.
+    /// </summary>
+    void ScaleAdd(DeviceTensor x, float alpha, DeviceTensor y, float beta);
+
+    /// <summary>
     /// Causal depthwise conv over the x half of xz [B, L, 2E] with weight [E, K] and bias [E], then SiLU,
     /// then (if given) the attention mask [B·L]: u [B, L, E]. If <paramref name="convState"/> [B, E, K] is
     /// given it receives the last K inputs of each channel (zero-padded on the left when L &lt; K).
@@ -159,11 +165,11 @@ internal interface IMambaBackend : IDisposable
     /// <see cref="Linear"/>): logits = hidden·weightᵀ (weight [V, d]) in F32; rows whose target is
     /// <paramref name="ignoreIndex"/> contribute nothing. g logits = (softmax − onehot(target))·<paramref name="gradScale"/>;
     /// writes gradHidden [M, d] F32 (= g logits·weight, zero for ignored rows) and adds g logitsᵀ·hidden to
-    /// gradWeight [V, d] F32. Returns Σ −log softmax[target] over counted rows (float64 sum) and their number in
+    /// gradWeight [V, d] F32 (null: a frozen lm_head, not computed). Returns Σ −log softmax[target] over counted rows (float64 sum) and their number in
     /// <paramref name="count"/>.
     /// </summary>
     double LinearCrossEntropyBackward(DeviceTensor hidden, DeviceTensor weight, ReadOnlySpan<int> targets, int ignoreIndex,
-        float gradScale, DeviceTensor gradHidden, DeviceTensor gradWeight, out int count);
+        float gradScale, DeviceTensor gradHidden, DeviceTensor? gradWeight, out int count);
 
     /// <summary>
     /// Backward of <see cref="AddRmsNorm"/> given its input <paramref name="input"/> [M, d] (F32: the residual after the
@@ -176,11 +182,12 @@ internal interface IMambaBackend : IDisposable
     /// <summary>
     /// Backward of <see cref="Linear"/> y = x·weightᵀ + bias: x [M, K], weight [N, K], gradY [M, N] (activation dtype or
     /// F32, rounded to the weight dtype first). gradX [M, K] (activation dtype; null: not needed) = gradY·weight,
-    /// overwritten or, with <paramref name="accumulateGradX"/>, added to; gradWeight [N, K] F32 += gradYᵀ·x;
+    /// overwritten or, with <paramref name="accumulateGradX"/>, added to; gradWeight [N, K] F32 += gradYᵀ·x (null: a
+    /// frozen weight, not computed);
     /// gradBias [N] F32 (null when the layer has none) += Σ_rows gradY.
     /// </summary>
     void LinearBackward(DeviceTensor x, DeviceTensor weight, DeviceTensor gradY, DeviceTensor? gradX, bool accumulateGradX,
-        DeviceTensor gradWeight, DeviceTensor? gradBias);
+        DeviceTensor? gradWeight, DeviceTensor? gradBias);
 
     /// <summary>
     /// Backward of <see cref="CausalConv1d"/> (sequence form, from zero history), recomputing the conv from its input xz

@@ -39,6 +39,7 @@ internal readonly record struct GeneratedToken(int Row, int Token, string Text);
 internal sealed class GenerationLoop : IDisposable
 {
     private readonly MambaForCausalLM _model;
+    private readonly Lora.LoadedLoraAdapter? _adapter;
     private readonly Row[] _rows;
     private readonly HashSet<int> _eosIds;
     private readonly int[,] _prefillIds;
@@ -85,6 +86,9 @@ internal sealed class GenerationLoop : IDisposable
         if (cache is not null && (cache.BatchSize != prompts.Length || cache.HasPreviousState))
             throw new ArgumentException($"the cache must be empty and hold {prompts.Length} rows (it holds {cache.BatchSize}, filled: {cache.HasPreviousState})", nameof(cache));
         _model = model;
+        _adapter = options.Adapter is null ? null
+            : model.Adapters.FirstOrDefault(a => a.Name == options.Adapter)
+              ?? throw new ArgumentException($"no adapter named '{options.Adapter}' is loaded (loaded: {string.Join(", ", model.Adapters.Select(a => a.Name).DefaultIfEmpty("none"))})", nameof(options));
         _prefillIds = prefillIds;
         _prefillMask = prefillMask;
         _prefillChunkTokens = prefillChunkTokens;
@@ -108,7 +112,8 @@ internal sealed class GenerationLoop : IDisposable
         }
         _eosIds = (options.EosTokenIds ?? eosIds).ToHashSet();
         _plainGreedy = !options.DoSample && options.RepetitionPenalty == 1.0;
-        RetainFinishedRows = _plainGreedy && model.Backend is IGreedyDecodeAccelerator; // only there is a decode step bound to the cache
+        // Only there is a decode step bound to the cache (and it runs the base weights: never with an adapter).
+        RetainFinishedRows = _plainGreedy && _adapter is null && model.Backend is IGreedyDecodeAccelerator;
     }
 
     /// <summary>
@@ -305,8 +310,8 @@ internal sealed class GenerationLoop : IDisposable
     private void Forward(int[,] ids, int[,]? mask)
     {
         _choseOnDevice = ChooseOnDevice();
-        if (_choseOnDevice) _argMax = _model.ForwardArgMax(ids, _cache, mask);
-        else KeepLogits(_model.Forward(ids, new ForwardOptions { Cache = _cache, LogitsToKeep = 1, AttentionMask = mask }));
+        if (_choseOnDevice) _argMax = _model.ForwardArgMax(ids, _cache, mask, _adapter);
+        else KeepLogits(_model.Forward(ids, new ForwardOptions { Cache = _cache, LogitsToKeep = 1, AttentionMask = mask, Adapter = _adapter }));
     }
 
     /// <summary>The prefill in chunks, so device memory stays that of one chunk whatever the prompt length.</summary>
@@ -315,7 +320,7 @@ internal sealed class GenerationLoop : IDisposable
         _choseOnDevice = ChooseOnDevice();
         if (_choseOnDevice)
         {
-            _argMax = _model.PrefillChunked(ids, _cache!, _prefillChunkTokens);
+            _argMax = _model.PrefillChunked(ids, _cache!, _prefillChunkTokens, _adapter);
             return;
         }
         int batch = ids.GetLength(0), length = ids.GetLength(1);
@@ -325,7 +330,7 @@ internal sealed class GenerationLoop : IDisposable
             var chunk = new int[batch, n];
             for (int b = 0; b < batch; b++)
                 for (int t = 0; t < n; t++) chunk[b, t] = ids[b, start + t];
-            var output = _model.Forward(chunk, new ForwardOptions { Cache = _cache, LogitsToKeep = 1 });
+            var output = _model.Forward(chunk, new ForwardOptions { Cache = _cache, LogitsToKeep = 1, Adapter = _adapter });
             if (start + n == length) KeepLogits(output);
         }
     }

@@ -79,6 +79,13 @@ public sealed record GenerationOptions
     public int? Seed { get; init; }
 
     /// <summary>
+    /// The name of a LoRA adapter loaded on the model (<see cref="MambaModel.LoadAdapter"/>,
+    /// <see cref="Model.MambaForCausalLM.LoadAdapter"/>) to generate with, unmerged; null uses the base model. PEFT's
+    /// <c>set_adapter</c>, per request.
+    /// </summary>
+    public string? Adapter { get; init; }
+
+    /// <summary>
     /// Checks every value and throws <see cref="ArgumentOutOfRangeException"/> whose
     /// <see cref="ArgumentException.ParamName"/> names the first offending property.
     /// </summary>

@@ -1,4 +1,5 @@
 using Mamba.Compute;
+using Mamba.Lora;
 
 namespace Mamba.Model;
 
@@ -36,6 +37,9 @@ internal sealed record BlockActivations(DeviceTensor Normed, DeviceTensor Xz, De
             allocate(dtype, [batch, length, d]));
     }
 }
+
+/// <summary>A loaded LoRA adapter applied in one forward call, and where its temporaries come from.</summary>
+internal sealed record LoraCall(LoadedLoraAdapter Adapter, RentTensor Rent);
 
 /// <summary>
 /// One Mamba block (transformers' <c>MambaBlock</c> + <c>MambaMixer</c>) as a sequence of backend ops:
@@ -80,35 +84,49 @@ internal sealed class MambaBlock
     /// first block), then the mixer into <c>act.Output</c>. <paramref name="residualReady"/> runs right after the add
     /// (the residual then holds the input of this block: hidden-state capture). <paramref name="mask"/> [B·L] zeroes
     /// padded rows before in_proj and after the conv (sequence mode). The cache states are read and/or written per
-    /// <paramref name="mode"/>: optional in <see cref="BlockMode.Sequence"/>, required otherwise.
+    /// <paramref name="mode"/>: optional in <see cref="BlockMode.Sequence"/>, required otherwise. With
+    /// <paramref name="lora"/> the adapter's modules of this block add their low-rank terms (<see cref="LoraOps"/>).
     /// </summary>
     public void Forward(IMambaBackend be, float epsilon, DeviceTensor residual, DeviceTensor? previousOutput, BlockActivations act,
         BlockMode mode, DeviceTensor? mask, DeviceTensor? convState, DeviceTensor? ssmState, Action? residualReady = null,
-        bool withOutput = true)
+        bool withOutput = true, LoraCall? lora = null)
     {
+        var adapter = lora?.Adapter;
         be.AddRmsNorm(residual, previousOutput, Norm, epsilon, act.Normed);
         residualReady?.Invoke();
         if (mask is not null) be.MaskRows(act.Normed, mask);
         be.Linear(act.Normed, InProj, InProjBias, act.Xz);
+        if (adapter?.Find(LoraTarget.InProj, Layer) is { } inLora) LoraOps.AddLinear(be, inLora, act.Normed, act.Xz, lora!.Rent);
+        var ssm = adapter?.Find(LoraTarget.DtProj, Layer) is { } dtLora
+            ? Ssm with { DtProjWeight = LoraOps.EffectiveDtWeight(be, dtLora, Ssm.DtProjWeight, lora!.Rent) }
+            : Ssm;
         switch (mode)
         {
             case BlockMode.Step:
                 be.CausalConv1dStep(act.Xz, Conv, ConvBias, Required(convState), act.U);
-                be.Linear(act.U, XProj, null, act.Dbc);
-                be.SelectiveStateStep(Ssm, act.U, act.Dbc, act.Xz, Required(ssmState), act.Y);
+                XProjection(be, act, lora);
+                be.SelectiveStateStep(ssm, act.U, act.Dbc, act.Xz, Required(ssmState), act.Y);
                 break;
             case BlockMode.Continue:
                 be.CausalConv1dContinue(act.Xz, Conv, ConvBias, act.U, Required(convState));
-                be.Linear(act.U, XProj, null, act.Dbc);
-                be.SelectiveScanContinue(Ssm, act.U, act.Dbc, act.Xz, act.Y, Required(ssmState));
+                XProjection(be, act, lora);
+                be.SelectiveScanContinue(ssm, act.U, act.Dbc, act.Xz, act.Y, Required(ssmState));
                 break;
             default:
                 be.CausalConv1d(act.Xz, Conv, ConvBias, mask, act.U, convState);
-                be.Linear(act.U, XProj, null, act.Dbc);
-                be.SelectiveScan(Ssm, act.U, act.Dbc, act.Xz, act.Y, ssmState, act.ScanCheckpoints);
+                XProjection(be, act, lora);
+                be.SelectiveScan(ssm, act.U, act.Dbc, act.Xz, act.Y, ssmState, act.ScanCheckpoints);
                 break;
         }
-        if (withOutput) be.Linear(act.Y, OutProj, OutProjBias, act.Output);
+        if (!withOutput) return;
+        be.Linear(act.Y, OutProj, OutProjBias, act.Output);
+        if (adapter?.Find(LoraTarget.OutProj, Layer) is { } outLora) LoraOps.AddLinear(be, outLora, act.Y, act.Output, lora!.Rent);
+    }
+
+    private void XProjection(IMambaBackend be, BlockActivations act, LoraCall? lora)
+    {
+        be.Linear(act.U, XProj, null, act.Dbc);
+        if (lora?.Adapter.Find(LoraTarget.XProj, Layer) is { } m) LoraOps.AddLinear(be, m, act.U, act.Dbc, lora.Rent);
     }
 
     /// <summary>
@@ -116,28 +134,72 @@ internal sealed class MambaBlock
     /// stream after the add, which the forward normed) and the activations its forward left in <paramref name="act"/>.
     /// <paramref name="gradResidual"/> [B, L, d] (F32) holds d loss / d (block output + residual) on entry; the
     /// gradient flows on unchanged through the residual add and the norm's input gradient is added to it, so on exit it
-    /// holds d loss / d <paramref name="input"/>. Parameter gradients are added to <paramref name="grads"/>.
+    /// holds d loss / d <paramref name="input"/>. Parameter gradients are added to <paramref name="grads"/>; with
+    /// <paramref name="frozen"/> instead the base weights are frozen: no weight-matrix gradient is computed and the
+    /// small parameters' gradients land in its never-read sinks. <paramref name="lora"/>'s modules add their gradients
+    /// to their own buffers (the forward must have run with the same adapter).
     /// </summary>
     public void Backward(IMambaBackend be, float epsilon, DeviceTensor input, BlockActivations act, DeviceTensor? mask,
-        DeviceTensor gradResidual, BlockActivations grad, ParameterStore<DeviceTensor> grads)
+        DeviceTensor gradResidual, BlockActivations grad, ParameterStore<DeviceTensor>? grads, FrozenGradientSinks? frozen = null,
+        LoraCall? lora = null)
     {
-        DeviceTensor G(ParameterId id) => grads[id, Layer];
-        DeviceTensor? Optional(ParameterId id) => grads.TryGet(id, Layer);
+        if ((grads is null) == (frozen is null)) throw new ArgumentException("pass either the parameter gradients or the frozen sinks");
+        DeviceTensor G(ParameterId id) => grads?[id, Layer] ?? frozen!.Sink(id);
+        DeviceTensor? Matrix(ParameterId id) => grads?[id, Layer];
+        DeviceTensor? Optional(ParameterId id) => grads is not null ? grads.TryGet(id, Layer) : frozen!.OptionalSink(id);
+        var adapter = lora?.Adapter;
         // out_proj: g y = g out · W_out (the block output's gradient is the residual stream's).
-        be.LinearBackward(act.Y, OutProj, gradResidual, grad.Y, false, G(ParameterId.OutProjWeight), Optional(ParameterId.OutProjBias));
-        // scan (with dt_proj, softplus, D skip and the SiLU(z) gate): g u, g dbc, and the z half of g xz.
-        be.SelectiveScanBackward(Ssm, act.U, act.Dbc, act.Xz, grad.Y, grad.U, grad.Dbc, grad.Xz,
-            new SsmGradients(G(ParameterId.DtProjWeight), G(ParameterId.DtProjBias), G(ParameterId.ALog), G(ParameterId.D)), act.ScanCheckpoints);
+        be.LinearBackward(act.Y, OutProj, gradResidual, grad.Y, false, Matrix(ParameterId.OutProjWeight), Optional(ParameterId.OutProjBias));
+        if (adapter?.Find(LoraTarget.OutProj, Layer) is { } outLora) LoraOps.LinearBackward(be, outLora, act.Y, gradResidual, grad.Y, lora!.Rent);
+        // scan (with dt_proj, softplus, D skip and the SiLU(z) gate): g u, g dbc, and the z half of g xz. A dt_proj adapter
+        // runs the scan on W + s·B·A again and takes that weight's gradient.
+        var ssm = Ssm;
+        var gradDt = G(ParameterId.DtProjWeight);
+        var dtLora = adapter?.Find(LoraTarget.DtProj, Layer);
+        if (dtLora is not null)
+        {
+            ssm = Ssm with { DtProjWeight = LoraOps.EffectiveDtWeight(be, dtLora, Ssm.DtProjWeight, lora!.Rent) };
+            gradDt = lora.Rent(DType.F32, Ssm.DtProjWeight.Shape);
+            be.Zero(gradDt);
+        }
+        be.SelectiveScanBackward(ssm, act.U, act.Dbc, act.Xz, grad.Y, grad.U, grad.Dbc, grad.Xz,
+            new SsmGradients(gradDt, G(ParameterId.DtProjBias), G(ParameterId.ALog), G(ParameterId.D)), act.ScanCheckpoints);
+        if (dtLora is not null)
+        {
+            LoraOps.DtWeightBackward(be, dtLora, gradDt, lora!.Rent);
+            if (grads is not null) be.ScaleAdd(gradDt, 1f, grads[ParameterId.DtProjWeight, Layer], 1f);
+        }
         // x_proj: u also feeds δ̃, B, C, so its input gradient adds to the scan's.
-        be.LinearBackward(act.U, XProj, grad.Dbc, grad.U, true, G(ParameterId.XProjWeight), null);
+        be.LinearBackward(act.U, XProj, grad.Dbc, grad.U, true, Matrix(ParameterId.XProjWeight), null);
+        if (adapter?.Find(LoraTarget.XProj, Layer) is { } xLora) LoraOps.LinearBackward(be, xLora, act.U, grad.Dbc, grad.U, lora!.Rent);
         // conv + SiLU (+ mask M2): the x half of g xz.
         be.CausalConv1dBackward(act.Xz, Conv, ConvBias, mask, grad.U, grad.Xz, G(ParameterId.ConvWeight), Optional(ParameterId.ConvBias));
         // in_proj, then the mask M1 on the normed input, then the norm (its input gradient joins the residual stream).
-        be.LinearBackward(act.Normed, InProj, grad.Xz, grad.Normed, false, G(ParameterId.InProjWeight), Optional(ParameterId.InProjBias));
+        be.LinearBackward(act.Normed, InProj, grad.Xz, grad.Normed, false, Matrix(ParameterId.InProjWeight), Optional(ParameterId.InProjBias));
+        if (adapter?.Find(LoraTarget.InProj, Layer) is { } inLora) LoraOps.LinearBackward(be, inLora, act.Normed, grad.Xz, grad.Normed, lora!.Rent);
         if (mask is not null) be.MaskRows(grad.Normed, mask);
         be.AddRmsNormBackward(input, Norm, epsilon, grad.Normed, gradResidual, G(ParameterId.Norm));
     }
 
     private DeviceTensor Required(DeviceTensor? state) =>
         state ?? throw new InvalidOperationException($"block {Layer}: this mode continues a cache, and none was given");
+}
+
+/// <summary>
+/// Where a frozen base model's small parameter gradients go (the backward ops always produce them): one F32 buffer per
+/// parameter kind, shared by all layers and never read. Weight matrices get none (their gradients are not computed).
+/// </summary>
+internal sealed class FrozenGradientSinks(MambaConfig config, RentTensor rent)
+{
+    private readonly Dictionary<ParameterId, DeviceTensor> _sinks = [];
+
+    public DeviceTensor Sink(ParameterId id)
+    {
+        if (_sinks.TryGetValue(id, out var t)) return t;
+        var entry = MambaParameterTable.Entries(config).First(e => e.Key.Id == id);
+        return _sinks[id] = rent(DType.F32, entry.DeviceShape);
+    }
+
+    public DeviceTensor? OptionalSink(ParameterId id) =>
+        MambaParameterTable.Entries(config).Any(e => e.Key.Id == id) ? Sink(id) : null;
 }

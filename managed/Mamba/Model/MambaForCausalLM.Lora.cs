@@ -4,6 +4,59 @@ namespace Mamba.Model;
 
 public sealed partial class MambaForCausalLM
 {
+    private readonly List<LoadedLoraAdapter> _adapters = [];
+
+    /// <summary>
+    /// Uploads <paramref name="adapter"/>'s factors (in the activation dtype) for the unmerged forward, under
+    /// <paramref name="name"/> (default: the adapter folder's name, else "default"). The base weights do not change;
+    /// pass the result as <see cref="ForwardOptions.Adapter"/> to apply it to a call. Several adapters can be loaded and
+    /// used by different calls.
+    /// </summary>
+    /// <exception cref="MambaFormatException">The adapter's shapes do not fit this model.</exception>
+    /// <exception cref="ArgumentException">An adapter of that name is already loaded.</exception>
+    public LoadedLoraAdapter LoadAdapter(LoraAdapter adapter, string? name = null)
+    {
+        ArgumentNullException.ThrowIfNull(adapter);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        name ??= adapter.SourceDirectory is { } dir ? Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(dir))) : "default";
+        lock (_adapters)
+        {
+            _adapters.RemoveAll(a => a.IsDisposed);
+            if (_adapters.Any(a => a.Name == name))
+                throw new ArgumentException($"an adapter named '{name}' is already loaded; unload it or choose another name", nameof(name));
+            var loaded = new LoadedLoraAdapter(name, adapter, Backend, ActivationDType, Config);
+            _adapters.Add(loaded);
+            return loaded;
+        }
+    }
+
+    /// <summary>The adapters loaded on this model and not disposed.</summary>
+    public IReadOnlyList<LoadedLoraAdapter> Adapters
+    {
+        get
+        {
+            lock (_adapters) return _adapters.Where(a => !a.IsDisposed).ToArray();
+        }
+    }
+
+    /// <summary>The LoRA context of a call, after checking the adapter belongs to this model.</summary>
+    private LoraCall? LoraCallFor(LoadedLoraAdapter? adapter, Scratch scratch)
+    {
+        if (adapter is null) return null;
+        ObjectDisposedException.ThrowIf(adapter.IsDisposed, adapter);
+        if (!ReferenceEquals(adapter.Backend, Backend) || !ReferenceEquals(adapter.ModelConfig, Config))
+            throw new ArgumentException($"adapter '{adapter.Name}' was loaded on another model", nameof(adapter));
+        return new LoraCall(adapter, (dtype, shape) => scratch.Rent(dtype, shape));
+    }
+
+    private void ReleaseAdapters()
+    {
+        lock (_adapters)
+        {
+            foreach (var a in _adapters) a.Dispose();
+            _adapters.Clear();
+        }
+    }
     /// <summary>
     /// Adds <paramref name="adapter"/>'s deltas into the base weights (PEFT's <c>merge</c>): every adapted linear weight
     /// gets scale·B·A, the embedding scale·(B·A)ᵀ. With tied embeddings the lm_head is the embedding matrix, so it changes

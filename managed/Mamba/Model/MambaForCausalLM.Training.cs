@@ -1,4 +1,5 @@
 using Mamba.Compute;
+using Mamba.Lora;
 
 namespace Mamba.Model;
 
@@ -43,7 +44,13 @@ public sealed partial class MambaForCausalLM
     /// <paramref name="recomputeActivations"/> only each block's input is kept from the forward and the block is run
     /// again before its backward (less memory, one more forward); the gradients are the same bits either way.
     /// </summary>
-    internal TrainingStepResult ForwardBackward(int[,] inputIds, int[,] labels, int[,]? attentionMask, float gradientScale, bool recomputeActivations)
+    /// <remarks>
+    /// With <paramref name="adapter"/> (loaded on this model, its gradient buffers made by
+    /// <see cref="LoadedLoraAdapter.EnableGradients"/>) the base model is frozen: only the adapter's factors get
+    /// gradients (the base weight-matrix gradients are not computed at all) and <see cref="Gradients"/> is untouched.
+    /// </remarks>
+    internal TrainingStepResult ForwardBackward(int[,] inputIds, int[,] labels, int[,]? attentionMask, float gradientScale, bool recomputeActivations,
+        LoadedLoraAdapter? adapter = null)
     {
         ArgumentNullException.ThrowIfNull(inputIds);
         ArgumentNullException.ThrowIfNull(labels);
@@ -58,23 +65,32 @@ public sealed partial class MambaForCausalLM
         for (int b = 0; b < batch; b++)
             for (int t = 0; t < length; t++)
                 targets[b * length + t] = t + 1 < length ? labels[b, t + 1] : -100;
-        using (DeviceLock()) return RunTrainingStep(batch, length, ids, targets, attentionMask, gradientScale, recomputeActivations);
+        using (DeviceLock()) return RunTrainingStep(batch, length, ids, targets, attentionMask, gradientScale, recomputeActivations, adapter);
     }
 
-    private TrainingStepResult RunTrainingStep(int batch, int length, int[] ids, int[] targets, int[,]? attentionMask, float gradientScale, bool recompute)
+    private TrainingStepResult RunTrainingStep(int batch, int length, int[] ids, int[] targets, int[,]? attentionMask, float gradientScale, bool recompute,
+        LoadedLoraAdapter? adapter)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         var c = Config;
         var be = Backend;
-        var grads = Gradients;
         float eps = (float)c.LayerNormEpsilon;
         int layers = c.NumHiddenLayers;
         var scratch = new Scratch(this, pooled: false);
         try
         {
+            var lora = LoraCallFor(adapter, scratch);
+            if (adapter is not null && !adapter.HasGradients)
+                throw new InvalidOperationException($"adapter '{adapter.Name}' is not set up for training (EnableGradients)");
+            // A frozen base (LoRA): no base gradients; the small ones the ops always produce go to sinks.
+            var grads = adapter is null ? Gradients : null;
+            var frozen = adapter is null ? null : new FrozenGradientSinks(c, (t, shape) => scratch.Rent(t, shape));
+            DeviceTensor SmallGrad(ParameterId id) => grads?[id] ?? frozen!.Sink(id);
             // Forward, keeping each block's input (the residual stream after its add) and, without recompute, its activations.
             var h = scratch.Rent(DType.F32, batch, length, c.HiddenSize);
             be.Embedding(_parameters[ParameterId.Embeddings], ids, h);
+            var embeddingLora = adapter?.Find(LoraTarget.Embeddings);
+            if (embeddingLora is not null) LoraOps.AddEmbedding(be, embeddingLora, ids, h, lora!.Rent);
             var mask = UploadMask(attentionMask, batch, length, scratch);
             var inputs = new DeviceTensor[layers];
             var acts = new BlockActivations[recompute ? 1 : layers];
@@ -88,9 +104,10 @@ public sealed partial class MambaForCausalLM
             foreach (var block in _blocks)
             {
                 int i = block.Layer;
-                var act = acts[recompute ? 0 : i];
+                // Under recompute the backward reruns this forward, which saves the scan states; none are saved here.
+                var act = recompute ? acts[0] with { ScanCheckpoints = null } : acts[i];
                 var saved = inputs[i] = scratch.Rent(DType.F32, batch, length, c.HiddenSize);
-                block.Forward(be, eps, h, previous, act, BlockMode.Sequence, mask, null, null, () => be.Copy(h, saved));
+                block.Forward(be, eps, h, previous, act, BlockMode.Sequence, mask, null, null, () => be.Copy(h, saved), lora: lora);
                 previous = act.Output;
             }
             var last = scratch.Rent(DType.F32, batch, length, c.HiddenSize);
@@ -99,10 +116,10 @@ public sealed partial class MambaForCausalLM
             // Loss and lm_head (fused, in row chunks), then norm_f.
             var gradLast = scratch.Rent(DType.F32, batch, length, c.HiddenSize);
             double lossSum = be.LinearCrossEntropyBackward(last, _parameters[ParameterId.LmHead], targets, -100, gradientScale,
-                gradLast, grads[ParameterId.LmHead], out int count);
+                gradLast, grads?[ParameterId.LmHead], out int count);
             var gradResidual = scratch.Rent(DType.F32, batch, length, c.HiddenSize);
             be.Zero(gradResidual);
-            be.AddRmsNormBackward(h, _parameters[ParameterId.NormF], eps, gradLast, gradResidual, grads[ParameterId.NormF]);
+            be.AddRmsNormBackward(h, _parameters[ParameterId.NormF], eps, gradLast, gradResidual, SmallGrad(ParameterId.NormF));
 
             // Blocks in reverse; one set of activation gradients serves them all.
             var gradAct = BlockActivations.Allocate(c, ActivationDType, batch, length, (t, shape) => scratch.Rent(t, shape));
@@ -110,10 +127,11 @@ public sealed partial class MambaForCausalLM
             {
                 var block = _blocks[i];
                 var act = acts[recompute ? 0 : i];
-                if (recompute) block.Forward(be, eps, inputs[i], null, act, BlockMode.Sequence, mask, null, null, withOutput: false);
-                block.Backward(be, eps, inputs[i], act, mask, gradResidual, gradAct, grads);
+                if (recompute) block.Forward(be, eps, inputs[i], null, act, BlockMode.Sequence, mask, null, null, withOutput: false, lora: lora);
+                block.Backward(be, eps, inputs[i], act, mask, gradResidual, gradAct, grads, frozen, lora);
             }
-            be.EmbeddingBackward(ids, gradResidual, grads[ParameterId.Embeddings]);
+            if (grads is not null) be.EmbeddingBackward(ids, gradResidual, grads[ParameterId.Embeddings]);
+            if (embeddingLora is not null) LoraOps.EmbeddingBackward(be, embeddingLora, ids, gradResidual, lora!.Rent);
             be.Synchronize();
             return new TrainingStepResult(lossSum, count);
         }
@@ -127,7 +145,7 @@ public sealed partial class MambaForCausalLM
     /// The loss of <paramref name="labels"/> (unshifted, −100 ignored) without a backward pass: the blocks run as in
     /// prefill and the lm_head + cross-entropy runs in row chunks, so the [B·L, V] logits never exist at once.
     /// </summary>
-    internal TrainingStepResult EvaluationLoss(int[,] inputIds, int[,] labels)
+    internal TrainingStepResult EvaluationLoss(int[,] inputIds, int[,] labels, LoadedLoraAdapter? adapter = null)
     {
         ArgumentNullException.ThrowIfNull(inputIds);
         ArgumentNullException.ThrowIfNull(labels);
@@ -140,7 +158,7 @@ public sealed partial class MambaForCausalLM
         var scratch = new Scratch(this, pooled: false);
         try
         {
-            var last = RunBlocks(batch, length, ids, null, new ForwardOptions(), scratch).Last;
+            var last = RunBlocks(batch, length, ids, null, new ForwardOptions { Adapter = adapter }, scratch).Last;
             int rows = batch * length, v = Config.VocabSize, d = Config.HiddenSize;
             int chunk = (int)Math.Clamp((64L << 20) / Math.Max(1, (long)v * sizeof(float)), 1, rows); // ≤ 64 MiB of logits
             var head = _parameters[ParameterId.LmHead];

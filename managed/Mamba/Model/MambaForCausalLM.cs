@@ -22,6 +22,12 @@ public sealed record ForwardOptions
 
     /// <summary>Return the NL + 1 hidden states (<c>output_hidden_states</c>).</summary>
     public bool OutputHiddenStates { get; init; }
+
+    /// <summary>
+    /// A LoRA adapter loaded on this model (<see cref="MambaForCausalLM.LoadAdapter"/>) to apply unmerged in this call
+    /// (PEFT's active adapter); null runs the base model. A cache continues only with the adapter that filled it.
+    /// </summary>
+    public Lora.LoadedLoraAdapter? Adapter { get; init; }
 }
 
 /// <summary>Outputs of a forward call.</summary>
@@ -217,7 +223,12 @@ public sealed partial class MambaForCausalLM : IDisposable, ITrainableModel
         var c = Config;
         var be = Backend;
         var h = scratch.Rent(DType.F32, batch, length, c.HiddenSize);           // residual stream, float32
-        if (ids is not null) be.Embedding(_parameters[ParameterId.Embeddings], ids, h);
+        var lora = LoraCallFor(options.Adapter, scratch);
+        if (ids is not null)
+        {
+            be.Embedding(_parameters[ParameterId.Embeddings], ids, h);
+            if (lora?.Adapter.Find(Lora.LoraTarget.Embeddings) is { } embeddingLora) LoraOps.AddEmbedding(be, embeddingLora, ids, h, lora.Rent);
+        }
         else
         {
             var upload = be.Upload(embeds!, DType.F32, batch, length, c.HiddenSize);
@@ -228,7 +239,7 @@ public sealed partial class MambaForCausalLM : IDisposable, ITrainableModel
         var act = BlockActivations.Allocate(c, ActivationDType, batch, length, (t, shape) => scratch.Rent(t, shape));
         var hidden = options.OutputHiddenStates ? new List<HostTensor>(c.NumHiddenLayers + 1) : null;
         var last = scratch.Rent(DType.F32, batch, length, c.HiddenSize);
-        RunLayers(h, act, mode, mask, cache, last, hidden);
+        RunLayers(h, act, mode, mask, cache, last, hidden, lora);
         if (cache is not null)
         {
             cache.HasPreviousState = true;
@@ -241,14 +252,15 @@ public sealed partial class MambaForCausalLM : IDisposable, ITrainableModel
     /// Every block, then norm_f into <paramref name="last"/> [B, L, d] (F32). The greedy decode step's body (which a
     /// backend may record) runs this same method, so every path issues the same ops.
     /// </summary>
-    private void RunLayers(DeviceTensor h, BlockActivations act, BlockMode mode, DeviceTensor? mask, MambaCache? cache, DeviceTensor last, List<HostTensor>? hidden)
+    private void RunLayers(DeviceTensor h, BlockActivations act, BlockMode mode, DeviceTensor? mask, MambaCache? cache, DeviceTensor last, List<HostTensor>? hidden,
+        LoraCall? lora = null)
     {
         float eps = (float)Config.LayerNormEpsilon;
         foreach (var block in _blocks)
         {
             int i = block.Layer;
             block.Forward(Backend, eps, h, i == 0 ? null : act.Output, act, mode, mask, cache?.Conv(i), cache?.Ssm(i),
-                hidden is null || i == 0 ? null : () => hidden.Add(DownloadHost(h)));
+                hidden is null || i == 0 ? null : () => hidden.Add(DownloadHost(h)), lora: lora);
         }
         Backend.AddRmsNorm(h, act.Output, _parameters[ParameterId.NormF], eps, last);
         hidden?.Add(DownloadHost(h));
@@ -314,7 +326,7 @@ public sealed partial class MambaForCausalLM : IDisposable, ITrainableModel
     /// Runs ids [B, L] (a prefill, or one decode step on a filled cache) and returns the argmax of the last
     /// position's logits per row, computed on the backend (no logits leave the device).
     /// </summary>
-    public int[] ForwardArgMax(int[,] inputIds, MambaCache? cache = null, int[,]? attentionMask = null)
+    public int[] ForwardArgMax(int[,] inputIds, MambaCache? cache = null, int[,]? attentionMask = null, Lora.LoadedLoraAdapter? adapter = null)
     {
         ArgumentNullException.ThrowIfNull(inputIds);
         int batch = inputIds.GetLength(0), length = inputIds.GetLength(1);
@@ -322,7 +334,8 @@ public sealed partial class MambaForCausalLM : IDisposable, ITrainableModel
         Buffer.BlockCopy(inputIds, 0, ids, 0, ids.Length * sizeof(int));
         var result = new int[batch];
         using var gate = DeviceLock();
-        if (length == 1 && cache is { HasPreviousState: true } && TryFastDecode(ids, cache, result))
+        // The fused decode paths run the base weights only; an unmerged adapter takes the op path (merge it for full speed).
+        if (length == 1 && adapter is null && cache is { HasPreviousState: true } && TryFastDecode(ids, cache, result))
         {
             cache.SeenTokens += 1;
             return result;
@@ -330,7 +343,7 @@ public sealed partial class MambaForCausalLM : IDisposable, ITrainableModel
         var scratch = new Scratch(this, pooled: length == 1);
         try
         {
-            var blocks = RunBlocks(batch, length, ids, null, new ForwardOptions { Cache = cache, AttentionMask = attentionMask, LogitsToKeep = 1 }, scratch);
+            var blocks = RunBlocks(batch, length, ids, null, new ForwardOptions { Cache = cache, AttentionMask = attentionMask, LogitsToKeep = 1, Adapter = adapter }, scratch);
             Backend.ArgMax(Logits(blocks.Last, batch, length, blocks.Keep, scratch), result);
         }
         finally
@@ -345,7 +358,7 @@ public sealed partial class MambaForCausalLM : IDisposable, ITrainableModel
     /// device memory stays that of one chunk whatever L is (time is linear in L). Returns the argmax of the last
     /// position per row.
     /// </summary>
-    public int[] PrefillChunked(int[,] inputIds, MambaCache cache, int chunkTokens = 2048)
+    public int[] PrefillChunked(int[,] inputIds, MambaCache cache, int chunkTokens = 2048, Lora.LoadedLoraAdapter? adapter = null)
     {
         ArgumentNullException.ThrowIfNull(inputIds);
         ArgumentNullException.ThrowIfNull(cache);
@@ -358,7 +371,7 @@ public sealed partial class MambaForCausalLM : IDisposable, ITrainableModel
             var chunk = new int[batch, n];
             for (int b = 0; b < batch; b++)
                 for (int t = 0; t < n; t++) chunk[b, t] = inputIds[b, start + t];
-            result = ForwardArgMax(chunk, cache);
+            result = ForwardArgMax(chunk, cache, adapter: adapter);
         }
         return result;
     }
@@ -476,6 +489,7 @@ public sealed partial class MambaForCausalLM : IDisposable, ITrainableModel
         _disposed = true;
         ReleaseFastDecode();
         ReleaseGradients();
+        ReleaseAdapters();
         foreach (var (_, tensor) in _parameters.Items) tensor.Dispose();
         foreach (var bag in _pool.Values)
             while (bag.TryTake(out var t)) t.Dispose();

@@ -17,12 +17,17 @@ public sealed record ReferenceRow(string Group, string Name, double MaxAbsError,
 /// <summary>
 /// Compares a model with a fixture's <c>reference.safetensors</c> (outputs of transformers 5.17) group by
 /// group: forward, cache, step, loss, padded, generate, grad. The error of a tensor is
-/// max|out − ref| / max|ref|; tolerances are the fixtures README's for the model's precision.
+/// max|out − ref| / max|ref|; tolerances are the fixtures README's for the model's precision. A fixture with an
+/// <c>adapter/</c> folder (a PEFT LoRA adapter) is checked as base + adapter: forward (the unmerged logits), loss,
+/// merged (logits after merging) and grad (every adapter factor's gradient, keyed as in adapter_model.safetensors).
 /// </summary>
 public static class ReferenceCheck
 {
     /// <summary>Every group, in the order they run.</summary>
-    public static readonly string[] AllGroups = ["forward", "cache", "step", "loss", "padded", "generate", "grad"];
+    public static readonly string[] AllGroups = ["forward", "cache", "step", "loss", "padded", "generate", "grad", "merged"];
+
+    /// <summary>The groups an adapter fixture defines.</summary>
+    public static readonly string[] AdapterGroups = ["forward", "loss", "merged", "grad"];
 
     /// <summary>The default selection: every group.</summary>
     public static readonly string[] DefaultGroups = AllGroups;
@@ -42,44 +47,18 @@ public static class ReferenceCheck
         bool lowPrecision = model.ActivationDType != DType.F32;
         double forwardTol = lowPrecision ? 3e-2 : 1e-4, gradTol = lowPrecision ? 5e-2 : 1e-3, lossTol = lowPrecision ? 1e-2 : 1e-5;
         var rows = new List<ReferenceRow>();
+        var adapterDir = Path.Combine(fixtureDir, "adapter");
+        if (Directory.Exists(adapterDir))
+        {
+            RunAdapter(model, reference, adapterDir, groups, forwardTol, lossTol, gradTol, rows);
+            return rows;
+        }
+        if (groups.Contains("merged"))
+            rows.Add(new ReferenceRow("merged", "merged.logits", double.NaN, double.NaN, forwardTol, true, "not an adapter fixture") { Compared = false });
         var config = model.Config;
 
-        int[,] Ids(string name)
-        {
-            var info = reference.GetInfo(name);
-            var flat = reference.ReadInt64(name);
-            int b = (int)info.Shape[0], l = (int)info.Shape[1];
-            var ids = new int[b, l];
-            for (int i = 0; i < b; i++)
-                for (int j = 0; j < l; j++) ids[i, j] = checked((int)flat[i * l + j]);
-            return ids;
-        }
-        void Compare(string group, string name, HostTensor output, double tolerance)
-        {
-            if (!reference.Contains(name))
-            {
-                rows.Add(new ReferenceRow(group, name, double.NaN, double.NaN, tolerance, false, "absent from the reference file"));
-                return;
-            }
-            var info = reference.GetInfo(name);
-            var expected = reference.ReadFloat32(name);
-            if (!info.Shape.Select(x => (int)x).SequenceEqual(output.Shape))
-            {
-                rows.Add(new ReferenceRow(group, name, double.NaN, double.NaN, tolerance, false,
-                    $"shape [{string.Join(", ", output.Shape)}] != reference [{string.Join(", ", info.Shape)}]"));
-                return;
-            }
-            double maxAbs = 0, maxRef = 0;
-            for (long i = 0; i < expected.LongLength; i++)
-            {
-                double diff = Math.Abs((double)output.Data[i] - expected[i]);
-                if (double.IsNaN(diff)) diff = double.PositiveInfinity;
-                maxAbs = Math.Max(maxAbs, diff);
-                maxRef = Math.Max(maxRef, Math.Abs(expected[i]));
-            }
-            double rel = maxRef > 0 ? maxAbs / maxRef : maxAbs;
-            rows.Add(new ReferenceRow(group, name, maxAbs, rel, tolerance, rel <= tolerance));
-        }
+        int[,] Ids(string name) => ReadIds(reference, name);
+        void Compare(string group, string name, HostTensor output, double tolerance) => rows.Add(CompareTensor(reference, group, name, output, tolerance));
         bool Has(string name) => reference.Contains(name);
 
         var inputIds = Ids("input_ids");
@@ -123,15 +102,7 @@ public static class ReferenceCheck
             cache?.Dispose();
         }
         if (groups.Contains("loss"))
-        {
-            var output = model.Forward(inputIds, new ForwardOptions { Labels = Ids("labels") });
-            double expected = reference.ReadFloat32("loss")[0];
-            double got = output.Loss!.Value;
-            double abs = Math.Abs(got - expected);
-            double rel = abs / Math.Abs(expected);
-            rows.Add(new ReferenceRow("loss", "loss", abs, rel, lossTol, rel <= lossTol,
-                string.Create(CultureInfo.InvariantCulture, $"got {got:G9}, reference {expected:G9}")));
-        }
+            rows.Add(CompareLoss(reference, model.Forward(inputIds, new ForwardOptions { Labels = Ids("labels") }).Loss!.Value, lossTol));
         if (groups.Contains("padded"))
         {
             if (Has("padded.input_ids"))
@@ -148,6 +119,107 @@ public static class ReferenceCheck
         return rows;
     }
 
+    /// <summary>Base + the fixture's PEFT adapter: unmerged logits, loss, adapter gradients, then merged logits (the base is restored after).</summary>
+    private static void RunAdapter(MambaForCausalLM model, SafeTensorsFile reference, string adapterDir, IReadOnlyCollection<string> groups,
+        double forwardTol, double lossTol, double gradTol, List<ReferenceRow> rows)
+    {
+        // Groups named explicitly that this kind of fixture lacks are listed (not compared); the default selection skips them.
+        foreach (var g in ReferenceEquals(groups, DefaultGroups) ? [] : groups.Where(g => !AdapterGroups.Contains(g)))
+            rows.Add(new ReferenceRow(g, g, double.NaN, double.NaN, 0, true, "not in an adapter fixture") { Compared = false });
+        var adapter = Lora.LoraAdapter.Load(adapterDir);
+        var inputIds = ReadIds(reference, "input_ids");
+        var labels = ReadIds(reference, "labels");
+        using var loaded = model.LoadAdapter(adapter, "reference-check");
+        if (groups.Contains("forward"))
+            rows.Add(CompareTensor(reference, "forward", "logits", model.Forward(inputIds, new ForwardOptions { Adapter = loaded }).Logits, forwardTol));
+        if (groups.Contains("loss"))
+            rows.Add(CompareLoss(reference, model.Forward(inputIds, new ForwardOptions { Labels = labels, Adapter = loaded }).Loss!.Value, lossTol));
+        if (groups.Contains("grad"))
+        {
+            loaded.EnableGradients();
+            model.ForwardBackward(inputIds, labels, null, CountedScale(labels), recomputeActivations: false, loaded);
+            var expected = new HashSet<string>(reference.Tensors.Keys.Where(n => n.StartsWith("grad.", StringComparison.Ordinal)), StringComparer.Ordinal);
+            foreach (var (id, m) in loaded.Modules.OrderBy(kv => kv.Key.Layer).ThenBy(kv => kv.Key.Target))
+            {
+                var down = new float[m.GradDown!.ElementCount];
+                var up = new float[m.GradUp!.ElementCount];
+                model.Backend.Download(m.GradDown, down);
+                model.Backend.Download(m.GradUp, up);
+                var peft = m.ToPeft(down, up);
+                foreach (var (key, tensor) in new[] { (id.PeftKeyA, peft.A), (id.PeftKeyB, peft.B) })
+                {
+                    expected.Remove("grad." + key);
+                    rows.Add(CompareTensor(reference, "grad", "grad." + key, tensor, gradTol));
+                }
+            }
+            foreach (var name in expected.Order(StringComparer.Ordinal))
+                rows.Add(new ReferenceRow("grad", name, double.NaN, double.NaN, gradTol, false, "the adapter has no factor of this name"));
+        }
+        if (groups.Contains("merged"))
+        {
+            model.MergeAdapter(adapter);
+            try
+            {
+                rows.Add(CompareTensor(reference, "merged", "merged.logits", model.Forward(inputIds).Logits, forwardTol));
+            }
+            finally
+            {
+                model.UnmergeAdapter(adapter);
+            }
+        }
+    }
+
+    private static float CountedScale(int[,] labels)
+    {
+        int counted = 0;
+        for (int b = 0; b < labels.GetLength(0); b++)
+            for (int t = 1; t < labels.GetLength(1); t++)
+                if (labels[b, t] != -100) counted++;
+        return counted == 0 ? 0f : 1f / counted;
+    }
+
+    private static int[,] ReadIds(SafeTensorsFile reference, string name)
+    {
+        var info = reference.GetInfo(name);
+        var flat = reference.ReadInt64(name);
+        int b = (int)info.Shape[0], l = (int)info.Shape[1];
+        var ids = new int[b, l];
+        for (int i = 0; i < b; i++)
+            for (int j = 0; j < l; j++) ids[i, j] = checked((int)flat[i * l + j]);
+        return ids;
+    }
+
+    private static ReferenceRow CompareLoss(SafeTensorsFile reference, double got, double tolerance)
+    {
+        double expected = reference.ReadFloat32("loss")[0];
+        double abs = Math.Abs(got - expected);
+        double rel = abs / Math.Abs(expected);
+        return new ReferenceRow("loss", "loss", abs, rel, tolerance, rel <= tolerance,
+            string.Create(CultureInfo.InvariantCulture, $"got {got:G9}, reference {expected:G9}"));
+    }
+
+    /// <summary>max|out − ref| / max|ref| of one tensor against the reference's tensor of that name.</summary>
+    private static ReferenceRow CompareTensor(SafeTensorsFile reference, string group, string name, HostTensor output, double tolerance)
+    {
+        if (!reference.Contains(name))
+            return new ReferenceRow(group, name, double.NaN, double.NaN, tolerance, false, "absent from the reference file");
+        var info = reference.GetInfo(name);
+        var expected = reference.ReadFloat32(name);
+        if (!info.Shape.Select(x => (int)x).SequenceEqual(output.Shape))
+            return new ReferenceRow(group, name, double.NaN, double.NaN, tolerance, false,
+                $"shape [{string.Join(", ", output.Shape)}] != reference [{string.Join(", ", info.Shape)}]");
+        double maxAbs = 0, maxRef = 0;
+        for (long i = 0; i < expected.LongLength; i++)
+        {
+            double diff = Math.Abs((double)output.Data[i] - expected[i]);
+            if (double.IsNaN(diff)) diff = double.PositiveInfinity;
+            maxAbs = Math.Max(maxAbs, diff);
+            maxRef = Math.Max(maxRef, Math.Abs(expected[i]));
+        }
+        double rel = maxRef > 0 ? maxAbs / maxRef : maxAbs;
+        return new ReferenceRow(group, name, maxAbs, rel, tolerance, rel <= tolerance);
+    }
+
     /// <summary>
     /// d loss / d parameter for the fixture's labels (mean over counted tokens, as transformers' loss), compared with every
     /// <c>grad.{name}</c> of the reference; a parameter the reference lacks, or a reference gradient the model has no
@@ -156,12 +228,8 @@ public static class ReferenceCheck
     private static void CheckGradients(MambaForCausalLM model, int[,] inputIds, int[,] labels, SafeTensorsFile reference, double tolerance,
         List<ReferenceRow> rows, Action<string, string, HostTensor, double> compare)
     {
-        int counted = 0;
-        for (int b = 0; b < labels.GetLength(0); b++)
-            for (int t = 1; t < labels.GetLength(1); t++)
-                if (labels[b, t] != -100) counted++;
         model.ZeroGradients();
-        model.ForwardBackward(inputIds, labels, null, counted == 0 ? 0f : 1f / counted, recomputeActivations: false);
+        model.ForwardBackward(inputIds, labels, null, CountedScale(labels), recomputeActivations: false);
         var expected = new HashSet<string>(reference.Tensors.Keys.Where(n => n.StartsWith("grad.", StringComparison.Ordinal)), StringComparer.Ordinal);
         foreach (var entry in MambaParameterTable.Entries(model.Config))
         {

@@ -44,6 +44,9 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(Library)]
     internal static partial int mamba_mask_rows(MambaContextHandle context, IntPtr x, int dtype, IntPtr mask, long rows, long cols);
 
+    [LibraryImport(Library)]
+    internal static partial int mamba_scale_add(MambaContextHandle context, IntPtr x, int xDType, float alpha, IntPtr y, int yDType, float beta, long count);
+
     [LibraryImport(Library)] internal static partial int mamba_linear(MambaContextHandle context, in LinearParams parameters);
 
     [LibraryImport(Library)] internal static partial int mamba_causal_conv1d_fwd(MambaContextHandle context, in CausalConv1dParams parameters);

@@ -26,12 +26,12 @@ internal sealed partial class CpuBackend
 
     /// <inheritdoc />
     public double LinearCrossEntropyBackward(DeviceTensor hidden, DeviceTensor weight, ReadOnlySpan<int> targets, int ignoreIndex,
-        float gradScale, DeviceTensor gradHidden, DeviceTensor gradWeight, out int count)
+        float gradScale, DeviceTensor gradHidden, DeviceTensor? gradWeight, out int count)
     {
         var h = Cpu(hidden, nameof(hidden));
         var w = Cpu(weight, nameof(weight));
         var gh = Cpu(gradHidden, nameof(gradHidden));
-        var gw = Cpu(gradWeight, nameof(gradWeight));
+        var gw = gradWeight is null ? null : Cpu(gradWeight, nameof(gradWeight));
         if (w.Shape.Length != 2) throw new ArgumentException($"weight must be [V, d], got {w.ShapeText}", nameof(weight));
         int vocab = w.Dim(0), width = w.Dim(1);
         if (width == 0 || h.ElementCount % width != 0)
@@ -39,8 +39,8 @@ internal sealed partial class CpuBackend
         int rows = (int)(h.ElementCount / width);
         if (targets.Length != rows) throw new ArgumentException($"{targets.Length} targets for {rows} rows", nameof(targets));
         Expect(gh, nameof(gradHidden), rows, width);
-        Expect(gw, nameof(gradWeight), vocab, width);
-        return CpuCrossEntropyBackward.Run(h.Data, w.Data, targets, ignoreIndex, gradScale, gh.Data, gw.Data, rows, vocab, width, _parallel, out count);
+        if (gw is not null) Expect(gw, nameof(gradWeight), vocab, width);
+        return CpuCrossEntropyBackward.Run(h.Data, w.Data, targets, ignoreIndex, gradScale, gh.Data, gw is null ? default : gw.Data, rows, vocab, width, _parallel, out count);
     }
 
     /// <inheritdoc />
@@ -64,26 +64,26 @@ internal sealed partial class CpuBackend
 
     /// <inheritdoc />
     public void LinearBackward(DeviceTensor x, DeviceTensor weight, DeviceTensor gradY, DeviceTensor? gradX, bool accumulateGradX,
-        DeviceTensor gradWeight, DeviceTensor? gradBias)
+        DeviceTensor? gradWeight, DeviceTensor? gradBias)
     {
         var xt = Cpu(x, nameof(x));
         var w = Cpu(weight, nameof(weight));
         var gy = Cpu(gradY, nameof(gradY));
-        var gw = Cpu(gradWeight, nameof(gradWeight));
+        var gw = gradWeight is null ? null : Cpu(gradWeight, nameof(gradWeight));
         if (w.Shape.Length != 2) throw new ArgumentException($"weight must be [N, K], got {w.ShapeText}", nameof(weight));
         int n = w.Dim(0), k = w.Dim(1);
         if (k == 0 || xt.ElementCount % k != 0)
             throw new ArgumentException($"x {xt.ShapeText} has no rows of width {k} for weight {w.ShapeText}", nameof(x));
         int m = (int)(xt.ElementCount / k);
         Expect(gy, nameof(gradY), m, n);
-        Expect(gw, nameof(gradWeight), n, k);
+        if (gw is not null) Expect(gw, nameof(gradWeight), n, k);
         if (gradX is not null)
         {
             var gx = Cpu(gradX, nameof(gradX));
             Expect(gx, nameof(gradX), m, k);
             CpuLinearBackward.InputGradient(gy.Data, w.Data, gx.Data, accumulateGradX, m, n, k, _parallel);
         }
-        CpuLinearBackward.AddWeightGradient(gy.Data, xt.Data, k, gw.Data, m, n, k, _parallel);
+        if (gw is not null) CpuLinearBackward.AddWeightGradient(gy.Data, xt.Data, k, gw.Data, m, n, k, _parallel);
         if (gradBias is not null)
         {
             var gb = Cpu(gradBias, nameof(gradBias));

@@ -161,6 +161,19 @@ internal sealed partial class CpuBackend : IMambaBackend
     }
 
     /// <inheritdoc />
+    public void ScaleAdd(DeviceTensor x, float alpha, DeviceTensor y, float beta)
+    {
+        var xt = Cpu(x, nameof(x));
+        var yt = Cpu(y, nameof(y));
+        if (xt.ElementCount != yt.ElementCount)
+            throw new ArgumentException($"x {xt.ShapeText} and y {yt.ShapeText} differ in size", nameof(y));
+        var xs = xt.Data.AsSpan(0, (int)xt.ElementCount);
+        var ys = yt.Data.AsSpan(0, (int)yt.ElementCount);
+        if (beta == 0f) TensorPrimitives.Multiply(xs, alpha, ys);
+        else for (int i = 0; i < ys.Length; i++) ys[i] = MathF.FusedMultiplyAdd(beta, ys[i], alpha * xs[i]);
+    }
+
+    /// <inheritdoc />
     public void Linear(DeviceTensor x, DeviceTensor weight, DeviceTensor? bias, DeviceTensor y)
     {
         var xt = Cpu(x, nameof(x));

@@ -16,7 +16,7 @@ internal static class CpuCrossEntropyBackward
     /// <param name="hidden">[M, d]</param>
     /// <param name="weight">[V, d]</param>
     /// <param name="gradHidden">[M, d], overwritten</param>
-    /// <param name="gradWeight">[V, d], added to</param>
+    /// <param name="gradWeight">[V, d], added to; empty: a frozen weight, not computed</param>
     public static double Run(ReadOnlySpan<float> hidden, ReadOnlySpan<float> weight, ReadOnlySpan<int> targets, int ignoreIndex, float gradScale,
         Span<float> gradHidden, Span<float> gradWeight, int rows, int vocab, int width, ParallelOptions parallel, out int count)
     {
@@ -71,7 +71,7 @@ internal static class CpuCrossEntropyBackward
                 else Parallel.For(0, c, parallel, Row);
                 for (int i = 0; i < c; i++) sum += losses[i];
                 CpuLinearBackward.InputGradientTransposed(l, weightT, gradHidden.Slice(m0 * width, c * width), accumulate: false, c, vocab, width, parallel);
-                CpuLinearBackward.AddWeightGradient(l, h, width, gradWeight, c, vocab, width, parallel);
+                if (!gradWeight.IsEmpty) CpuLinearBackward.AddWeightGradient(l, h, width, gradWeight, c, vocab, width, parallel);
             }
         }
         finally

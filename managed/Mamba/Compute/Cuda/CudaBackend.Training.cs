@@ -24,21 +24,24 @@ internal sealed partial class CudaBackend
 
     /// <inheritdoc />
     public unsafe double LinearCrossEntropyBackward(DeviceTensor hidden, DeviceTensor weight, ReadOnlySpan<int> targets, int ignoreIndex,
-        float gradScale, DeviceTensor gradHidden, DeviceTensor gradWeight, out int count)
+        float gradScale, DeviceTensor gradHidden, DeviceTensor? gradWeight, out int count)
     {
         var h = Cuda(hidden, nameof(hidden));
         var w = Cuda(weight, nameof(weight));
         var gh = Cuda(gradHidden, nameof(gradHidden));
-        var gw = Cuda(gradWeight, nameof(gradWeight));
+        var gw = gradWeight is null ? null : Cuda(gradWeight, nameof(gradWeight));
         if (w.Shape.Length != 2) throw new ArgumentException($"weight must be [V, d], got {w.ShapeText}", nameof(weight));
         int vocab = w.Dim(0), width = w.Dim(1);
         if (width <= 0 || h.ElementCount % width != 0) throw new ArgumentException($"hidden {h.ShapeText} has no rows of {width}", nameof(hidden));
         long rows = h.ElementCount / width;
         if (targets.Length != rows) throw new ArgumentException($"{targets.Length} targets for {rows} rows", nameof(targets));
         RequireF32(gh, nameof(gradHidden));
-        RequireF32(gw, nameof(gradWeight));
         Expect(gh, nameof(gradHidden), rows, width);
-        Expect(gw, nameof(gradWeight), vocab, width);
+        if (gw is not null)
+        {
+            RequireF32(gw, nameof(gradWeight));
+            Expect(gw, nameof(gradWeight), vocab, width);
+        }
         for (int m = 0; m < targets.Length; m++)
             if (targets[m] != ignoreIndex && (uint)targets[m] >= (uint)vocab)
                 throw new ArgumentOutOfRangeException(nameof(targets), targets[m], $"target at row {m} is outside [0, {vocab})");
@@ -52,7 +55,7 @@ internal sealed partial class CudaBackend
             {
                 HiddenDType = (int)h.DType, WeightDType = (int)w.DType, IgnoreIndex = ignoreIndex, GradScale = gradScale,
                 Rows = rows, Vocab = vocab, Dim = width, Hidden = h.Pointer, Weight = w.Pointer, HostTargets = pt,
-                GradHidden = gh.Pointer, GradWeight = gw.Pointer, LossSum = &sum, Count = &n,
+                GradHidden = gh.Pointer, GradWeight = gw?.Pointer ?? IntPtr.Zero, LossSum = &sum, Count = &n,
             };
             Check(NativeMethods.mamba_linear_cross_entropy_bwd(Ctx, in p), "lm_head + cross-entropy backward");
         }
@@ -89,17 +92,21 @@ internal sealed partial class CudaBackend
 
     /// <inheritdoc />
     public void LinearBackward(DeviceTensor x, DeviceTensor weight, DeviceTensor gradY, DeviceTensor? gradX, bool accumulateGradX,
-        DeviceTensor gradWeight, DeviceTensor? gradBias)
+        DeviceTensor? gradWeight, DeviceTensor? gradBias)
     {
         var xt = Cuda(x, nameof(x));
         var w = Cuda(weight, nameof(weight));
         var gy = Cuda(gradY, nameof(gradY));
-        var gw = Cuda(gradWeight, nameof(gradWeight));
         var (n, k, m) = LinearShape(xt, w);
         Expect(gy, nameof(gradY), m, n);
-        RequireF32(gw, nameof(gradWeight));
-        Expect(gw, nameof(gradWeight), n, k);
-        var g = new LinearGrads { GradYDType = (int)gy.DType, GradY = gy.Pointer, GradW = gw.Pointer, AccumulateGradX = accumulateGradX ? 1 : 0 };
+        var g = new LinearGrads { GradYDType = (int)gy.DType, GradY = gy.Pointer, AccumulateGradX = accumulateGradX ? 1 : 0 };
+        if (gradWeight is not null)
+        {
+            var gw = Cuda(gradWeight, nameof(gradWeight));
+            RequireF32(gw, nameof(gradWeight));
+            Expect(gw, nameof(gradWeight), n, k);
+            g.GradW = gw.Pointer;
+        }
         if (gradX is not null)
         {
             var gx = Cuda(gradX, nameof(gradX));

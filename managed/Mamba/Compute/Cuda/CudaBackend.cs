@@ -299,6 +299,16 @@ internal sealed partial class CudaBackend : IMambaBackend
     }
 
     /// <inheritdoc />
+    public void ScaleAdd(DeviceTensor x, float alpha, DeviceTensor y, float beta)
+    {
+        var xt = Cuda(x, nameof(x));
+        var yt = Cuda(y, nameof(y));
+        if (xt.ElementCount != yt.ElementCount)
+            throw new ArgumentException($"x {xt.ShapeText} and y {yt.ShapeText} differ in size", nameof(y));
+        Check(NativeMethods.mamba_scale_add(Ctx, xt.Pointer, (int)xt.DType, alpha, yt.Pointer, (int)yt.DType, beta, xt.ElementCount), "scale_add");
+    }
+
+    /// <inheritdoc />
     public void Linear(DeviceTensor x, DeviceTensor weight, DeviceTensor? bias, DeviceTensor y)
     {
         var xt = Cuda(x, nameof(x));
