@@ -56,7 +56,7 @@ internal static class BenchCommand
                 name = parse.GetValue(config)!;
                 weights = MambaInitializer.Create(MambaConfig.Preset(name), seed: 1);
             }
-            using var lm = new MambaForCausalLM(weights, backend, activation);
+            using var lm = new MambaForCausalLM(weights, backend, activation, adoptWeights: true);
             weights = null!; // the host copy is no longer needed on GPUs
             long weightBytes = UsedBytes(backend) - beforeWeights;
             int chunkTokens = parse.GetValue(chunk);

@@ -59,7 +59,7 @@ public sealed class MambaModel : IDisposable
             log.LogInformation("Loaded {Directory}: {Summary}, {Parameters:N0} parameters stored as {DType}", directory, weights.Config.Summary(), weights.ParameterCount, weights.StoredDType);
             ct.ThrowIfCancellationRequested();
             progress?.Report(new ModelLoadProgress("upload", 0.6));
-            var network = new MambaForCausalLM(weights, backend, activation, ownsBackend: true);
+            var network = new MambaForCausalLM(weights, backend, activation, ownsBackend: true, adoptWeights: true);
             try
             {
                 ct.ThrowIfCancellationRequested();

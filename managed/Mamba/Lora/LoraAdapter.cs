@@ -51,6 +51,53 @@ public sealed class LoraAdapter
         Check(weightsPath);
     }
 
+    /// <summary>
+    /// A new adapter for <paramref name="model"/> initialised as PEFT's default (<c>init_lora_weights=True</c>): for each
+    /// module <paramref name="config"/> targets, a linear layer's A ~ U(−1/√in, 1/√in) (kaiming-uniform with a = √5) and
+    /// B = 0; the embedding's A = 0 and B ~ N(0, 1). The adapter therefore changes nothing until it is trained.
+    /// </summary>
+    /// <exception cref="MambaConfigException">The configuration is invalid or targets no module of the model.</exception>
+    public static LoraAdapter CreateInitialized(LoraConfig config, MambaConfig model, int seed)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(model);
+        config.Validate();
+        var rng = new Random(seed);
+        var modules = new Dictionary<LoraModuleId, LoraModuleWeights>();
+        var candidates = new List<LoraModuleId> { LoraModuleId.Embeddings };
+        for (int layer = 0; layer < model.NumHiddenLayers; layer++)
+            foreach (var t in new[] { LoraTarget.InProj, LoraTarget.XProj, LoraTarget.DtProj, LoraTarget.OutProj })
+                candidates.Add(LoraModuleId.ForLayer(t, layer));
+        foreach (var id in candidates.Where(id => config.IsTargeted(id.ModulePath)))
+        {
+            int r = config.RankFor(id.ModulePath);
+            var (inF, outF) = id.Target switch
+            {
+                LoraTarget.Embeddings => (model.VocabSize, model.HiddenSize),
+                LoraTarget.InProj => (model.HiddenSize, 2 * model.IntermediateSize),
+                LoraTarget.XProj => (model.IntermediateSize, model.TimeStepRank + 2 * model.StateSize),
+                LoraTarget.DtProj => (model.TimeStepRank, model.IntermediateSize),
+                _ => (model.IntermediateSize, model.HiddenSize),
+            };
+            var a = new float[(long)r * inF];
+            var b = new float[(long)outF * r];
+            if (id.IsEmbedding)
+                for (int i = 0; i < b.Length; i++) b[i] = (float)Gaussian(rng);
+            else
+            {
+                double bound = 1 / Math.Sqrt(inF);
+                for (int i = 0; i < a.Length; i++) a[i] = (float)((rng.NextDouble() * 2 - 1) * bound);
+            }
+            modules[id] = new LoraModuleWeights(new HostTensor(a, [r, inF]), new HostTensor(b, [outF, r]));
+        }
+        if (modules.Count == 0)
+            throw new MambaConfigException("target_modules", $"[{string.Join(", ", config.TargetModules)}] selects no module of this model (embeddings, in_proj, x_proj, dt_proj, out_proj)");
+        return new LoraAdapter(config, modules);
+    }
+
+    private static double Gaussian(Random rng) =>
+        Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble())) * Math.Cos(2 * Math.PI * rng.NextDouble());
+
     // ------------------------------------------------------------------ loading and saving
 
     /// <summary>Reads a PEFT adapter folder (<c>adapter_config.json</c> and <c>adapter_model.safetensors</c>; F32, F16 or BF16 tensors, read as float32).</summary>

@@ -67,8 +67,14 @@ public sealed partial class MambaForCausalLM : IDisposable, ITrainableModel
     public MambaForCausalLM(MambaWeights weights)
         : this(weights, BackendSelector.Create(new MambaModelOptions { Backend = BackendPreference.Cpu }, out _, out _), DType.F32, ownsBackend: true) { }
 
-    /// <summary>Uploads <paramref name="weights"/> to <paramref name="backend"/>; when <paramref name="ownsBackend"/>, disposing the model disposes the backend.</summary>
-    internal MambaForCausalLM(MambaWeights weights, IMambaBackend backend, DType activationDType = DType.F32, bool ownsBackend = false)
+    /// <summary>
+    /// Uploads <paramref name="weights"/> to <paramref name="backend"/>; when <paramref name="ownsBackend"/>, disposing the
+    /// model disposes the backend. With <paramref name="adoptWeights"/> a backend may keep the weight arrays themselves
+    /// instead of copies (the caller drops them: loading from disk); otherwise changing the model's weights (merging
+    /// an adapter, training) never changes <paramref name="weights"/>.
+    /// </summary>
+    internal MambaForCausalLM(MambaWeights weights, IMambaBackend backend, DType activationDType = DType.F32, bool ownsBackend = false,
+        bool adoptWeights = false)
     {
         ArgumentNullException.ThrowIfNull(weights);
         ArgumentNullException.ThrowIfNull(backend);
@@ -83,7 +89,7 @@ public sealed partial class MambaForCausalLM : IDisposable, ITrainableModel
         {
             _parameters = new ParameterStore<DeviceTensor>(Config, entry =>
             {
-                var tensor = Upload(weights.Values[entry.Key], entry);
+                var tensor = Upload(weights.Values[entry.Key], entry, adoptWeights);
                 uploaded.Add(tensor);
                 return tensor;
             });
@@ -98,11 +104,11 @@ public sealed partial class MambaForCausalLM : IDisposable, ITrainableModel
     }
 
     /// <summary>Puts one parameter on the backend in the form its table entry names.</summary>
-    private DeviceTensor Upload(float[] data, ParameterEntry entry) => entry.Spec.Form switch
+    private DeviceTensor Upload(float[] data, ParameterEntry entry, bool adopt) => entry.Spec.Form switch
     {
-        ParameterForm.Matrix => Backend.UploadOwned(data, ActivationDType, entry.DeviceShape),
+        ParameterForm.Matrix => adopt ? Backend.UploadOwned(data, ActivationDType, entry.DeviceShape) : Backend.Upload(data, ActivationDType, entry.DeviceShape),
         ParameterForm.NegExp => Backend.UploadOwned(NegExp(data), DType.F32, entry.DeviceShape),
-        _ => Backend.UploadOwned(data, DType.F32, entry.DeviceShape),
+        _ => adopt ? Backend.UploadOwned(data, DType.F32, entry.DeviceShape) : Backend.Upload(data, DType.F32, entry.DeviceShape),
     };
 
     private static float[] NegExp(float[] aLog)
@@ -117,12 +123,12 @@ public sealed partial class MambaForCausalLM : IDisposable, ITrainableModel
     {
         var weights = CheckpointLoader.LoadWeights(directory);
         var backend = BackendSelector.Create(options ?? new MambaModelOptions { Backend = BackendPreference.Cpu }, out _, out var activation);
-        return new MambaForCausalLM(weights, backend, activation, ownsBackend: true);
+        return new MambaForCausalLM(weights, backend, activation, ownsBackend: true, adoptWeights: true);
     }
 
     /// <summary>Loads a model folder onto <paramref name="backend"/> (not owned by the model).</summary>
     internal static MambaForCausalLM FromPretrained(string directory, IMambaBackend backend, DType activationDType = DType.F32) =>
-        new(CheckpointLoader.LoadWeights(directory), backend, activationDType);
+        new(CheckpointLoader.LoadWeights(directory), backend, activationDType, adoptWeights: true);
 
     /// <summary>The configuration.</summary>
     public MambaConfig Config { get; }
