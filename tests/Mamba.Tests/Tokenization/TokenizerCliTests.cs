@@ -54,6 +54,38 @@ public class TokenizerCliTests
     }
 
     [Test]
+    public void TokenizeCountsAFileAndAJsonlFilesDocuments()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), $"mamba-count-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(dir);
+        try
+        {
+            var text = Path.Combine(dir, "a.txt");
+            File.WriteAllText(text, "Hey how are you doing?");
+            var (code, output, _) = Run("tokenize", "-t", TestFixtures.Tokenizer("tokenizer.json"), "--file", text, "--count");
+            Assert.That(code, Is.Zero);
+            Assert.That(output.Trim(), Is.EqualTo("6"));
+
+            var jsonl = Path.Combine(dir, "a.jsonl");
+            File.WriteAllText(jsonl, "{\"text\": \"Hey how are you doing?\"}\n\n{\"text\": \"ok\", \"source\": \"x\"}\n");
+            (code, output, _) = Run("tokenize", "-t", TestFixtures.Tokenizer("tokenizer.json"), "--file", jsonl, "--jsonl-field", "text", "--json");
+            Assert.That(code, Is.Zero, output);
+            using var doc = JsonDocument.Parse(output);
+            Assert.That(doc.RootElement.GetProperty("count").GetInt64(), Is.EqualTo(7));
+            Assert.That(doc.RootElement.GetProperty("documents").GetInt64(), Is.EqualTo(2));
+
+            string error;
+            (code, _, error) = Run("tokenize", "-t", TestFixtures.Tokenizer("tokenizer.json"), "--file", jsonl, "--jsonl-field", "body");
+            Assert.That(code, Is.EqualTo(2));
+            Assert.That(error, Does.Contain("a.jsonl:1").And.Contain("body"));
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    [Test]
     public void TokenizeNeedsExactlyOneInput()
     {
         var (code, _, error) = Run("tokenize", "--tokenizer", TestFixtures.Tokenizer("tokenizer.json"));

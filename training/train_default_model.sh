@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Trains the bundled default model (issue 15) from scratch on the text of prepare_default_corpus.sh, then computes the
+# unigram/bigram perplexities of the same validation tokens for the model card.
+#   training/train_default_model.sh DATA_DIR OUT_DIR
+# DATA_DIR holds train.jsonl and valid.jsonl (or corpus.tar.xz, unpacked here). The mamba CLI: $MAMBA_CLI (e.g.
+# MAMBA_CLI="dotnet /path/mamba.dll" on a host with only the .NET runtime), else `dotnet run` of managed/Mamba.Cli.
+# Every setting below can be overridden from the environment (a CPU smoke test: DEVICE=cpu HIDDEN=32 LAYERS=2
+# MAX_STEPS=3 BATCH=2 MAX_LENGTH=64 BF16=0 ...).
+#
+# Shape: GPT-NeoX tokenizer, vocab 50280, tied embeddings, E = 2H, N = 16, R = ceil(H/16). Parameters
+# 50280·H + L·(2EH + EH + E(R+2N) + RE + E + EN + E + 4E + E + H) + H; H=240, L=6: 14,387,280, i.e. 28.8 MB in bf16
+# (model.safetensors), with tokenizer.json (2.47 MB) about 31.3 MB: under 32 MB. (H=256, L=5 is 30.1 MB of weights,
+# 32.7 MB with the tokenizer: under 32 MiB but not 32 MB.)
+# Budget: ~5 minutes on one H100 at ~400k tokens/s: 6,000 steps x 32 x 512 tokens = 98M tokens, about 18 passes
+# over the ~5.5M training tokens; the evaluation every 500 steps shows when more passes stop helping.
+set -euo pipefail
+data=${1:?usage: train_default_model.sh DATA_DIR OUT_DIR}
+out=${2:?usage: train_default_model.sh DATA_DIR OUT_DIR}
+
+PRESET=${PRESET:-130m}
+HIDDEN=${HIDDEN:-240}
+LAYERS=${LAYERS:-6}
+MAX_LENGTH=${MAX_LENGTH:-512}
+BATCH=${BATCH:-32}
+GRAD_ACCUM=${GRAD_ACCUM:-1}
+LR=${LR:-2e-3}
+WARMUP=${WARMUP:-200}
+SCHEDULER=${SCHEDULER:-cosine}
+WEIGHT_DECAY=${WEIGHT_DECAY:-0.1}
+MAX_STEPS=${MAX_STEPS:-6000}
+EVAL_STEPS=${EVAL_STEPS:-500}
+EVAL_BATCH=${EVAL_BATCH:-32}
+LOGGING_STEPS=${LOGGING_STEPS:-10}
+SAVE_STEPS=${SAVE_STEPS:-0}
+SEED=${SEED:-1}
+DEVICE=${DEVICE:-cuda}
+BF16=${BF16:-1}
+PYTHON=${PYTHON:-python3}
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+if [ -n "${MAMBA_CLI:-}" ]; then read -r -a mamba <<< "$MAMBA_CLI"
+else mamba=(dotnet run --project "$repo/managed/Mamba.Cli" -c Release --); fi
+
+if [ ! -f "$data/train.jsonl" ] && [ -f "$data/corpus.tar.xz" ]; then tar xJf "$data/corpus.tar.xz" -C "$data"; fi
+for f in train.jsonl valid.jsonl; do [ -f "$data/$f" ] || { echo "train_default_model: no $data/$f" >&2; exit 1; }; done
+mkdir -p "$out"
+
+args=(train --preset "$PRESET" --hidden-size "$HIDDEN" --layers "$LAYERS"
+  --data "$data/train.jsonl" --eval-data "$data/valid.jsonl" --output "$out" --device "$DEVICE"
+  --max-length "$MAX_LENGTH" --per-device-train-batch-size "$BATCH" --per-device-eval-batch-size "$EVAL_BATCH"
+  --gradient-accumulation-steps "$GRAD_ACCUM" --learning-rate "$LR" --warmup-steps "$WARMUP"
+  --lr-scheduler-type "$SCHEDULER" --weight-decay "$WEIGHT_DECAY" --max-steps "$MAX_STEPS"
+  --eval-steps "$EVAL_STEPS" --logging-steps "$LOGGING_STEPS" --save-steps "$SAVE_STEPS" --seed "$SEED")
+[ "$BF16" = 1 ] && args+=(--bf16)
+
+echo "+ ${mamba[*]} ${args[*]}" | tee "$out/command.txt"
+start=$(date +%s)
+"${mamba[@]}" "${args[@]}" 2>&1 | tee "$out/train.log"
+echo "train_default_model: training took $(( $(date +%s) - start )) s" | tee -a "$out/train.log"
+
+# Baselines over exactly the trainer's tokens (its int32 caches, EOS after each document).
+"$PYTHON" "$here/ngram_baselines.py" --token-cache "$out/data-cache/tokens.bin" "$out/data-cache/eval/tokens.bin" \
+  | tee "$out/ngram_baselines.txt"
