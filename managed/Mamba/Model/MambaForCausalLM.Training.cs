@@ -191,8 +191,23 @@ public sealed partial class MambaForCausalLM
 
     IMambaBackend ITrainableModel.Backend => Backend;
     TrainingStepResult ITrainableModel.EvaluationLoss(int[,] inputIds, int[,] labels) => EvaluationLoss(inputIds, labels);
-    ParameterStore<DeviceTensor> ITrainableModel.Parameters => Parameters;
-    ParameterStore<DeviceTensor> ITrainableModel.Gradients => Gradients;
+
+    IReadOnlyList<TrainableTensor> ITrainableModel.TrainableTensors => MambaParameterTable.Entries(Config)
+        .Select(e => new TrainableTensor(e.Name, e.StoredShape, _parameters[e.Key], Gradients[e.Key], e.Spec.WeightDecay, e.Spec.Form == ParameterForm.NegExp))
+        .ToArray();
+
+    void ITrainableModel.SaveTrained(string directory, IReadOnlyList<float[]> masters, string tokenizerPath) =>
+        Training.TrainerCheckpoint.SaveModel(directory, Config, ParameterStoreOf(Config, masters), tokenizerPath);
+
+    /// <summary>Values in table order (as <see cref="ITrainableModel.TrainableTensors"/> lists them) as a store.</summary>
+    internal static ParameterStore<float[]> ParameterStoreOf(MambaConfig config, IReadOnlyList<float[]> values)
+    {
+        var entries = MambaParameterTable.Entries(config).ToArray();
+        if (values.Count != entries.Length) throw new ArgumentException($"{values.Count} tensors for {entries.Length} parameters", nameof(values));
+        var index = entries.Select((e, i) => (e.Key, i)).ToDictionary(x => x.Key, x => x.i);
+        return new ParameterStore<float[]>(config, e => values[index[e.Key]]);
+    }
+
     void ITrainableModel.ZeroGradients() => ZeroGradients();
     TrainingStepResult ITrainableModel.ForwardBackward(int[,] inputIds, int[,] labels, int[,]? attentionMask, float gradientScale, bool recomputeActivations) =>
         ForwardBackward(inputIds, labels, attentionMask, gradientScale, recomputeActivations);

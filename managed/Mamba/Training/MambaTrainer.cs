@@ -29,10 +29,10 @@ public sealed class MambaTrainer : IDisposable
     private readonly ILogger _log;
     private readonly string _tokenizerPath;
     private readonly MambaTokenizer _tokenizer;
-    private readonly ParameterEntry[] _entries;
-    private readonly ParameterStore<DeviceTensor> _master;
-    private readonly ParameterStore<DeviceTensor> _m;
-    private readonly ParameterStore<DeviceTensor> _v;
+    private readonly TrainableTensor[] _tensors;
+    private readonly DeviceTensor[] _master;
+    private readonly DeviceTensor[] _m;
+    private readonly DeviceTensor[] _v;
     private bool _disposed;
 
     /// <summary>
@@ -46,10 +46,32 @@ public sealed class MambaTrainer : IDisposable
     {
     }
 
+    /// <summary>
+    /// A trainer for the LoRA adapter <paramref name="adapter"/> (loaded on <paramref name="model"/>): the base model is
+    /// frozen, only the adapter's factors have gradients, master weights and moments, and the output folders hold the
+    /// adapter in PEFT's format (<c>adapter_config.json</c>, <c>adapter_model.safetensors</c>).
+    /// </summary>
+    /// <remarks><paramref name="initial"/>: the adapter's F32 starting values (required when the model computes in a
+    /// 16-bit dtype, where the loaded copy is rounded); by default they are read from the loaded adapter.</remarks>
+    /// <exception cref="ArgumentException">An option is invalid, or the adapter belongs to another model.</exception>
+    public MambaTrainer(MambaForCausalLM model, Lora.LoadedLoraAdapter adapter, string tokenizerPath, TrainingOptions options, ILogger? logger = null,
+        Lora.LoraAdapter? initial = null)
+        : this(new LoraTrainingModel(AsTrainableModel(model), adapter, initial), (IReadOnlyList<float[]>?)null, tokenizerPath, options, logger, null)
+    {
+    }
+
     internal MambaTrainer(ITrainableModel model, MambaWeights initialWeights, string tokenizerPath, TrainingOptions options, ILogger? logger, IOptimizerOps? ops)
+        : this(model, InitialValues(model, initialWeights), tokenizerPath, options, logger, ops)
+    {
+    }
+
+    /// <summary>
+    /// The general form: <paramref name="initialValues"/> are the F32 master values in <see cref="ITrainableModel.TrainableTensors"/>
+    /// order (null: read back from the model's own tensors, which must then be F32-exact, as LoRA factors are uploaded).
+    /// </summary>
+    internal MambaTrainer(ITrainableModel model, IReadOnlyList<float[]>? initialValues, string tokenizerPath, TrainingOptions options, ILogger? logger, IOptimizerOps? ops)
     {
         ArgumentNullException.ThrowIfNull(model);
-        ArgumentNullException.ThrowIfNull(initialWeights);
         ArgumentNullException.ThrowIfNull(options);
         ArgumentException.ThrowIfNullOrEmpty(tokenizerPath);
         options.Validate();
@@ -62,18 +84,39 @@ public sealed class MambaTrainer : IDisposable
         _ops = ops ?? new BackendOptimizerOps(model.Backend);
         _tokenizerPath = tokenizerPath;
         _tokenizer = MambaTokenizer.FromFile(tokenizerPath);
-        _entries = MambaParameterTable.Entries(model.Config).ToArray();
-        foreach (var e in _entries)
+        _tensors = model.TrainableTensors.ToArray();
+        var backend = model.Backend;
+        initialValues ??= model is LoraTrainingModel lora ? lora.InitialValues : throw new ArgumentNullException(nameof(initialValues));
+        if (initialValues.Count != _tensors.Length)
+            throw new ArgumentException($"{initialValues.Count} initial tensors for {_tensors.Length} trainable ones", nameof(initialValues));
+        for (int i = 0; i < _tensors.Length; i++)
+            if (initialValues[i].LongLength != _tensors[i].ElementCount)
+                throw new ArgumentException($"the initial {_tensors[i].Name} has {initialValues[i].LongLength} values, the model {_tensors[i].ElementCount}", nameof(initialValues));
+        _master = _tensors.Select((t, i) => backend.Upload(initialValues[i], DType.F32, t.Parameter.Shape)).ToArray();
+        _m = _tensors.Select(t => backend.Allocate(DType.F32, t.Parameter.Shape)).ToArray();
+        _v = _tensors.Select(t => backend.Allocate(DType.F32, t.Parameter.Shape)).ToArray();
+        foreach (var t in _m.Concat(_v)) backend.Zero(t);
+    }
+
+    /// <summary>The full model's initial values in table order, checked against the table.</summary>
+    private static float[][] InitialValues(ITrainableModel model, MambaWeights initialWeights)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(initialWeights);
+        return MambaParameterTable.Entries(model.Config).Select(e =>
         {
             var values = initialWeights.Values.TryGet(e.Key)
                 ?? throw new ArgumentException($"the initial weights have no {e.Name}", nameof(initialWeights));
             if (values.LongLength != e.ElementCount)
                 throw new ArgumentException($"the initial weights' {e.Name} has {values.LongLength} values, the model {e.ElementCount}", nameof(initialWeights));
-        }
-        var backend = model.Backend;
-        _master = new ParameterStore<DeviceTensor>(model.Config, e => backend.Upload(initialWeights.Values[e.Key], DType.F32, e.DeviceShape));
-        _m = new ParameterStore<DeviceTensor>(model.Config, e => backend.Allocate(DType.F32, e.DeviceShape));
-        _v = new ParameterStore<DeviceTensor>(model.Config, e => backend.Allocate(DType.F32, e.DeviceShape));
+            return values;
+        }).ToArray();
+    }
+
+    private static MambaForCausalLM AsTrainableModel(MambaForCausalLM model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        return model;
     }
 
     private static ITrainableModel AsTrainable(MambaForCausalLM model)
@@ -163,7 +206,7 @@ public sealed class MambaTrainer : IDisposable
                 lossSum += _model.ForwardBackward(batch, batch, null, (float)(1.0 / counted), o.GradientCheckpointing).LossSum;
             double loss = lossSum / counted;
             double sumSquares = 0;
-            foreach (var e in _entries) sumSquares += _ops.SumOfSquares(_model.Gradients[e.Key]);
+            foreach (var t in _tensors) sumSquares += _ops.SumOfSquares(t.Gradient);
             double gradNorm = Math.Sqrt(sumSquares);
             bool skipped = !double.IsFinite(loss) || !double.IsFinite(gradNorm);
             if (skipped)
@@ -244,15 +287,15 @@ public sealed class MambaTrainer : IDisposable
         float clip = o.MaxGradNorm > 0 && gradNorm > o.MaxGradNorm ? (float)(o.MaxGradNorm / (gradNorm + 1e-6)) : 1f;
         state.OptimizerSteps++;
         int t = state.OptimizerSteps;
-        foreach (var e in _entries)
+        for (int i = 0; i < _tensors.Length; i++)
         {
+            var tensor = _tensors[i];
             var args = new AdamWStepArgs(
                 LearningRate: (float)lr, Beta1: (float)o.AdamBeta1, Beta2: (float)o.AdamBeta2, Epsilon: (float)o.AdamEpsilon,
-                WeightDecay: e.Spec.WeightDecay ? (float)o.WeightDecay : 0f,
+                WeightDecay: tensor.WeightDecay ? (float)o.WeightDecay : 0f,
                 BiasCorrection1: (float)(1 - Math.Pow(o.AdamBeta1, t)), BiasCorrection2: (float)(1 - Math.Pow(o.AdamBeta2, t)),
                 GradientScale: clip);
-            _ops.AdamWStep(_master[e.Key], _model.Gradients[e.Key], _m[e.Key], _v[e.Key], _model.Parameters[e.Key],
-                e.Spec.Form == ParameterForm.NegExp, args);
+            _ops.AdamWStep(_master[i], tensor.Gradient, _m[i], _v[i], tensor.Parameter, tensor.NegExp, args);
         }
     }
 
@@ -304,19 +347,19 @@ public sealed class MambaTrainer : IDisposable
     /// <summary>JSON has no NaN or ∞: those become null.</summary>
     private static JsonNode? Finite(double value) => double.IsFinite(value) ? JsonValue.Create(value) : null;
 
-    private ParameterStore<float[]> Download(ParameterStore<DeviceTensor> tensors) => new(_model.Config, e =>
+    private float[][] Download(DeviceTensor[] tensors) => tensors.Select(t =>
     {
-        var data = new float[e.ElementCount];
-        _model.Backend.Download(tensors[e.Key], data);
+        var data = new float[t.ElementCount];
+        _model.Backend.Download(t, data);
         return data;
-    });
+    }).ToArray();
 
     private string SaveCheckpoint(TrainerState state)
     {
         var dir = Path.Combine(_options.OutputDir, TrainerCheckpoint.FolderName(state.GlobalStep));
         var masters = Download(_master);
-        TrainerCheckpoint.SaveModel(dir, _model.Config, masters, _tokenizerPath);
-        TrainerCheckpoint.SaveOptimizer(Path.Combine(dir, TrainerCheckpoint.OptimizerFile), _model.Config, masters, Download(_m), Download(_v));
+        _model.SaveTrained(dir, masters, _tokenizerPath);
+        TrainerCheckpoint.SaveOptimizer(Path.Combine(dir, TrainerCheckpoint.OptimizerFile), _tensors, masters, Download(_m), Download(_v));
         state.Save(Path.Combine(dir, TrainerCheckpoint.StateFile));
         _log.LogInformation("saved {Path}", dir);
         return dir;
@@ -324,7 +367,7 @@ public sealed class MambaTrainer : IDisposable
 
     private void SaveFinal(TrainerState state)
     {
-        TrainerCheckpoint.SaveModel(_options.OutputDir, _model.Config, Download(_master), _tokenizerPath);
+        _model.SaveTrained(_options.OutputDir, Download(_master), _tokenizerPath);
         state.Save(Path.Combine(_options.OutputDir, TrainerCheckpoint.StateFile));
         _log.LogInformation("saved the final model to {Path}", _options.OutputDir);
     }
@@ -341,16 +384,14 @@ public sealed class MambaTrainer : IDisposable
             _log.LogWarning("the checkpoint's run had {Old} steps, this one {New}: the learning-rate schedule changes", state.MaxSteps, fresh.MaxSteps);
         state.Seed = fresh.Seed;
         state.MaxSteps = fresh.MaxSteps;
-        var (masters, m, v) = TrainerCheckpoint.LoadOptimizer(Path.Combine(dir, TrainerCheckpoint.OptimizerFile), _model.Config);
+        var (masters, m, v) = TrainerCheckpoint.LoadOptimizer(Path.Combine(dir, TrainerCheckpoint.OptimizerFile), _tensors);
         var backend = _model.Backend;
-        foreach (var e in _entries)
+        for (int i = 0; i < _tensors.Length; i++)
         {
-            Overwrite(_master[e.Key], masters[e.Key]);
-            Overwrite(_m[e.Key], m[e.Key]);
-            Overwrite(_v[e.Key], v[e.Key]);
-            var parameter = _model.Parameters[e.Key];
-            var form = e.Spec.Form == ParameterForm.NegExp ? masters[e.Key].Select(x => -MathF.Exp(x)).ToArray() : masters[e.Key];
-            Overwrite(parameter, form);
+            Overwrite(_master[i], masters[i]);
+            Overwrite(_m[i], m[i]);
+            Overwrite(_v[i], v[i]);
+            Overwrite(_tensors[i].Parameter, _tensors[i].NegExp ? masters[i].Select(x => -MathF.Exp(x)).ToArray() : masters[i]);
         }
         _log.LogInformation("resumed from {Path} at step {Step} (epoch {Epoch}, position {Position})", dir, state.GlobalStep, state.DataEpoch, state.DataPosition);
         return state;
@@ -367,7 +408,6 @@ public sealed class MambaTrainer : IDisposable
     {
         if (_disposed) return;
         _disposed = true;
-        foreach (var store in new[] { _master, _m, _v })
-            foreach (var (_, tensor) in store.Items) tensor.Dispose();
+        foreach (var tensor in _master.Concat(_m).Concat(_v)) tensor.Dispose();
     }
 }

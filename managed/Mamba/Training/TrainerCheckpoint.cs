@@ -41,35 +41,34 @@ internal static class TrainerCheckpoint
             File.Copy(tokenizerPath, tokenizerTarget, overwrite: true);
     }
 
-    /// <summary>Writes the optimizer tensors (master, m, v per parameter) as float32 safetensors.</summary>
-    public static void SaveOptimizer(string path, MambaConfig config, ParameterStore<float[]> masters, ParameterStore<float[]> m, ParameterStore<float[]> v)
+    /// <summary>Writes the optimizer tensors (master, m, v per trainable tensor) as float32 safetensors.</summary>
+    public static void SaveOptimizer(string path, IReadOnlyList<TrainableTensor> tensors, IReadOnlyList<float[]> masters, IReadOnlyList<float[]> m, IReadOnlyList<float[]> v)
     {
-        var tensors = new Dictionary<string, (float[] data, long[] shape)>();
-        foreach (var entry in MambaParameterTable.Entries(config))
+        var data = new Dictionary<string, (float[] data, long[] shape)>();
+        for (int i = 0; i < tensors.Count; i++)
         {
-            tensors[entry.Name + ".master"] = (masters[entry.Key], entry.StoredShape);
-            tensors[entry.Name + ".exp_avg"] = (m[entry.Key], entry.StoredShape);
-            tensors[entry.Name + ".exp_avg_sq"] = (v[entry.Key], entry.StoredShape);
+            data[tensors[i].Name + ".master"] = (masters[i], tensors[i].SavedShape);
+            data[tensors[i].Name + ".exp_avg"] = (m[i], tensors[i].SavedShape);
+            data[tensors[i].Name + ".exp_avg_sq"] = (v[i], tensors[i].SavedShape);
         }
-        SafeTensorsWriter.WriteFloat32(path, tensors, "F32");
+        SafeTensorsWriter.WriteFloat32(path, data, "F32");
     }
 
-    /// <summary>Reads optimizer tensors written by <see cref="SaveOptimizer"/>, checking names and shapes against <paramref name="config"/>.</summary>
-    public static (ParameterStore<float[]> Masters, ParameterStore<float[]> M, ParameterStore<float[]> V) LoadOptimizer(string path, MambaConfig config)
+    /// <summary>Reads optimizer tensors written by <see cref="SaveOptimizer"/>, checking names and shapes against <paramref name="tensors"/>.</summary>
+    public static (float[][] Masters, float[][] M, float[][] V) LoadOptimizer(string path, IReadOnlyList<TrainableTensor> tensors)
     {
         if (!File.Exists(path)) throw new MambaFormatException("the checkpoint has no optimizer state", path);
         using var file = SafeTensorsFile.Open(path);
-        float[] Read(ParameterEntry entry, string suffix)
+        float[] Read(TrainableTensor tensor, string suffix)
         {
-            var name = entry.Name + suffix;
-            if (!file.Contains(name)) throw new MambaFormatException("missing tensor (the checkpoint is of another model shape?)", path, name);
+            var name = tensor.Name + suffix;
+            if (!file.Contains(name)) throw new MambaFormatException("missing tensor (the checkpoint is of another model or adapter shape?)", path, name);
             var info = file.GetInfo(name);
-            if (info.DType != "F32" || !info.Shape.SequenceEqual(entry.StoredShape))
-                throw new MambaFormatException($"is {info.DType} [{string.Join(", ", info.Shape)}], expected F32 [{string.Join(", ", entry.StoredShape)}]", path, name);
+            if (info.DType != "F32" || !info.Shape.SequenceEqual(tensor.SavedShape))
+                throw new MambaFormatException($"is {info.DType} [{string.Join(", ", info.Shape)}], expected F32 [{string.Join(", ", tensor.SavedShape)}]", path, name);
             return file.ReadFloat32(name);
         }
-        return (new ParameterStore<float[]>(config, e => Read(e, ".master")),
-            new ParameterStore<float[]>(config, e => Read(e, ".exp_avg")),
-            new ParameterStore<float[]>(config, e => Read(e, ".exp_avg_sq")));
+        return (tensors.Select(t => Read(t, ".master")).ToArray(), tensors.Select(t => Read(t, ".exp_avg")).ToArray(),
+            tensors.Select(t => Read(t, ".exp_avg_sq")).ToArray());
     }
 }

@@ -51,6 +51,13 @@ internal sealed class QuadraticTrainableModel : ITrainableModel, IDisposable
 
     public ParameterStore<DeviceTensor> Gradients => _gradients ??= new ParameterStore<DeviceTensor>(Config, e => _backend.Allocate(DType.F32, e.DeviceShape));
 
+    public IReadOnlyList<TrainableTensor> TrainableTensors => _entries
+        .Select(e => new TrainableTensor(e.Name, e.StoredShape, Parameters[e.Key], Gradients[e.Key], e.Spec.WeightDecay, e.Spec.Form == ParameterForm.NegExp))
+        .ToArray();
+
+    public void SaveTrained(string directory, IReadOnlyList<float[]> masters, string tokenizerPath) =>
+        TrainerCheckpoint.SaveModel(directory, Config, MambaForCausalLM.ParameterStoreOf(Config, masters), tokenizerPath);
+
     public void ZeroGradients()
     {
         foreach (var e in _entries)
