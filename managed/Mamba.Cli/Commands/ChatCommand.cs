@@ -14,9 +14,10 @@ internal static class ChatCommand
         var threads = CommonOptions.Threads();
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Longest answer in tokens", DefaultValueFactory = _ => 128 };
         var system = new Option<string?>("--system") { Description = "A system message placed before the conversation" };
+        var adapter = ModelOptions.Adapter();
         var command = new Command("chat", "Chat with the model (plain transcript format; type /exit or end input to quit, Ctrl+C stops an answer).")
         {
-            model, device, dtype, threads, maxNew, system,
+            model, device, dtype, threads, maxNew, system, adapter,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -25,6 +26,8 @@ internal static class ChatCommand
             var history = new List<ChatMessage>();
             if (parse.GetValue(system) is { Length: > 0 } text) history.Add(new ChatMessage(ChatRole.System, text));
             var options = new ChatOptions { MaxOutputTokens = parse.GetValue(maxNew) };
+            if (ModelOptions.LoadAdapter(lm, parse.GetValue(adapter)) is { } adapterName)
+                options.AdditionalProperties = new AdditionalPropertiesDictionary { [MambaChatClient.AdapterProperty] = adapterName };
             CancellationTokenSource? answer = null;
             ConsoleCancelEventHandler onCancel = (_, e) =>
             {

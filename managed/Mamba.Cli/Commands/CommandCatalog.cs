@@ -16,5 +16,6 @@ internal static class CommandCatalog
         yield return TokenizeCommand.Create();
         yield return CheckTokenizerCommand.Create();
         yield return TrainCommand.Create();
+        yield return FinetuneCommand.Create();
     }
 }

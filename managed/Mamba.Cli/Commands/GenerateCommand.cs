@@ -26,10 +26,11 @@ internal static class GenerateCommand
         var device = CommonOptions.Device("auto");
         var dtype = CommonOptions.DType();
         var threads = CommonOptions.Threads();
+        var adapter = ModelOptions.Adapter();
         var json = new Option<bool>("--json") { Description = "Print one JSON object per prompt (prompt_ids, output_ids, text, finish_reason)" };
         var command = new Command("generate", "Generate text from one or more prompts.")
         {
-            model, prompt, promptIds, maxNew, minNew, sample, temperature, topK, topP, minP, repetition, stop, seed, device, dtype, threads, json,
+            model, prompt, promptIds, maxNew, minNew, sample, temperature, topK, topP, minP, repetition, stop, seed, device, dtype, threads, adapter, json,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -41,7 +42,7 @@ internal static class GenerateCommand
             var prompts = new List<IReadOnlyList<int>>();
             foreach (var text in texts) prompts.Add(lm.Encode(text));
             foreach (var ids in idLists) prompts.Add(ParseIds(ids));
-            var options = lm.DefaultGenerationOptions;
+            var options = lm.DefaultGenerationOptions with { Adapter = ModelOptions.LoadAdapter(lm, parse.GetValue(adapter)) };
             if (parse.GetValue(maxNew) is { } m) options = options with { MaxNewTokens = m };
             if (parse.GetValue(minNew) is { } mn) options = options with { MinNewTokens = mn };
             if (parse.GetValue(sample)) options = options with { DoSample = true };

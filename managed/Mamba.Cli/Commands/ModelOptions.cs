@@ -27,6 +27,18 @@ internal static class ModelOptions
     };
 
     /// <summary>Loads the model with a spinner; says when the weights are the untrained placeholder.</summary>
+    /// <summary>`--adapter DIR`: a PEFT LoRA adapter folder to apply (unmerged) on top of the model.</summary>
+    public static Option<string?> Adapter() => new("--adapter") { Description = "A PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors) to apply to the model" };
+
+    /// <summary>Loads <paramref name="directory"/> (the adapter, if any, under its folder name); returns the adapter's name or null.</summary>
+    public static string? LoadAdapter(MambaModel model, string? adapterDirectory)
+    {
+        if (adapterDirectory is null) return null;
+        var adapter = model.LoadAdapter(adapterDirectory);
+        Console.Error.WriteLine($"adapter: {adapterDirectory} (r {adapter.Config.R}, {adapter.ModuleIds.Count()} modules; unmerged, decoding on the op path)");
+        return adapter.Name;
+    }
+
     public static MambaModel Load(string? directory, string device, string dtype, int threads)
     {
         var dir = directory ?? DefaultModelDirectory;

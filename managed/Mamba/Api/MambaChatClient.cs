@@ -54,6 +54,9 @@ public sealed class MambaChatClient : IChatClient
         return builder.ToString();
     }
 
+    /// <summary>The <see cref="ChatOptions.AdditionalProperties"/> key naming a loaded LoRA adapter to answer with.</summary>
+    public const string AdapterProperty = "adapter";
+
     /// <summary>The generation options a chat request maps to.</summary>
     public GenerationOptions MapOptions(ChatOptions? options)
     {
@@ -67,6 +70,8 @@ public sealed class MambaChatClient : IChatClient
         if (options.TopP is { } p) o = o with { TopP = p };
         if (options.TopK is { } k) o = o with { TopK = k };
         if (options.Seed is { } seed) o = o with { Seed = unchecked((int)seed) };
+        // A loaded LoRA adapter by name (MambaModel.LoadAdapter), per request.
+        if (options.AdditionalProperties?.TryGetValue(AdapterProperty, out var adapter) == true && adapter is string name) o = o with { Adapter = name };
         return o;
     }
 

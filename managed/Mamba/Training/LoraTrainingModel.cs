@@ -25,6 +25,8 @@ internal sealed class LoraTrainingModel : ITrainableModel
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(adapter);
         if (!model.Adapters.Contains(adapter)) throw new ArgumentException($"adapter '{adapter.Name}' is not loaded on this model", nameof(adapter));
+        if (adapter.Config.LoraDropout > 0)
+            throw new MambaConfigException("lora_dropout", $"is {adapter.Config.LoraDropout}; training with LoRA dropout is not supported (use 0, PEFT's default)");
         if (initial is null && model.ActivationDType != DType.F32)
             throw new ArgumentException("on a 16-bit model pass the adapter's F32 starting values (the device copy is rounded)", nameof(initial));
         _model = model;
