@@ -62,3 +62,9 @@ echo "train_default_model: training took $(( $(date +%s) - start )) s" | tee -a 
 # Baselines over exactly the trainer's tokens (its int32 caches, EOS after each document).
 "$PYTHON" "$here/ngram_baselines.py" --token-cache "$out/data-cache/tokens.bin" "$out/data-cache/eval/tokens.bin" \
   | tee "$out/ngram_baselines.txt"
+
+# The shipped folder: the trained F32 masters rewritten as bf16 (config, tokenizer and generation config copied), plus
+# the loss curve the model card shows.
+"${mamba[@]}" convert --model "$out" --out "$out/bf16" --dtype bf16
+cp "$out/loss_curve.png" "$out/bf16/" 2>/dev/null || true
+du -b "$out/bf16"/* | tee "$out/bf16-sizes.txt"

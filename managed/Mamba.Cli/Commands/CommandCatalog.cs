@@ -17,5 +17,6 @@ internal static class CommandCatalog
         yield return CheckTokenizerCommand.Create();
         yield return TrainCommand.Create();
         yield return FinetuneCommand.Create();
+        yield return ConvertCommand.Create();
     }
 }
