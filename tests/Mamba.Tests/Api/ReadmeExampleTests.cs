@@ -7,16 +7,27 @@ namespace Mamba.Tests.Api;
 /// <summary>The README's C# example must compile against the library as it is.</summary>
 public class ReadmeExampleTests
 {
-    [Test]
-    public void ReadmeCSharpExampleCompiles()
+    /// <summary>Every ```csharp block of the README, in order.</summary>
+    public static IEnumerable<TestCaseData> Examples()
     {
-        var readme = FindReadme();
-        var text = File.ReadAllText(readme);
-        int start = text.IndexOf("```csharp\n", StringComparison.Ordinal);
-        Assert.That(start, Is.GreaterThanOrEqualTo(0), "README.md has no ```csharp block");
-        start += "```csharp\n".Length;
-        var code = text[start..text.IndexOf("```", start, StringComparison.Ordinal)];
-        Assert.That(code.Split('\n', StringSplitOptions.RemoveEmptyEntries), Has.Length.InRange(5, 15), "the example should stay about 10 lines");
+        var text = File.ReadAllText(FindReadme());
+        int index = 0;
+        for (int start = text.IndexOf("```csharp\n", StringComparison.Ordinal); start >= 0; start = text.IndexOf("```csharp\n", start, StringComparison.Ordinal))
+        {
+            start += "```csharp\n".Length;
+            int end = text.IndexOf("```", start, StringComparison.Ordinal);
+            yield return new TestCaseData(text[start..end]).SetArgDisplayNames($"block {index++}");
+            start = end + 3;
+        }
+    }
+
+    [Test]
+    public void TheReadmeHasCSharpExamples() => Assert.That(Examples().Count(), Is.GreaterThanOrEqualTo(2), "the usage and the LoRA examples");
+
+    [TestCaseSource(nameof(Examples))]
+    public void ReadmeCSharpExampleCompiles(string code)
+    {
+        Assert.That(code.Split('\n', StringSplitOptions.RemoveEmptyEntries), Has.Length.InRange(5, 16), "an example should stay about 10 lines");
 
         var references = ((string)AppContext.GetData("TRUSTED_PLATFORM_ASSEMBLIES")!).Split(Path.PathSeparator)
             .Concat([typeof(MambaModel).Assembly.Location, typeof(Microsoft.Extensions.AI.IChatClient).Assembly.Location])
