@@ -90,7 +90,23 @@ public sealed record MambaConfig
         _ => throw new ArgumentException($"unknown preset '{name}' (expected 130m, 370m, 790m, 1.4b, 2.8b)", nameof(name)),
     };
 
-    /// <summary>Checks every value; throws <see cref="MambaConfigException"/> naming the first bad key.</summary>
+    /// <summary>Largest accepted <see cref="VocabSize"/> (2^24; GPT-NeoX has 50,280 rows).</summary>
+    public const int MaxVocabSize = 1 << 24;
+    /// <summary>Largest accepted <see cref="HiddenSize"/> and <see cref="TimeStepRank"/> (2^18; the largest published Mamba has 2,560).</summary>
+    public const int MaxHiddenSize = 1 << 18;
+    /// <summary>Largest accepted <see cref="StateSize"/> (2^16; published models use 16).</summary>
+    public const int MaxStateSize = 1 << 16;
+    /// <summary>Largest accepted <see cref="NumHiddenLayers"/> (2^14; published models have at most 64).</summary>
+    public const int MaxLayers = 1 << 14;
+    /// <summary>Largest accepted <see cref="ConvKernel"/> (2^10; published models use 4).</summary>
+    public const int MaxConvKernel = 1 << 10;
+
+    /// <summary>
+    /// Checks every value; throws <see cref="MambaConfigException"/> naming the first bad key. Sizes must be positive,
+    /// at most <see cref="MaxVocabSize"/>, <see cref="MaxHiddenSize"/>, <see cref="MaxStateSize"/>, <see cref="MaxLayers"/>
+    /// and <see cref="MaxConvKernel"/>, and every parameter must fit one array: a hostile config fails here, before
+    /// anything is allocated.
+    /// </summary>
     public void Validate(string? filePath = null)
     {
         void Positive(string key, long value)
@@ -104,8 +120,29 @@ public sealed record MambaConfig
         Positive("expand", Expand);
         Positive("conv_kernel", ConvKernel);
         Positive("time_step_rank", TimeStepRank);
+        void AtMost(string key, long value, long limit)
+        {
+            if (value > limit) throw new MambaConfigException(key, $"{value} is above the limit of {limit} (no Mamba model is near it; the file is damaged or hostile)", filePath);
+        }
+        AtMost("vocab_size", VocabSize, MaxVocabSize);
+        AtMost("hidden_size", HiddenSize, MaxHiddenSize);
+        AtMost("state_size", StateSize, MaxStateSize);
+        AtMost("num_hidden_layers", NumHiddenLayers, MaxLayers);
+        AtMost("conv_kernel", ConvKernel, MaxConvKernel);
+        AtMost("time_step_rank", TimeStepRank, MaxHiddenSize);
         if ((long)Expand * HiddenSize > int.MaxValue / 4)
             throw new MambaConfigException("expand", $"intermediate size {(long)Expand * HiddenSize} is too large", filePath);
+        // Every parameter must fit one array (the CPU path holds each in a float[]).
+        long inner = (long)Expand * HiddenSize;
+        foreach (var (key, what, count) in new[]
+                 {
+                     ("vocab_size", "the embedding (vocab_size × hidden_size)", (long)VocabSize * HiddenSize),
+                     ("expand", "in_proj (2·expand·hidden_size × hidden_size)", 2 * inner * HiddenSize),
+                     ("state_size", "x_proj ((time_step_rank + 2·state_size) × intermediate size)", (TimeStepRank + 2L * StateSize) * inner),
+                     ("time_step_rank", "dt_proj (intermediate size × time_step_rank)", inner * TimeStepRank),
+                 })
+            if (count > Array.MaxLength)
+                throw new MambaConfigException(key, $"{what} would hold {count} values, more than one array can", filePath);
         if (!(LayerNormEpsilon > 0) || double.IsInfinity(LayerNormEpsilon))
             throw new MambaConfigException("layer_norm_epsilon", $"must be a positive number, got {LayerNormEpsilon}", filePath);
         if (HiddenAct != "silu")
@@ -127,25 +164,52 @@ public sealed record MambaConfig
     }
 
     /// <summary>Reads a config.json in either the Hugging Face or the original state-spaces format.</summary>
-    public static MambaConfig FromFile(string path)
+    /// <remarks>
+    /// The file may be at most <see cref="MaxFileBytes"/> bytes and must be a regular file (a FIFO or device is refused
+    /// unopened); a key given twice in one object or a string that is not valid UTF-16 throws
+    /// <see cref="MambaConfigException"/> naming the key.
+    /// </remarks>
+    /// <exception cref="MambaFormatException">The file is unreadable, too large, not a regular file or not JSON.</exception>
+    /// <exception cref="MambaConfigException">A key is duplicated, of the wrong type, or has an unsupported, inconsistent or out-of-range value.</exception>
+    public static MambaConfig FromFile(string path) => FromFile(path, out _);
+
+    /// <summary>The largest config.json (or generation_config.json) read, in bytes.</summary>
+    public const long MaxFileBytes = IO.JsonFile.MaxConfigBytes;
+
+    /// <summary><see cref="FromFile(string)"/>, also saying whether the file was in the original state-spaces format.</summary>
+    internal static MambaConfig FromFile(string path, out bool originalFormat)
     {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        var bytes = IO.JsonFile.ReadBounded(path, IO.JsonFile.MaxConfigBytes, "config.json");
+        using (IO.JsonFile.Parse(bytes, path, "config.json", (entry, message) => new MambaConfigException(entry.Length == 0 ? "(root)" : entry, message, path)))
+        {
+            // Checked: no duplicate keys and no invalid strings, so the JsonNode below cannot fail on either.
+        }
         JsonObject obj;
         try
         {
-            var text = File.ReadAllText(path);
-            obj = JsonNode.Parse(text, documentOptions: new JsonDocumentOptions { AllowTrailingCommas = true }) as JsonObject
+            obj = JsonNode.Parse(bytes, documentOptions: new JsonDocumentOptions { AllowTrailingCommas = true }) as JsonObject
                   ?? throw new MambaFormatException("config.json must hold a JSON object", path);
         }
         catch (JsonException e)
         {
             throw new MambaFormatException($"config.json is not valid JSON: {e.Message}", path, inner: e);
         }
-        catch (IOException e)
-        {
-            throw new MambaFormatException($"cannot read config.json: {e.Message}", path, inner: e);
-        }
-        return IsOriginalFormat(obj) ? FromOriginalJson(obj, path) : FromJson(obj, path);
+        originalFormat = IsOriginalFormat(obj);
+        return originalFormat ? FromOriginalJson(obj, path) : FromJson(obj, path);
     }
+
+    /// <summary>The key that holds the HF field <paramref name="hfKey"/> in a config of the given format (for error messages).</summary>
+    internal static string KeyName(string hfKey, bool originalFormat) => !originalFormat ? hfKey : hfKey switch
+    {
+        "hidden_size" => "d_model",
+        "num_hidden_layers" => "n_layer",
+        "state_size" => "ssm_cfg.d_state",
+        "conv_kernel" => "ssm_cfg.d_conv",
+        "expand" => "ssm_cfg.expand",
+        "time_step_rank" => "ssm_cfg.dt_rank",
+        _ => hfKey,
+    };
 
     /// <summary>True when the object looks like a mamba_ssm config (d_model/n_layer, no hidden_size).</summary>
     public static bool IsOriginalFormat(JsonObject obj) => obj.ContainsKey("d_model") && !obj.ContainsKey("hidden_size");
@@ -221,11 +285,17 @@ public sealed record MambaConfig
         var multiple = r.Int("pad_vocab_size_multiple", 8);
         if (multiple <= 0)
             throw new MambaConfigException("pad_vocab_size_multiple", $"must be positive, got {multiple}", filePath);
-        var padded = checked((vocab + multiple - 1) / multiple * multiple);
+        if (vocab <= 0 || vocab > MaxVocabSize)
+            throw new MambaConfigException("vocab_size", $"must be in [1, {MaxVocabSize}], got {vocab}", filePath);
+        if (multiple > MaxVocabSize)
+            throw new MambaConfigException("pad_vocab_size_multiple", $"must be in [1, {MaxVocabSize}], got {multiple}", filePath);
+        long padded = ((long)vocab + multiple - 1) / multiple * multiple;
+        if (padded > MaxVocabSize)
+            throw new MambaConfigException("pad_vocab_size_multiple", $"pads vocab_size {vocab} to {padded}, more than the {MaxVocabSize} limit", filePath);
         var dtInit = s.String("dt_init", "random");
         var config = new MambaConfig
         {
-            VocabSize = padded,
+            VocabSize = (int)padded,
             HiddenSize = r.Int("d_model", 2560),
             NumHiddenLayers = r.Int("n_layer", 64),
             StateSize = s.Int("d_state", 16),
@@ -320,7 +390,15 @@ public sealed record MambaConfig
         private JsonNode? Get(string key)
         {
             _read.Add(key);
-            return obj[key];
+            try
+            {
+                return obj[key];
+            }
+            catch (ArgumentException e)
+            {
+                // A JsonObject parsed from text with a key given twice fails when first read (FromFile checks beforehand).
+                throw new MambaConfigException(prefix + key, $"the object holds a key twice: {e.Message}", filePath, e);
+            }
         }
 
         private MambaConfigException Bad(string key, string expected, JsonNode? node) =>
@@ -388,7 +466,17 @@ public sealed record MambaConfig
         {
             var node = Get(key);
             if (node is null) return null;
-            if (node.GetValueKind() == JsonValueKind.String) return node.GetValue<string>();
+            if (node.GetValueKind() == JsonValueKind.String)
+            {
+                try
+                {
+                    return node.GetValue<string>();
+                }
+                catch (InvalidOperationException e)
+                {
+                    throw new MambaConfigException(prefix + key, "the string is not valid UTF-16 (an unpaired surrogate escape)", filePath, e);
+                }
+            }
             throw Bad(key, "a string", node);
         }
 

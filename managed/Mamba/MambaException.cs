@@ -57,3 +57,15 @@ public sealed class MambaConfigException : MambaFormatException
         Key = key;
     }
 }
+
+/// <summary>
+/// The model produced scores from which no token can be chosen: every logit of a row is NaN (greedy), or every one
+/// is NaN or −∞ (sampling). The weights, their dtype or the activations have overflowed; the message says which
+/// choice failed. Loading already refuses weights holding NaN or ±∞, so this points at an overflow during the
+/// forward pass (e.g. float16 activations, or weights scaled far beyond a trained model's).
+/// </summary>
+public sealed class MambaNumericalException : MambaException
+{
+    /// <summary>Creates a numerical error with a message.</summary>
+    public MambaNumericalException(string message) : base(message) { }
+}

@@ -40,11 +40,17 @@ public sealed class MambaChatClient : IChatClient
     public ChatClientMetadata Metadata { get; }
 
     /// <summary>The transcript the model continues for <paramref name="messages"/>.</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="messages"/> is null.</exception>
+    /// <exception cref="ArgumentException">A message in the list is null.</exception>
     public static string FormatPrompt(IEnumerable<ChatMessage> messages)
     {
+        ArgumentNullException.ThrowIfNull(messages);
         var builder = new StringBuilder();
+        int index = 0;
         foreach (var message in messages)
         {
+            if (message is null) throw new ArgumentException($"message {index} is null", nameof(messages));
+            index++;
             var text = message.Text.Trim();
             if (message.Role == ChatRole.System) builder.Append("System: ").Append(text).Append("\n\n");
             else if (message.Role == ChatRole.Assistant) builder.Append("Assistant: ").Append(text).Append('\n');

@@ -48,6 +48,7 @@ public sealed class MambaModel : IDisposable
     private static MambaModel LoadCore(string directory, MambaModelOptions options, IProgress<ModelLoadProgress>? progress, CancellationToken ct)
     {
         ArgumentException.ThrowIfNullOrEmpty(directory);
+        options.Validate();
         var log = (options.LoggerFactory ?? NullLoggerFactory.Instance).CreateLogger<MambaModel>();
         progress?.Report(new ModelLoadProgress("backend", 0.0));
         var backend = BackendSelector.Create(options, out var description, out var activation);

@@ -34,6 +34,21 @@ public sealed record MambaModelOptions
 
     /// <summary>Where the library logs backend choice and load steps; null logs nothing.</summary>
     public ILoggerFactory? LoggerFactory { get; init; }
+
+    /// <summary>
+    /// Checks the values (loading calls it first): <see cref="Backend"/> and <see cref="DType"/> must be named values of
+    /// their enums, <see cref="DeviceId"/> and <see cref="CpuThreads"/> must not be negative.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">A value is out of range; the parameter name says which.</exception>
+    public void Validate()
+    {
+        if (!Enum.IsDefined(Backend))
+            throw new ArgumentOutOfRangeException(nameof(Backend), Backend, $"not a {nameof(BackendPreference)} value (Auto, Cpu or Cuda)");
+        if (!Enum.IsDefined(DType))
+            throw new ArgumentOutOfRangeException(nameof(DType), DType, $"not a {nameof(Mamba.DType)} value (F32, BF16 or F16)");
+        ArgumentOutOfRangeException.ThrowIfNegative(DeviceId);
+        ArgumentOutOfRangeException.ThrowIfNegative(CpuThreads);
+    }
 }
 
 /// <summary>Progress of <see cref="MambaModel.LoadAsync"/>: a stage name and the fraction done (0..1).</summary>

@@ -34,5 +34,9 @@ public static class ArgMaxRule
     }
 
     /// <summary>The error a generation raises when the rule finds nothing to choose (<see cref="NoValue"/>).</summary>
-    internal static InvalidOperationException NoUsableScores() => new("every logit is NaN: the model produced no usable scores");
+    internal static MambaNumericalException NoUsableScores() => new(NoUsableScoresMessage);
+
+    /// <summary>The message of <see cref="NoUsableScores"/>.</summary>
+    internal const string NoUsableScoresMessage =
+        "every logit is NaN: the model produced no usable scores (the forward pass overflowed; check the weights and the activation dtype)";
 }

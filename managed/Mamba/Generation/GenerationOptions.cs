@@ -180,20 +180,21 @@ public sealed record GenerationOptions
     public static GenerationOptions FromGenerationConfig(string generationConfigJsonPath)
     {
         ArgumentNullException.ThrowIfNull(generationConfigJsonPath);
+        string path = generationConfigJsonPath;
+        // At most 16 MiB from a regular file; keys given twice and invalid strings are refused with the key named.
+        var bytes = Mamba.IO.JsonFile.ReadBounded(path, Mamba.IO.JsonFile.MaxConfigBytes, "generation_config.json");
+        using (Mamba.IO.JsonFile.Parse(bytes, path, "generation_config.json", (entry, message) => new MambaConfigException(entry.Length == 0 ? "(root)" : entry, message, path)))
+        {
+        }
         JsonObject obj;
         try
         {
-            var text = File.ReadAllText(generationConfigJsonPath);
-            obj = JsonNode.Parse(text, documentOptions: new JsonDocumentOptions { AllowTrailingCommas = true }) as JsonObject
+            obj = JsonNode.Parse(bytes, documentOptions: new JsonDocumentOptions { AllowTrailingCommas = true }) as JsonObject
                   ?? throw new MambaFormatException("generation_config.json must hold a JSON object", generationConfigJsonPath);
         }
         catch (JsonException e)
         {
             throw new MambaFormatException($"generation_config.json is not valid JSON: {e.Message}", generationConfigJsonPath, inner: e);
-        }
-        catch (IOException e)
-        {
-            throw new MambaFormatException($"cannot read generation_config.json: {e.Message}", generationConfigJsonPath, inner: e);
         }
         return FromGenerationConfig(obj, generationConfigJsonPath);
     }

@@ -35,7 +35,7 @@ public sealed class TokenSampler
     /// <param name="processedLogits">The logits after the logits processors; −∞ marks a token that cannot be chosen.</param>
     /// <returns>The chosen token id (an index into <paramref name="processedLogits"/>).</returns>
     /// <exception cref="ArgumentException">The logits are empty.</exception>
-    /// <exception cref="InvalidOperationException">No token can be chosen (all NaN, or all −∞/NaN when sampling).</exception>
+    /// <exception cref="MambaNumericalException">No token can be chosen (all NaN, or all −∞/NaN when sampling).</exception>
     public int Next(ReadOnlySpan<float> processedLogits) =>
         DoSample ? Sample(processedLogits, _random!) : ArgMax(processedLogits);
 
@@ -45,7 +45,7 @@ public sealed class TokenSampler
     /// </summary>
     /// <param name="logits">The values.</param>
     /// <exception cref="ArgumentException">The span is empty.</exception>
-    /// <exception cref="InvalidOperationException">Every value is NaN.</exception>
+    /// <exception cref="MambaNumericalException">Every value is NaN.</exception>
     public static int ArgMax(ReadOnlySpan<float> logits)
     {
         if (logits.IsEmpty) throw new ArgumentException("no logits to choose from", nameof(logits));
@@ -60,7 +60,7 @@ public sealed class TokenSampler
     /// <param name="logits">The values.</param>
     /// <param name="random">The random source.</param>
     /// <exception cref="ArgumentException">The span is empty.</exception>
-    /// <exception cref="InvalidOperationException">Every value is −∞ or NaN.</exception>
+    /// <exception cref="MambaNumericalException">Every value is −∞ or NaN.</exception>
     public static int Sample(ReadOnlySpan<float> logits, Random random)
     {
         ArgumentNullException.ThrowIfNull(random);
@@ -69,7 +69,7 @@ public sealed class TokenSampler
         foreach (var v in logits)
             if (v > max) max = v;
         if (float.IsNegativeInfinity(max))
-            throw new InvalidOperationException("every logit is -inf or NaN: no token can be sampled");
+            throw new MambaNumericalException("every logit is -inf or NaN: no token can be sampled (the forward pass overflowed, or the logits processors excluded every token)");
         if (float.IsPositiveInfinity(max))
         {
             // softmax puts all the mass on the +∞ entries (evenly); pick among them.

@@ -124,18 +124,8 @@ public sealed class SafeTensorsCheckpoint : IDisposable
 
     private static List<(string Tensor, string Shard)> ReadWeightMap(string indexPath)
     {
-        byte[] bytes;
-        try
-        {
-            var length = new FileInfo(indexPath).Length;
-            if (length > MaxIndexBytes)
-                throw new MambaFormatException($"index is {length} bytes, more than the {MaxIndexBytes}-byte limit", indexPath);
-            bytes = File.ReadAllBytes(indexPath);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new MambaFormatException($"cannot read index: {e.Message}", indexPath, null, e);
-        }
+        // A regular file of at most 64 MiB (a symbolic link followed; a FIFO or device refused unopened).
+        byte[] bytes = JsonFile.ReadBounded(indexPath, MaxIndexBytes, "index");
 
         JsonDocument doc;
         try
@@ -150,6 +140,7 @@ public sealed class SafeTensorsCheckpoint : IDisposable
         {
             if (doc.RootElement.ValueKind != JsonValueKind.Object)
                 throw new MambaFormatException("index must be a JSON object", indexPath);
+            JsonFile.CheckTree(doc.RootElement, (entry, message) => new MambaFormatException(message, indexPath, entry.Length == 0 ? null : entry), duplicates: false);
             if (!doc.RootElement.TryGetProperty("weight_map", out var map))
                 throw new MambaFormatException("index has no 'weight_map'", indexPath, "weight_map");
             if (map.ValueKind != JsonValueKind.Object)

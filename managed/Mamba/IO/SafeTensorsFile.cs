@@ -110,6 +110,7 @@ public sealed unsafe class SafeTensorsFile : IDisposable
     public static SafeTensorsFile Open(string path)
     {
         ArgumentNullException.ThrowIfNull(path);
+        JsonFile.RefuseSpecialFile(path, "safetensors file");
         FileStream stream;
         try
         {
@@ -185,6 +186,9 @@ public sealed unsafe class SafeTensorsFile : IDisposable
             var root = doc.RootElement;
             if (root.ValueKind != JsonValueKind.Object)
                 throw new MambaFormatException($"header must be a JSON object, not {root.ValueKind}", path);
+            // Every name and string must be valid UTF-16 (an escaped unpaired surrogate is valid JSON that System.Text.Json
+            // will not return as a string); duplicates are reported below with their own messages.
+            JsonFile.CheckTree(root, (entry, message) => new MambaFormatException($"header: {message}", path, entry.Length == 0 ? null : entry), duplicates: false);
 
             var tensors = new Dictionary<string, SafeTensorInfo>(StringComparer.Ordinal);
             IReadOnlyDictionary<string, string> metadata = new Dictionary<string, string>();

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.IO.Compression;
+using System.IO.Hashing;
 using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using System.Text;
@@ -23,6 +24,7 @@ public sealed class TorchCheckpoint : IDisposable
     private readonly ZipArchive _zip;
     private readonly Dictionary<string, TorchTensor> _tensors;
     private readonly object _gate = new();
+    private readonly HashSet<string> _crcChecked = new(StringComparer.Ordinal);
     private bool _disposed;
 
     /// <summary>The path the checkpoint was opened from.</summary>
@@ -45,6 +47,7 @@ public sealed class TorchCheckpoint : IDisposable
     public static TorchCheckpoint Open(string path)
     {
         ArgumentNullException.ThrowIfNull(path);
+        JsonFile.RefuseSpecialFile(path, "checkpoint");
         FileStream stream;
         try
         {
@@ -194,6 +197,7 @@ public sealed class TorchCheckpoint : IDisposable
         {
             using var s = entry.Open();
             s.ReadExactly(buffer);
+            CheckCrc(entry, Crc32.HashToUInt32(buffer), path, null);
         }
         catch (EndOfStreamException e)
         {
@@ -271,6 +275,30 @@ public sealed class TorchCheckpoint : IDisposable
         return t;
     }
 
+    /// <summary>
+    /// The zip's CRC-32 of an entry must match its bytes: torch.save writes it, and a damaged storage would otherwise
+    /// load as silently wrong weights (issue 17).
+    /// </summary>
+    private static void CheckCrc(ZipArchiveEntry entry, uint actual, string path, string? tensor)
+    {
+        if (actual != entry.Crc32)
+            throw new MambaFormatException(
+                $"zip entry '{entry.FullName}' fails its CRC-32 check (stored {entry.Crc32:x8}, computed {actual:x8}): the file is damaged", path, tensor);
+    }
+
+    /// <summary>Checks the CRC-32 of a storage entry once, reading it whole (for a tensor that views only part of it).</summary>
+    private void CheckWholeEntryCrc(TorchTensor t)
+    {
+        var crc = new Crc32();
+        var chunk = new byte[1 << 16];
+        using (var s = t.Entry.Open())
+        {
+            int n;
+            while ((n = s.Read(chunk)) > 0) crc.Append(chunk.AsSpan(0, n));
+        }
+        CheckCrc(t.Entry, crc.GetCurrentHashAsUInt32(), FilePath, t.Name);
+    }
+
     private void ReadRaw(TorchTensor t, Span<byte> destination)
     {
         long skip = t.StorageOffset * t.ElementSize;
@@ -279,6 +307,15 @@ public sealed class TorchCheckpoint : IDisposable
             ObjectDisposedException.ThrowIf(_disposed, this);
             try
             {
+                // A tensor that is its whole storage (every tensor of a state dict) is checked on the bytes read;
+                // any other view checks the whole entry first, once.
+                bool whole = skip == 0 && destination.Length == t.Entry.Length;
+                bool check = !_crcChecked.Contains(t.Entry.FullName);
+                if (check && !whole)
+                {
+                    CheckWholeEntryCrc(t);
+                    _crcChecked.Add(t.Entry.FullName);
+                }
                 using var s = t.Entry.Open();
                 if (s.CanSeek)
                     s.Seek(skip, SeekOrigin.Begin);
@@ -294,6 +331,11 @@ public sealed class TorchCheckpoint : IDisposable
                     }
                 }
                 s.ReadExactly(destination);
+                if (check && whole)
+                {
+                    CheckCrc(t.Entry, Crc32.HashToUInt32(destination), FilePath, t.Name);
+                    _crcChecked.Add(t.Entry.FullName);
+                }
             }
             catch (EndOfStreamException e)
             {

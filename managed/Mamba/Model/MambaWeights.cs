@@ -43,8 +43,8 @@ public sealed class MambaWeights
     /// <summary>
     /// Reads and checks every parameter. Accepts HF names, the original <c>backbone.embedding.weight</c>,
     /// and <c>MambaModel</c> files without the <c>backbone.</c> prefix. A tied model ignores a stored
-    /// lm_head copy; an untied one requires it. Unknown, missing or mis-shaped tensors throw
-    /// <see cref="MambaFormatException"/> naming the tensor.
+    /// lm_head copy; an untied one requires it. Unknown, missing or mis-shaped tensors, and tensors holding NaN or ±∞,
+    /// throw <see cref="MambaFormatException"/> naming the tensor.
     /// </summary>
     public static MambaWeights Load(MambaConfig config, ICheckpointSource source)
     {
@@ -74,7 +74,17 @@ public sealed class MambaWeights
                 throw new MambaFormatException($"shape [{string.Join(", ", got)}] does not match the config, expected [{string.Join(", ", shape)}]", source.SourcePath, actual);
         }
         var values = new ParameterStore<float[]>(config);
-        foreach (var entry in entries) values.Set(entry.Key, source.ReadFloat32(stored[entry.Name]));
+        foreach (var entry in entries)
+        {
+            var data = source.ReadFloat32(stored[entry.Name]);
+            // A NaN or ±∞ weight makes every logit NaN later; say so here, naming the tensor (issue 17).
+            if (!System.Numerics.Tensors.TensorPrimitives.IsFiniteAll<float>(data))
+            {
+                int at = Array.FindIndex(data, v => !float.IsFinite(v));
+                throw new MambaFormatException($"tensor holds a non-finite value ({data[at]} at flat index {at}): the weights are damaged", source.SourcePath, stored[entry.Name]);
+            }
+            values.Set(entry.Key, data);
+        }
         var dtypes = stored.Values.Select(source.GetDType).GroupBy(x => x).OrderByDescending(g => g.Count()).First().Key;
         return new MambaWeights(values, dtypes);
     }

@@ -220,31 +220,20 @@ public sealed partial class MambaTokenizer
     private static JsonDocument? ReadOptionalJson(string path)
     {
         if (!File.Exists(path)) return null;
-        try
-        {
-            using var stream = File.OpenRead(path);
-            return JsonDocument.Parse(stream, new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip });
-        }
-        catch (JsonException e)
-        {
-            throw new MambaFormatException($"{Path.GetFileName(path)} is not valid JSON: {e.Message}", path, null, e);
-        }
+        string name = Path.GetFileName(path);
+        var bytes = Mamba.IO.JsonFile.ReadBounded(path, Mamba.IO.JsonFile.MaxConfigBytes, name);
+        return Mamba.IO.JsonFile.Parse(bytes, path, name, (entry, message) => new MambaFormatException(message, path, entry.Length == 0 ? null : entry),
+            comments: JsonCommentHandling.Skip);
     }
 
     // ---- tokenizer.json -----------------------------------------------------------------------------------
 
     private static Definition ParseTokenizerJson(string path)
     {
-        JsonDocument doc;
-        try
-        {
-            using var stream = File.OpenRead(path);
-            doc = JsonDocument.Parse(stream, new JsonDocumentOptions { MaxDepth = 128 });
-        }
-        catch (JsonException e)
-        {
-            throw new MambaFormatException($"tokenizer.json is not valid JSON (truncated or corrupt): {e.Message}", path, null, e);
-        }
+        // At most 256 MiB from a regular file; every key and string checked (no duplicates, valid UTF-16) before use.
+        var bytes = Mamba.IO.JsonFile.ReadBounded(path, Mamba.IO.JsonFile.MaxTokenizerBytes, "tokenizer.json");
+        var doc = Mamba.IO.JsonFile.Parse(bytes, path, "tokenizer.json (truncated or corrupt?)",
+            (entry, message) => new MambaFormatException(message, path, entry.Length == 0 ? null : entry), maxDepth: 128);
         using (doc)
         {
             var root = doc.RootElement;
@@ -258,8 +247,8 @@ public sealed partial class MambaTokenizer
             if (type != "BPE")
                 throw new NotSupportedException($"tokenizer model type '{type}' is not supported (only byte-level BPE, as GPT-2/GPT-NeoX use); file {path}");
 
-            if (model.TryGetProperty("dropout", out var dropout) && dropout.ValueKind == JsonValueKind.Number && dropout.GetDouble() is > 0 and < 1)
-                throw new NotSupportedException($"BPE dropout ({dropout.GetDouble()}) is not supported; file {path}");
+            if (model.TryGetProperty("dropout", out var dropout) && dropout.ValueKind == JsonValueKind.Number && dropout.TryGetDouble(out double p) && p is > 0 and < 1)
+                throw new NotSupportedException($"BPE dropout ({p}) is not supported; file {path}");
             foreach (var affix in new[] { "continuing_subword_prefix", "end_of_word_suffix" })
             {
                 if (!string.IsNullOrEmpty(OptString(model, affix, path, "model." + affix)))
@@ -279,8 +268,28 @@ public sealed partial class MambaTokenizer
             ParseDecoder(root.TryGetProperty("decoder", out var dec) ? dec : default, path, "decoder");
             if (root.TryGetProperty("post_processor", out var post))
                 ParsePostProcessor(post, def, path, "post_processor");
+            CheckIdRange(def, path);
             return def;
         }
+    }
+
+    /// <summary>
+    /// The tokenizer keeps one slot per id up to the largest, so ids must be dense enough: every id must be below
+    /// 4 × (vocabulary entries + added tokens) + 1024 (real tokenizers number their tokens 0, 1, 2, ...). Without this an
+    /// id near int.MaxValue would size those tables at gigabytes.
+    /// </summary>
+    private static void CheckIdRange(Definition def, string path)
+    {
+        long limit = 4L * (def.Vocab.Count + def.AddedTokens.Count) + 1024;
+        foreach (var (token, id) in def.Vocab)
+            if (id >= limit)
+                throw new MambaFormatException($"vocabulary entry '{token}' has id {id}, far beyond the {def.Vocab.Count + def.AddedTokens.Count} tokens the file defines (ids must be below {limit})", path, "model.vocab");
+        for (int i = 0; i < def.AddedTokens.Count; i++)
+            if (def.AddedTokens[i].Id >= limit)
+                throw new MambaFormatException($"added token id {def.AddedTokens[i].Id} is far beyond the {def.Vocab.Count + def.AddedTokens.Count} tokens the file defines (ids must be below {limit})", path, $"added_tokens[{i}]");
+        foreach (var (name, id) in def.PostProcessorIds)
+            if (id >= limit)
+                throw new MambaFormatException($"post_processor token '{name}' has id {id}, far beyond the tokens the file defines (ids must be below {limit})", path, "post_processor");
     }
 
     private static Dictionary<string, int> ParseVocab(JsonElement model, string path)
@@ -471,11 +480,14 @@ public sealed partial class MambaTokenizer
                 {
                     foreach (var s in specials.EnumerateObject())
                     {
-                        if (s.Value.ValueKind == JsonValueKind.Object && s.Value.TryGetProperty("ids", out var ids)
-                            && ids.ValueKind == JsonValueKind.Array && ids.GetArrayLength() == 1 && ids[0].TryGetInt32(out int sid))
+                        if (s.Value.ValueKind == JsonValueKind.Object && s.Value.TryGetProperty("ids", out var ids) && ids.ValueKind == JsonValueKind.Array)
+                        {
+                            if (ids.GetArrayLength() != 1)
+                                throw new NotSupportedException($"template special token '{s.Name}' with {ids.GetArrayLength()} ids is not supported; file {path}");
+                            if (ids[0].ValueKind != JsonValueKind.Number || !ids[0].TryGetInt32(out int sid) || sid < 0)
+                                throw new MambaFormatException($"template special token '{s.Name}' has id {ids[0].GetRawText()}, not a non-negative integer", path, $"{where}.special_tokens.{s.Name}.ids");
                             def.PostProcessorIds[s.Name] = sid;
-                        else if (s.Value.ValueKind == JsonValueKind.Object && s.Value.TryGetProperty("ids", out var many) && many.ValueKind == JsonValueKind.Array && many.GetArrayLength() != 1)
-                            throw new NotSupportedException($"template special token '{s.Name}' with {many.GetArrayLength()} ids is not supported; file {path}");
+                        }
                     }
                 }
                 def.Prefix.InsertRange(0, before);
@@ -491,7 +503,7 @@ public sealed partial class MambaTokenizer
     private static (string, int) NamedId(JsonElement p, string key, string path, string where)
     {
         if (!p.TryGetProperty(key, out var v) || v.ValueKind != JsonValueKind.Array || v.GetArrayLength() != 2
-            || v[0].ValueKind != JsonValueKind.String || !v[1].TryGetInt32(out int id))
+            || v[0].ValueKind != JsonValueKind.String || v[1].ValueKind != JsonValueKind.Number || !v[1].TryGetInt32(out int id) || id < 0)
             throw new MambaFormatException($"'{key}' is not [token, id]", path, $"{where}.{key}");
         return (v[0].GetString()!, id);
     }

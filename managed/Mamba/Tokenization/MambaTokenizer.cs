@@ -72,15 +72,21 @@ public sealed partial class MambaTokenizer
     /// Turns ids back into text: the bytes of every token concatenated and read as UTF-8 (invalid sequences become
     /// U+FFFD), skipping special tokens when <paramref name="skipSpecialTokens"/> is set.
     /// </summary>
-    /// <exception cref="ArgumentOutOfRangeException">an id is negative, at least <see cref="VocabSize"/>, or unassigned.</exception>
+    /// <remarks>
+    /// An id the tokenizer does not know (at least <see cref="VocabSize"/>, or a gap in the numbering) contributes
+    /// nothing, as in Hugging Face tokenizers' <c>decode</c> (it drops ids with no token). Models pad their vocabulary
+    /// past the tokenizer's (state-spaces/mamba-*-hf: 50,280 embedding rows, 50,277 tokenizer ids), so a model can
+    /// produce such ids.
+    /// </remarks>
+    /// <exception cref="ArgumentOutOfRangeException">an id is negative.</exception>
     public string Decode(IEnumerable<int> ids, bool skipSpecialTokens = false)
     {
         ArgumentNullException.ThrowIfNull(ids);
         var buffer = new ArrayBufferWriter<byte>(256);
         foreach (int id in ids)
         {
-            var bytes = GetTokenBytes(id);
-            if (skipSpecialTokens && _isSpecial[id]) continue;
+            var bytes = TryGetTokenBytes(id);
+            if (bytes is null || (skipSpecialTokens && _isSpecial[id])) continue;
             buffer.Write(bytes);
         }
         return Encoding.UTF8.GetString(buffer.WrittenSpan);
@@ -106,12 +112,12 @@ public sealed partial class MambaTokenizer
     /// <summary>The BPE model (tests reach its uncached paths).</summary>
     internal BpeModel Model => _model;
 
-    /// <summary>The raw bytes a token stands for.</summary>
-    internal byte[] GetTokenBytes(int id)
+    /// <summary>The raw bytes a token stands for; null for an id the tokenizer does not know (decoding skips it).</summary>
+    /// <exception cref="ArgumentOutOfRangeException">the id is negative.</exception>
+    internal byte[]? TryGetTokenBytes(int id)
     {
-        if ((uint)id >= (uint)_idBytes.Length || _idBytes[id] is not { } bytes)
-            throw new ArgumentOutOfRangeException(nameof(id), id, $"token id {id} is outside the vocabulary (0..{_idBytes.Length - 1})");
-        return bytes;
+        ArgumentOutOfRangeException.ThrowIfNegative(id);
+        return id < _idBytes.Length ? _idBytes[id] : null;
     }
 
     private void CheckPostProcessor()

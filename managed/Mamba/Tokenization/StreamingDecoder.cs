@@ -21,12 +21,15 @@ public sealed class StreamingDecoder
         _skipSpecialTokens = skipSpecialTokens;
     }
 
-    /// <summary>Adds one id and returns the text it completes (possibly empty).</summary>
-    /// <exception cref="ArgumentOutOfRangeException">the id is outside the vocabulary.</exception>
+    /// <summary>
+    /// Adds one id and returns the text it completes (possibly empty). An id the tokenizer does not know (a padded
+    /// embedding row) adds nothing, as in <see cref="MambaTokenizer.Decode"/>.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">the id is negative.</exception>
     public string Append(int id)
     {
-        var bytes = _tokenizer.GetTokenBytes(id);
-        if (_skipSpecialTokens && _tokenizer.IsSpecialToken(id)) return "";
+        var bytes = _tokenizer.TryGetTokenBytes(id);
+        if (bytes is null || (_skipSpecialTokens && _tokenizer.IsSpecialToken(id))) return "";
         return Convert(bytes, flush: false);
     }
 

@@ -19,7 +19,7 @@ public class TokenSamplerTests
         Assert.That(TokenSampler.ArgMax([2f, float.NaN, 1f]), Is.EqualTo(0));
         Assert.That(TokenSampler.ArgMax([float.NaN, float.NegativeInfinity]), Is.EqualTo(1));
         Assert.That(TokenSampler.ArgMax([float.NegativeInfinity, float.NegativeInfinity]), Is.EqualTo(0));
-        Assert.Throws<InvalidOperationException>(() => TokenSampler.ArgMax([float.NaN, float.NaN]));
+        Assert.Throws<MambaNumericalException>(() => TokenSampler.ArgMax([float.NaN, float.NaN]));
         Assert.Throws<ArgumentException>(() => TokenSampler.ArgMax([]));
     }
 
@@ -83,7 +83,7 @@ public class TokenSamplerTests
     public void SamplingWithNothingLeftThrows()
     {
         var sampler = new TokenSampler(new GenerationOptions { DoSample = true, Seed = 3 });
-        Assert.Throws<InvalidOperationException>(() => sampler.Next([float.NegativeInfinity, float.NaN]));
+        Assert.Throws<MambaNumericalException>(() => sampler.Next([float.NegativeInfinity, float.NaN]));
     }
 
     [Test]

@@ -124,11 +124,17 @@ public class MambaTokenizerTests
     }
 
     [Test]
-    public void DecodeRejectsIdsOutOfRange()
+    public void DecodeRejectsNegativeIdsAndSkipsIdsBeyondTheVocabularyAsHuggingFaceTokenizersDoes()
     {
-        Assert.Throws<ArgumentOutOfRangeException>(() => Tok.Decode([5, Tok.VocabSize]));
+        // Issue 17: the bundled model and state-spaces/mamba-*-hf have 50,280 embedding rows and 50,277 tokenizer ids;
+        // tokenizers' decode drops ids it has no token for, so a padded id decodes to nothing instead of failing.
         Assert.Throws<ArgumentOutOfRangeException>(() => Tok.Decode([-1]));
-        Assert.Throws<ArgumentOutOfRangeException>(() => Tok.CreateStreamingDecoder().Append(int.MaxValue));
+        Assert.Throws<ArgumentOutOfRangeException>(() => Tok.CreateStreamingDecoder().Append(-1));
+        Assert.That(Tok.Decode([5, Tok.VocabSize]), Is.EqualTo(Tok.Decode([5])));
+        Assert.That(Tok.Decode([Tok.VocabSize, 5, int.MaxValue, Tok.VocabSize + 2]), Is.EqualTo(Tok.Decode([5])));
+        var streaming = Tok.CreateStreamingDecoder();
+        Assert.That(streaming.Append(int.MaxValue), Is.EqualTo(""));
+        Assert.That(streaming.Append(Tok.VocabSize) + streaming.Append(5) + streaming.Flush(), Is.EqualTo(Tok.Decode([5])));
     }
 
     internal static string Escape(string s) =>

@@ -1,13 +1,14 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 
 namespace Mamba.Compute.Cpu;
 
 /// <summary>
 /// The selective scan on the CPU, one channel per vector lane: 16 channels per task with AVX-512, 8 with AVX2 (one
-/// body, <see cref="ScanChannels{TVec, TOps}"/>, generic over the width). Activations are token-major, so at each step the
+/// body, <see cref="ScanChannels{TVec, TOps}(in ScanArgs, int, int)"/>, generic over the width). Activations are token-major, so at each step the
 /// channels' u, Δ and z are one contiguous load; B_t and C_t are broadcast. The state of a channel group is N vectors
-/// kept in a small stack buffer, next to A[:, n] of the group's channels, gathered once per task (A is [E, N]: no
+/// kept in a small stack buffer (the native heap past MaxStackVectors), next to A[:, n] of the group's channels, gathered once per task (A is [E, N]: no
 /// transposed copy per call). Work is split over (batch, channel group).
 /// </summary>
 internal static class CpuSelectiveScan
@@ -192,9 +193,28 @@ internal static class CpuSelectiveScan
     private static unsafe void ScanChannels<TVec, TOps>(in ScanArgs a, int b, int e0) where TVec : unmanaged where TOps : IVectorOps<TVec>
     {
         int n = a.N, inner = a.Inner, rank = a.Rank, dbcWidth = rank + 2 * n;
-        var s = stackalloc TVec[n];
-        var aj = stackalloc TVec[n];
-        var wr = stackalloc TVec[rank];
+        // s, A and W_dt per lane: on the stack while small, else on the native heap (state_size and the rank come from
+        // a config file; sized on the stack they overflowed it, aborting the process, at state_size ~ 20,000: issue 17).
+        long need = 2L * n + rank;
+        TVec* heap = null;
+        TVec* stack = stackalloc TVec[need <= MaxStackVectors ? (int)need : 0];
+        TVec* buffer = need <= MaxStackVectors ? stack : heap = (TVec*)NativeMemory.AlignedAlloc((nuint)need * (nuint)sizeof(TVec), 64);
+        try
+        {
+            ScanChannels<TVec, TOps>(a, b, e0, buffer, buffer + n, buffer + 2 * n);
+        }
+        finally
+        {
+            if (heap != null) NativeMemory.AlignedFree(heap);
+        }
+    }
+
+    /// <summary>The most vectors <see cref="ScanChannels{TVec, TOps}(in ScanArgs, int, int)"/> and <see cref="ScanChannel(in ScanArgs, int, int)"/> take from the stack (16 kB of Vector512).</summary>
+    private const int MaxStackVectors = 256;
+
+    private static unsafe void ScanChannels<TVec, TOps>(in ScanArgs a, int b, int e0, TVec* s, TVec* aj, TVec* wr) where TVec : unmanaged where TOps : IVectorOps<TVec>
+    {
+        int n = a.N, inner = a.Inner, rank = a.Rank, dbcWidth = rank + 2 * n;
         float* stateBase = a.State + ((long)b * inner + e0) * n;
         // W_dt [E, R], A [E, N] and the state [E, N] hold a channel's entries together: lane i gathers channel e0 + i's.
         var gather = stackalloc float[TOps.Count];
@@ -306,8 +326,23 @@ internal static class CpuSelectiveScan
     /// <summary>The scan of one channel in scalar float (the formulas of <see cref="CpuMath"/>'s scalar forms).</summary>
     private static unsafe void ScanChannel(in ScanArgs a, int b, int e)
     {
+        int n = a.N;
+        float* heap = null;
+        float* stack = stackalloc float[n <= MaxStackVectors ? n : 0];
+        float* s = n <= MaxStackVectors ? stack : heap = (float*)NativeMemory.Alloc((nuint)n, sizeof(float));
+        try
+        {
+            ScanChannel(a, b, e, s);
+        }
+        finally
+        {
+            if (heap != null) NativeMemory.Free(heap);
+        }
+    }
+
+    private static unsafe void ScanChannel(in ScanArgs a, int b, int e, float* s)
+    {
         int n = a.N, inner = a.Inner, dbcWidth = a.Rank + 2 * n;
-        var s = stackalloc float[n];
         float* stateRow = a.State + ((long)b * inner + e) * n;
         for (int j = 0; j < n; j++) s[j] = a.Initial ? stateRow[j] : 0f;
         float* wrow = a.Wdt + (long)e * a.Rank;
