@@ -1,3 +1,5 @@
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using Mamba.IO;
 
 namespace Mamba.Compute.Cpu;
@@ -79,16 +81,47 @@ internal sealed class CpuPackedWeight : DeviceTensor
         if (destination.Length < (long)count * k) throw new ArgumentException($"destination holds {destination.Length}, need {(long)count * k}", nameof(destination));
         if (Format == CpuWeightFormat.BF16)
         {
-            SafeTensorsFile.Bf16ToFloat32(Bf16.AsSpan(row0 * k, count * k), destination);
+            WidenBf16(Bf16.AsSpan(row0 * k, count * k), destination);
             return;
         }
         var q = Int8!.Q;
         for (int r = 0; r < count; r++)
+            WidenInt8Row(q.AsSpan((row0 + r) * k, k), Int8.Scales[row0 + r], destination.Slice(r * k, k));
+    }
+
+    /// <summary>bf16 bits → float32 (exact), vectorised.</summary>
+    private static unsafe void WidenBf16(ReadOnlySpan<ushort> bits, Span<float> dst)
+    {
+        int n = bits.Length, p = 0;
+        fixed (ushort* pb = bits)
+        fixed (float* pd = dst)
         {
-            float s = Int8.Scales[row0 + r];
-            var src = q.AsSpan((row0 + r) * k, k);
-            var dst = destination.Slice(r * k, k);
-            for (int p = 0; p < k; p++) dst[p] = s * src[p];
+            if (Avx512F.IsSupported && Vector512.IsHardwareAccelerated)
+                for (; p + 16 <= n; p += 16) Vector512.Store(Bf16Widen512.Load1(pb + p), pd + p);
+            else if (Avx2.IsSupported)
+                for (; p + 8 <= n; p += 8) Vector256.Store(Bf16Widen256.Load1(pb + p), pd + p);
+            for (; p < n; p++) pd[p] = Bf16Widen256.Scalar(pb[p]);
+        }
+    }
+
+    /// <summary>dst[p] = s · q[p] (the value <see cref="Int8RowQuantized.Dequantize"/> gives), vectorised.</summary>
+    private static unsafe void WidenInt8Row(ReadOnlySpan<sbyte> q, float s, Span<float> dst)
+    {
+        int k = q.Length, p = 0;
+        fixed (sbyte* pq = q)
+        fixed (float* pd = dst)
+        {
+            if (Avx512F.IsSupported && Vector512.IsHardwareAccelerated)
+            {
+                var vs = Vector512.Create(s);
+                for (; p + 16 <= k; p += 16) Vector512.Store(Avx512F.Multiply(vs, Int8Widen512.Load1(pq + p)), pd + p);
+            }
+            else if (Avx2.IsSupported)
+            {
+                var vs = Vector256.Create(s);
+                for (; p + 8 <= k; p += 8) Vector256.Store(Avx.Multiply(vs, Int8Widen256.Load1(pq + p)), pd + p);
+            }
+            for (; p < k; p++) pd[p] = s * pq[p];
         }
     }
 
