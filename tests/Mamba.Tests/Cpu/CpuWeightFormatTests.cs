@@ -77,8 +77,8 @@ public class CpuWeightFormatTests
     [TestCase(CpuWeightFormat.BF16, 45)]
     public void PackedWeightsThroughTheBackendStandForTheirNarrowedValues(CpuWeightFormat format, int m)
     {
-        const int k = 96;
-        int n = 2 * (1 << 19) / k + 37; // the GEMM path takes 3 tiles, the last partial
+        int k = m >= CpuBackend.PackedGemmMinRows ? 1024 : 96;
+        int n = 2 * CpuBackend.WidenTileFloats / k + 37; // the GEMM path takes 3 tiles, the last partial
         var rng = new Random(11 + m);
         var w = Uniform(rng, n * k, 0.3);
         var wd = Narrowed(w, n, k, format);

@@ -20,13 +20,14 @@ internal sealed class CpuPackedWeight : DeviceTensor
         Format = format;
     }
 
-    /// <summary>Packs <paramref name="data"/> [N, K] (row-major) in <paramref name="format"/> (Int8 or BF16).</summary>
-    public static CpuPackedWeight Create(ReadOnlySpan<float> data, CpuWeightFormat format, int[] shape)
+    /// <summary>Packs <paramref name="data"/> [N, K] (row-major) in <paramref name="format"/> (Int8 or BF16); the array is only read.</summary>
+    public static CpuPackedWeight Create(float[] data, CpuWeightFormat format, int[] shape)
     {
+        ArgumentNullException.ThrowIfNull(data);
         var w = new CpuPackedWeight(format, shape);
         if (data.Length != w.ElementCount)
             throw new ArgumentException($"{data.Length} values for shape {w.ShapeText}", nameof(data));
-        w.Store(data);
+        w.Store(data, data);
         return w;
     }
 
@@ -49,13 +50,16 @@ internal sealed class CpuPackedWeight : DeviceTensor
     public long StoredBytes => Format == CpuWeightFormat.Int8 ? Int8!.Q.LongLength + 4L * Int8.Scales.Length : 2L * Bf16!.LongLength;
 
     /// <summary>Converts <paramref name="data"/> (N·K floats) into this weight's format, replacing what it held.</summary>
-    public void Store(ReadOnlySpan<float> data)
+    public void Store(ReadOnlySpan<float> data) => Store(data, null);
+
+    /// <summary><paramref name="owned"/>, when given, is <paramref name="data"/>'s array, read in place (no copy).</summary>
+    private void Store(ReadOnlySpan<float> data, float[]? owned)
     {
         if (data.Length != ElementCount) throw new ArgumentException($"{data.Length} values for shape {ShapeText}", nameof(data));
         switch (Format)
         {
             case CpuWeightFormat.Int8:
-                Int8 = Int8RowQuantized.Quantize(data.ToArray(), Rows, Columns);
+                Int8 = Int8RowQuantized.Quantize(owned ?? data.ToArray(), Rows, Columns);
                 break;
             case CpuWeightFormat.BF16:
                 var bits = new ushort[data.Length];
