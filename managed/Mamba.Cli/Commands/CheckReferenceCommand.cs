@@ -34,6 +34,12 @@ internal static class CheckReferenceCommand
             Console.WriteLine($"model     {modelDir} ({lm.Config.Summary()}, stored {lm.StoredDType})");
             Console.WriteLine($"reference {Path.Combine(fixtureDir, "reference.safetensors")}");
             Console.WriteLine($"backend   {backend.Description}, activations {activation.ToShortName()}");
+            if (lm.CpuWeights != CpuWeightFormat.F32)
+            {
+                var (forwardTol, lossTol) = ReferenceCheck.QuantizedWeightTolerances(lm.CpuWeights);
+                Console.WriteLine(System.FormattableString.Invariant(
+                    $"weights   {lm.CpuWeights.ToShortName()}: tolerances forward {forwardTol:E1}, loss {lossTol:E1} (12·u and u/2, u = {ReferenceCheck.WeightRoundingUnit(lm.CpuWeights):E2} per weight); gradients not checked"));
+            }
             Console.WriteLine();
             Console.WriteLine($"{"tensor",-34} {"max abs err",12} {"rel err",12} {"tolerance",10}  result");
             var rows = ReferenceCheck.Run(lm, fixtureDir, groups, modelDir);

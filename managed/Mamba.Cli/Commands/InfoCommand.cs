@@ -47,11 +47,26 @@ internal static class InfoCommand
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  parameters: {weights.ParameterCount:N0} (stored as {weights.StoredDType})"));
             long storedBytes = weights.ParameterCount * (weights.StoredDType == "F32" ? 4 : 2);
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  weight bytes: {storedBytes:N0} stored, {weights.ParameterCount * 4:N0} as f32, {weights.ParameterCount * 2:N0} as bf16"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"  on the CPU: {CpuWeightBytes(config, CpuWeightFormat.Int8):N0} with --dtype int8, {CpuWeightBytes(config, CpuWeightFormat.BF16):N0} with --dtype bf16 (linear and embedding weights narrow, the rest f32)"));
             Console.WriteLine($"  tokenizer: {(File.Exists(Path.Combine(dir, "tokenizer.json")) ? "tokenizer.json" : "none")}");
             if (config.ExtraKeys.ContainsKey("mamba_dotnet_untrained"))
                 Console.WriteLine("  untrained: random weights from the config's init scheme (a placeholder, not a language model)");
             return 0;
         });
         return command;
+    }
+
+    /// <summary>Bytes the CPU backend holds for the parameters with narrow linear/embedding weights (int8: values + a float scale per row).</summary>
+    private static long CpuWeightBytes(MambaConfig config, CpuWeightFormat format)
+    {
+        long total = 0;
+        foreach (var entry in MambaParameterTable.Entries(config))
+        {
+            if (!MambaForCausalLM.IsLinearWeight(entry.Spec.Id)) total += 4 * entry.ElementCount;
+            else if (format == CpuWeightFormat.Int8) total += entry.ElementCount + 4L * entry.DeviceShape[0];
+            else total += 2 * entry.ElementCount;
+        }
+        return total;
     }
 }

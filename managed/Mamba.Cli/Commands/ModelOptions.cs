@@ -42,12 +42,7 @@ internal static class ModelOptions
     public static MambaModel Load(string? directory, string device, string dtype, int threads)
     {
         var dir = directory ?? DefaultModelDirectory;
-        var options = new MambaModelOptions
-        {
-            Backend = ParseDevice(device),
-            DType = DTypeExtensions.Parse(dtype),
-            CpuThreads = threads,
-        };
+        var options = CommonOptions.ModelOptionsFor(device, dtype, threads);
         MambaModel? model = null;
         var bar = Console.IsErrorRedirected ? null : Status;
         if (bar is null) model = MambaModel.Load(dir, options);

@@ -99,20 +99,24 @@ internal static class TokenizeCommand
         foreach (var chunk in lines.Chunk(256))
         {
             var counts = new int[chunk.Length];
-            try
+            var errors = new string?[chunk.Length];
+            Parallel.For(0, chunk.Length, i =>
             {
-                Parallel.For(0, chunk.Length, i =>
+                try
                 {
                     using var doc = JsonDocument.Parse(chunk[i].Line);
-                    if (!doc.RootElement.TryGetProperty(field, out var value) || value.ValueKind != JsonValueKind.String)
-                        throw new InvalidDataException($"{path}:{chunk[i].Number}: no string field \"{field}\"");
-                    counts[i] = tokenizer.Encode(value.GetString()!, special).Count;
-                });
-            }
-            catch (AggregateException e) when (e.InnerExceptions.Count > 0)
-            {
-                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerExceptions[0]).Throw();
-            }
+                    if (doc.RootElement.ValueKind != JsonValueKind.Object || !doc.RootElement.TryGetProperty(field, out var value) || value.ValueKind != JsonValueKind.String)
+                        errors[i] = $"no string field \"{field}\"";
+                    else counts[i] = tokenizer.Encode(value.GetString()!, special).Count;
+                }
+                catch (JsonException e)
+                {
+                    errors[i] = $"not JSON: {e.Message}";
+                }
+            });
+            // The first bad line in file order, whichever thread met it first.
+            for (int i = 0; i < chunk.Length; i++)
+                if (errors[i] is { } message) throw new InvalidDataException($"{path}:{chunk[i].Number}: {message}");
             foreach (int c in counts)
                 tokens += c;
             documents += chunk.Length;

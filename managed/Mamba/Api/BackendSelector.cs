@@ -30,6 +30,7 @@ internal static class BackendSelector
                 var cuda = CudaBackend.Create(options.DeviceId, options.DType, new CudaBackendOptions { LibraryPath = options.NativeLibraryPath });
                 description = new BackendDescription(BackendKind.Cuda, cuda.Description, MambaNative.LoadedPath, null);
                 log.LogInformation("Backend: CUDA ({Device}), activations {DType}", cuda.Description, options.DType.ToShortName());
+                IgnoredOnCuda(options, log);
                 return cuda;
             }
             default:
@@ -38,6 +39,7 @@ internal static class BackendSelector
                     var cuda = CudaBackend.Create(options.DeviceId, options.DType, new CudaBackendOptions { LibraryPath = options.NativeLibraryPath });
                     description = new BackendDescription(BackendKind.Cuda, cuda.Description, MambaNative.LoadedPath, null);
                     log.LogInformation("Backend auto: CUDA ({Device}), activations {DType}", cuda.Description, options.DType.ToShortName());
+                    IgnoredOnCuda(options, log);
                     return cuda;
                 }
                 catch (MambaBackendUnavailableException e)
@@ -50,13 +52,19 @@ internal static class BackendSelector
 
     private static IMambaBackend Cpu(MambaModelOptions options, ILogger log, string? reason, out BackendDescription description, out DType activation)
     {
-        var cpu = new CpuBackend(options.CpuThreads);
+        var cpu = new CpuBackend(options.CpuThreads, options.CpuWeights);
         activation = DType.F32;
         description = new BackendDescription(BackendKind.Cpu, cpu.Description, null, reason);
         if (reason is null) log.LogInformation("Backend: {Device}", cpu.Description);
         if (options.DType != DType.F32)
             log.LogInformation("The CPU computes in f32; the requested {DType} applies to GPUs only", options.DType.ToShortName());
         return cpu;
+    }
+
+    private static void IgnoredOnCuda(MambaModelOptions options, ILogger log)
+    {
+        if (options.CpuWeights != CpuWeightFormat.F32)
+            log.LogInformation("CpuWeights {Format} applies to the CPU only; the CUDA weights are {DType}", options.CpuWeights.ToShortName(), options.DType.ToShortName());
     }
 
     private static void RequireCpuDType(DType dtype)

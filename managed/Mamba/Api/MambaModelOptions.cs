@@ -23,6 +23,14 @@ public sealed record MambaModelOptions
     /// <summary>Weight and activation dtype on a GPU (the CPU always computes in float32). Default float32.</summary>
     public DType DType { get; init; } = DType.F32;
 
+    /// <summary>
+    /// How the CPU backend stores the weights of the linear layers and the embedding: float32 (default), bfloat16 or
+    /// weight-only int8 with per-row scales (activations stay float32; see <see cref="CpuWeightFormat"/> for the accuracy
+    /// cost). Applies whenever the model runs on the CPU (an explicit <see cref="BackendPreference.Cpu"/>, or
+    /// <see cref="BackendPreference.Auto"/> falling back); the CUDA backend ignores it (its weights are <see cref="DType"/>).
+    /// </summary>
+    public CpuWeightFormat CpuWeights { get; init; } = CpuWeightFormat.F32;
+
     /// <summary>CUDA device ordinal.</summary>
     public int DeviceId { get; init; }
 

@@ -64,6 +64,17 @@ internal interface IMambaBackend : IDisposable
     /// </summary>
     DeviceTensor UploadOwned(float[] data, DType dtype, params int[] shape) => Upload(data, dtype, shape);
 
+    /// <summary>
+    /// Uploads the weight matrix [N, K] of a linear layer or the embedding table, which only <see cref="Linear"/>,
+    /// <see cref="Embedding"/>, <see cref="Download"/> and <see cref="Copy"/> (as destination) will read: a backend may
+    /// store it in a narrower format of its own (the CPU backend's <see cref="CpuWeightFormat"/>). Takes ownership of
+    /// <paramref name="data"/> as <see cref="UploadOwned"/> does. The default is <see cref="UploadOwned"/>.
+    /// </summary>
+    DeviceTensor UploadWeight(float[] data, DType dtype, params int[] shape) => UploadOwned(data, dtype, shape);
+
+    /// <summary>How <see cref="UploadWeight"/> stores weights: <see cref="CpuWeightFormat.F32"/> (as uploaded, in the dtype asked) unless a backend narrows them.</summary>
+    CpuWeightFormat WeightFormat => CpuWeightFormat.F32;
+
     /// <summary>Copies a tensor to host memory as float32.</summary>
     void Download(DeviceTensor source, Span<float> destination);
 

@@ -103,13 +103,23 @@ public sealed partial class MambaForCausalLM : IDisposable, ITrainableModel
         _blocks = Enumerable.Range(0, Config.NumHiddenLayers).Select(i => new MambaBlock(i, _parameters)).ToArray();
     }
 
-    /// <summary>Puts one parameter on the backend in the form its table entry names.</summary>
+    /// <summary>
+    /// Puts one parameter on the backend in the form its table entry names. The matrices that only Linear and
+    /// Embedding read go through <see cref="IMambaBackend.UploadWeight"/>, where a backend may narrow them (the CPU's
+    /// int8/bf16 weights); dt_proj is a matrix too but the fused scan reads it directly, so it stays in the plain form.
+    /// Without <paramref name="adopt"/> the backend gets copies (the caller keeps its arrays).
+    /// </summary>
     private DeviceTensor Upload(float[] data, ParameterEntry entry, bool adopt) => entry.Spec.Form switch
     {
+        ParameterForm.Matrix when IsLinearWeight(entry.Spec.Id) => Backend.UploadWeight(adopt ? data : (float[])data.Clone(), ActivationDType, entry.DeviceShape),
         ParameterForm.Matrix => adopt ? Backend.UploadOwned(data, ActivationDType, entry.DeviceShape) : Backend.Upload(data, ActivationDType, entry.DeviceShape),
         ParameterForm.NegExp => Backend.UploadOwned(NegExp(data), DType.F32, entry.DeviceShape),
         _ => adopt ? Backend.UploadOwned(data, DType.F32, entry.DeviceShape) : Backend.Upload(data, DType.F32, entry.DeviceShape),
     };
+
+    /// <summary>The weights read only by Linear (in_proj, x_proj, out_proj, an untied lm_head) and Embedding (the table, which a tied lm_head also multiplies by).</summary>
+    internal static bool IsLinearWeight(ParameterId id) =>
+        id is ParameterId.Embeddings or ParameterId.InProjWeight or ParameterId.XProjWeight or ParameterId.OutProjWeight or ParameterId.LmHead;
 
     private static float[] NegExp(float[] aLog)
     {
@@ -141,6 +151,12 @@ public sealed partial class MambaForCausalLM : IDisposable, ITrainableModel
 
     /// <summary>Storage dtype of weights and activations on the backend.</summary>
     public DType ActivationDType { get; }
+
+    /// <summary>
+    /// How the CPU backend stores the linear and embedding weights (<see cref="CpuWeightFormat.F32"/> on other backends,
+    /// whose weight dtype is <see cref="ActivationDType"/>).
+    /// </summary>
+    public CpuWeightFormat CpuWeights => Backend.WeightFormat;
 
     /// <summary>Parameter count (tied head once).</summary>
     public long ParameterCount { get; }

@@ -5,18 +5,29 @@ namespace Mamba.Compute.Cpu;
 /// <summary>
 /// The pure C# implementation of <see cref="IMambaBackend"/>: float32 storage and math, vectorised with AVX-512 or
 /// AVX2 (kernels generic over the width, see <see cref="IVectorOps{TVec}"/>) and <see cref="TensorPrimitives"/>,
-/// parallel over rows, channels and batch. It is the oracle every other backend is tested against.
+/// parallel over rows, channels and batch. It is the oracle every other backend is tested against (with float32
+/// weights). With <see cref="CpuWeightFormat.Int8"/> or <see cref="CpuWeightFormat.BF16"/> the weights of the linear
+/// layers and the embedding are stored narrow (<see cref="CpuPackedWeight"/>) and widened inside Linear and Embedding;
+/// everything else stays float32.
 /// </summary>
 internal sealed partial class CpuBackend : IMambaBackend
 {
     private readonly ParallelOptions _parallel;
 
-    /// <summary>Creates the backend; <paramref name="threads"/> ≤ 0 uses every core.</summary>
-    public CpuBackend(int threads = 0)
+    /// <summary>
+    /// Creates the backend; <paramref name="threads"/> ≤ 0 uses every core. <paramref name="weights"/> is how weights
+    /// uploaded through <see cref="UploadWeight"/> are stored.
+    /// </summary>
+    public CpuBackend(int threads = 0, CpuWeightFormat weights = CpuWeightFormat.F32)
     {
+        if (!Enum.IsDefined(weights)) throw new ArgumentOutOfRangeException(nameof(weights), weights, "unknown CPU weight format");
         Threads = threads > 0 ? threads : Environment.ProcessorCount;
+        WeightFormat = weights;
         _parallel = new ParallelOptions { MaxDegreeOfParallelism = Threads };
     }
+
+    /// <summary>How linear and embedding weights are stored (float32 unless asked otherwise).</summary>
+    public CpuWeightFormat WeightFormat { get; }
 
     /// <summary>Worker threads used by parallel ops.</summary>
     public int Threads { get; }
@@ -26,7 +37,9 @@ internal sealed partial class CpuBackend : IMambaBackend
 
     /// <inheritdoc />
     /// <remarks>Names the instruction set the kernels run with (AVX-512, AVX2 or scalar) and the thread count.</remarks>
-    public string Description => $"CPU (C#, float32, {CpuVectorWidth.InstructionSet}, {Threads} threads)";
+    public string Description => WeightFormat == CpuWeightFormat.F32
+        ? $"CPU (C#, float32, {CpuVectorWidth.InstructionSet}, {Threads} threads)"
+        : $"CPU (C#, float32 activations, {WeightFormat.ToShortName()} weights{(WeightFormat == CpuWeightFormat.Int8 ? " (per-row scales)" : "")}, {CpuVectorWidth.InstructionSet}, {Threads} threads)";
 
     /// <inheritdoc />
     public DeviceTensor Allocate(DType dtype, params int[] shape)
@@ -55,8 +68,24 @@ internal sealed partial class CpuBackend : IMambaBackend
     public DeviceTensor UploadOwned(float[] data, DType dtype, params int[] shape) => dtype == DType.F32 ? Wrap(data, shape) : Upload(data, dtype, shape);
 
     /// <inheritdoc />
+    /// <remarks>With an Int8 or BF16 <see cref="WeightFormat"/>, a matrix becomes a <see cref="CpuPackedWeight"/>.</remarks>
+    public DeviceTensor UploadWeight(float[] data, DType dtype, params int[] shape)
+    {
+        RequireF32(dtype);
+        if (WeightFormat == CpuWeightFormat.F32 || shape.Length != 2) return UploadOwned(data, dtype, shape);
+        return CpuPackedWeight.Create(data, WeightFormat, shape);
+    }
+
+    /// <inheritdoc />
     public void Download(DeviceTensor source, Span<float> destination)
     {
+        if (source is CpuPackedWeight packed && !packed.IsDisposed)
+        {
+            if (destination.Length < packed.ElementCount)
+                throw new ArgumentException($"destination holds {destination.Length}, tensor has {packed.ElementCount}", nameof(destination));
+            packed.Widen(0, packed.Rows, destination);
+            return;
+        }
         var s = Cpu(source, nameof(source));
         if (destination.Length < s.ElementCount)
             throw new ArgumentException($"destination holds {destination.Length}, tensor has {s.ElementCount}", nameof(destination));
@@ -66,6 +95,14 @@ internal sealed partial class CpuBackend : IMambaBackend
     /// <inheritdoc />
     public void Copy(DeviceTensor source, DeviceTensor destination)
     {
+        if (destination is CpuPackedWeight packed && !packed.IsDisposed)
+        {
+            var from = Cpu(source, nameof(source));
+            if (from.ElementCount != packed.ElementCount)
+                throw new ArgumentException($"destination {packed.ShapeText} differs from {from.ShapeText}", nameof(destination));
+            packed.Store(from.Data); // converted again (LoRA merge into a narrow weight)
+            return;
+        }
         var s = Cpu(source, nameof(source));
         var d = Cpu(destination, nameof(destination));
         SameCount(s, d, nameof(destination));
@@ -102,6 +139,11 @@ internal sealed partial class CpuBackend : IMambaBackend
     /// <inheritdoc />
     public void Embedding(DeviceTensor table, ReadOnlySpan<int> ids, DeviceTensor output)
     {
+        if (table is CpuPackedWeight packed && !packed.IsDisposed)
+        {
+            EmbeddingPacked(packed, ids, Cpu(output, nameof(output)));
+            return;
+        }
         var t = Cpu(table, nameof(table));
         var o = Cpu(output, nameof(output));
         int vocab = t.Dim(0), width = t.Dim(1);
@@ -177,8 +219,13 @@ internal sealed partial class CpuBackend : IMambaBackend
     public void Linear(DeviceTensor x, DeviceTensor weight, DeviceTensor? bias, DeviceTensor y)
     {
         var xt = Cpu(x, nameof(x));
-        var w = Cpu(weight, nameof(weight));
         var yt = Cpu(y, nameof(y));
+        if (weight is CpuPackedWeight packed && !packed.IsDisposed)
+        {
+            LinearPacked(xt, packed, bias, yt);
+            return;
+        }
+        var w = Cpu(weight, nameof(weight));
         int n = w.Dim(0), k = w.Dim(1);
         if (xt.ElementCount % k != 0)
             throw new ArgumentException($"x {xt.ShapeText} has no rows of width {k} for weight {w.ShapeText}", nameof(x));
@@ -446,6 +493,9 @@ internal sealed partial class CpuBackend : IMambaBackend
     {
         ArgumentNullException.ThrowIfNull(tensor, name);
         ObjectDisposedException.ThrowIf(tensor.IsDisposed, tensor);
+        if (tensor is CpuPackedWeight packed)
+            throw new ArgumentException($"{name} is a weight stored as {packed.Format.ToShortName()} (CPU weight-only storage): only Linear, " +
+                "Embedding, Download and Copy into it read it; training and other ops need float32 weights (load with CpuWeightFormat.F32)", name);
         return tensor as CpuTensor ?? throw new ArgumentException($"{name} lives on another backend ({tensor.GetType().Name})", name);
     }
 
