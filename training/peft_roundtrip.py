@@ -27,9 +27,9 @@ p.add_argument("--seed", type=int, default=7)
 a = p.parse_args()
 torch.manual_seed(a.seed)
 
-base = MambaForCausalLM.from_pretrained(a.base, torch_dtype=torch.float64)
 if a.create:
-    model = get_peft_model(base, LoraConfig(r=a.r, lora_alpha=a.alpha, target_modules=a.targets.split(","), lora_dropout=0.0,
+    # Made and saved as a user would: a float32 model (PEFT saves the adapter in the model's dtype).
+    model = get_peft_model(MambaForCausalLM.from_pretrained(a.base, torch_dtype=torch.float32), LoraConfig(r=a.r, lora_alpha=a.alpha, target_modules=a.targets.split(","), lora_dropout=0.0,
                                             bias="none", task_type="CAUSAL_LM"))
     with torch.no_grad():
         for name, prm in model.named_parameters():
@@ -39,7 +39,7 @@ if a.create:
     print("PEFT saved", a.adapter, sorted(os.listdir(a.adapter)))
     model = PeftModel.from_pretrained(MambaForCausalLM.from_pretrained(a.base, torch_dtype=torch.float64), a.adapter, is_trainable=True)
 else:
-    model = PeftModel.from_pretrained(base, a.adapter, is_trainable=True)
+    model = PeftModel.from_pretrained(MambaForCausalLM.from_pretrained(a.base, torch_dtype=torch.float64), a.adapter, is_trainable=True)
     print("PEFT loaded", a.adapter)
 model = model.double()
 model.train()
@@ -65,4 +65,4 @@ for name, target in (("model", a.base), ("adapter", a.adapter)):
     link = os.path.join(a.out, name)
     if not os.path.exists(link):
         os.symlink(os.path.abspath(target), link)
-print("wrote", a.out, "with", len([k for k in tensors if k.startswith("grad.")]), "adapter gradients, loss", float(out.loss))
+print("wrote", a.out, "with", len([k for k in tensors if k.startswith("grad.")]), "adapter gradients, loss", float(out.loss.detach()))

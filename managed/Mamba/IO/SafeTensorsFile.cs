@@ -41,7 +41,7 @@ public static class SafeTensorsDTypes
     public static int SizeOf(string dtype) => Sizes.TryGetValue(dtype, out var size) ? size : 0;
 
     /// <summary>True for the floating-point dtypes <see cref="SafeTensorsFile.ReadFloat32(string)"/> can upcast: F32, F16, BF16.</summary>
-    public static bool IsReadableAsFloat32(string dtype) => dtype is "F32" or "F16" or "BF16";
+    public static bool IsReadableAsFloat32(string dtype) => dtype is "F32" or "F16" or "BF16" or "F64";
 
     /// <summary>The product of <paramref name="shape"/> (1 for a scalar); throws <see cref="OverflowException"/> on overflow.</summary>
     public static long ElementCount(ReadOnlySpan<long> shape)
@@ -341,7 +341,7 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         return result;
     }
 
-    /// <summary>Reads a F32, F16 or BF16 tensor as float32 into <paramref name="destination"/>, whose length must equal the element count.</summary>
+    /// <summary>Reads a F32, F16, BF16 or F64 tensor as float32 (F64 rounded to nearest) into <paramref name="destination"/>, whose length must equal the element count.</summary>
     /// <exception cref="MambaFormatException">No such tensor, or its dtype is not a float type.</exception>
     /// <exception cref="ArgumentException"><paramref name="destination"/> has the wrong length.</exception>
     public void ReadFloat32(string name, Span<float> destination)
@@ -364,6 +364,11 @@ public sealed unsafe class SafeTensorsFile : IDisposable
                     break;
                 case "BF16":
                     Bf16ToFloat32(new ReadOnlySpan<ushort>(src + done * 2, n), dst);
+                    break;
+                case "F64":
+                    // Rounded to nearest (PEFT saves adapters of a float64 model as F64).
+                    var wide = new ReadOnlySpan<double>(src + done * 8, n);
+                    for (int i = 0; i < n; i++) dst[i] = (float)wide[i];
                     break;
                 default:
                     TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(src + done * 2, n), dst);
@@ -409,7 +414,7 @@ public sealed unsafe class SafeTensorsFile : IDisposable
     {
         var info = GetInfo(name);
         if (!SafeTensorsDTypes.IsReadableAsFloat32(info.DType))
-            throw new MambaFormatException($"tensor has dtype {info.DType}, which cannot be read as float32 (expected F32, F16 or BF16)", FilePath, name);
+            throw new MambaFormatException($"tensor has dtype {info.DType}, which cannot be read as float32 (expected F32, F16, BF16 or F64)", FilePath, name);
         return info;
     }
 

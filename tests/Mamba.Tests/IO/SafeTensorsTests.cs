@@ -100,6 +100,17 @@ public class SafeTensorsTests
     }
 
     [Test]
+    public void F64TensorsReadAsFloat32RoundedToNearest()
+    {
+        // PEFT writes the adapter of a float64 model as F64.
+        double[] values = [1.0 / 3, -2.5, 1e-40, 123456789.123, double.NegativeInfinity];
+        var path = Path.Combine(_dir, "f64.safetensors");
+        SafeTensorsWriter.Write(path, [("w", "F64", [5], MemoryMarshal.AsBytes(values.AsSpan()).ToArray())]);
+        using var file = SafeTensorsFile.Open(path);
+        Assert.That(file.ReadFloat32("w"), Is.EqualTo(values.Select(v => (float)v).ToArray()));
+    }
+
+    [Test]
     public void Bf16UpcastMatchesScalarDecodingOfRawBytes()
     {
         using var file = SafeTensorsFile.Open(ModelFile("tiny-bf16"));
