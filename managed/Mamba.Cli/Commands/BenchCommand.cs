@@ -35,10 +35,11 @@ internal static class BenchCommand
         var repeat = new Option<int>("--repeat") { Description = "Timed repetitions (the median is reported)", DefaultValueFactory = _ => 3 };
         var json = new Option<bool>("--json") { Description = "Print one JSON object per measurement" };
         var chunk = new Option<int>("--chunk") { Description = "Prefill chunk in tokens (0 = the whole prompt at once); memory stays that of one chunk", DefaultValueFactory = _ => 0 };
+        var loraRank = new Option<int>("--lora-r") { Description = "With --train: LoRA of this rank on x_proj, embeddings, in_proj, out_proj (the base frozen) instead of full training", DefaultValueFactory = _ => 0 };
         var train = new Option<bool>("--train") { Description = "Measure training steps instead (forward + backward + AdamW; --batch and --prompt-tokens give the batch and sequence length), with and without activation recompute, peak memory, and the scan backward alone" };
         var command = new Command("bench", "Measure prefill and decode speed and peak memory, or (--train) training throughput.")
         {
-            model, config, device, dtype, threads, batches, prompts, newTokens, repeat, json, chunk, train,
+            model, config, device, dtype, threads, batches, prompts, newTokens, repeat, json, chunk, train, loraRank,
         };
         command.SetAction(parse =>
         {
@@ -64,7 +65,7 @@ internal static class BenchCommand
             if (parse.GetValue(train))
             {
                 BenchTrainCommand.Run(lm, backend, activation, name, ParseList(parse.GetValue(batches)!), ParseList(parse.GetValue(prompts)!),
-                    Math.Max(1, parse.GetValue(repeat)), asJson);
+                    Math.Max(1, parse.GetValue(repeat)), asJson, parse.GetValue(loraRank));
                 return 0;
             }
             if (!asJson)

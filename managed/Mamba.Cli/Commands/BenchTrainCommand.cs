@@ -18,21 +18,40 @@ internal static class BenchTrainCommand
     private sealed record Row(string Model, string Device, string DType, int Batch, int Length, bool Recompute, double StepSeconds,
         double TokensPerSecond, double ForwardBackwardSeconds, double OptimizerSeconds, double PeakMiB, double ScanBackwardMicroseconds);
 
+    /// <summary>
+    /// Full training (every parameter, <paramref name="loraRank"/> 0) or LoRA (rank r on x_proj, embeddings, in_proj and
+    /// out_proj, the documentation's targets; the base frozen), timed over whole optimizer steps.
+    /// </summary>
     public static void Run(MambaForCausalLM lm, IMambaBackend backend, DType activation, string name, IEnumerable<int> batches, IEnumerable<int> lengths,
-        int repeat, bool asJson)
+        int repeat, bool asJson, int loraRank = 0)
     {
-        var entries = MambaParameterTable.Entries(lm.Config).ToArray();
-        // fp32 master weights and AdamW moments, as the trainer keeps them.
-        var masters = new Dictionary<ParameterKey, (DeviceTensor Master, DeviceTensor M, DeviceTensor V)>();
-        foreach (var entry in entries)
+        Mamba.Lora.LoadedLoraAdapter? adapter = null;
+        ITrainableModel model = lm;
+        IReadOnlyList<float[]> initial;
+        if (loraRank > 0)
         {
-            var p = lm.Parameters[entry.Key];
-            var host = new float[p.ElementCount];
-            backend.Download(p, host);
-            if (entry.Spec.Form == ParameterForm.NegExp)
-                for (int j = 0; j < host.Length; j++) host[j] = MathF.Log(-host[j]);
-            masters[entry.Key] = (backend.Upload(host, DType.F32, entry.DeviceShape), backend.Allocate(DType.F32, entry.DeviceShape), backend.Allocate(DType.F32, entry.DeviceShape));
+            var config = new Mamba.Lora.LoraConfig { R = loraRank, LoraAlpha = loraRank, TargetModules = FinetuneCommand.DefaultTargets };
+            var init = Mamba.Lora.LoraAdapter.CreateInitialized(config, lm.Config, 1);
+            adapter = lm.LoadAdapter(init, "bench");
+            var lora = new Mamba.Training.LoraTrainingModel(lm, adapter, init);
+            (model, initial) = (lora, lora.InitialValues);
+            name += $" + LoRA r {loraRank} on [{string.Join(", ", config.TargetModules)}] ({adapter.ParameterCount:N0} trainable)";
         }
+        else
+        {
+            initial = MambaParameterTable.Entries(lm.Config).Select(entry =>
+            {
+                var host = new float[entry.ElementCount];
+                backend.Download(lm.Parameters[entry.Key], host);
+                if (entry.Spec.Form == ParameterForm.NegExp)
+                    for (int j = 0; j < host.Length; j++) host[j] = MathF.Log(-host[j]);
+                return host;
+            }).ToArray();
+        }
+        var tensors = model.TrainableTensors;
+        // fp32 master weights and AdamW moments, as the trainer keeps them.
+        var masters = tensors.Select((t, i) => (Master: backend.Upload(initial[i], DType.F32, t.Parameter.Shape),
+            M: backend.Allocate(DType.F32, t.Parameter.Shape), V: backend.Allocate(DType.F32, t.Parameter.Shape))).ToArray();
         try
         {
             if (!asJson)
@@ -58,18 +77,18 @@ internal static class BenchTrainCommand
                         {
                             (backend as CudaBackend)?.ResetPeakTensorBytes();
                             var clock = Stopwatch.StartNew();
-                            lm.ZeroGradients();
-                            lm.ForwardBackward(ids, ids, null, scale, recompute);
+                            model.ZeroGradients();
+                            model.ForwardBackward(ids, ids, null, scale, recompute);
                             double fb = clock.Elapsed.TotalSeconds;
                             double norm2 = 0;
-                            foreach (var entry in entries) norm2 += backend.SumOfSquares(lm.Gradients[entry.Key]);
+                            foreach (var t in tensors) norm2 += backend.SumOfSquares(t.Gradient);
                             float clip = (float)Math.Min(1.0, 1.0 / (Math.Sqrt(norm2) + 1e-6));
                             var args = new AdamWStepArgs(1e-4f, 0.9f, 0.999f, 1e-8f, 0f, 1f - MathF.Pow(0.9f, r + 1), 1f - MathF.Pow(0.999f, r + 1), clip);
-                            foreach (var entry in entries)
+                            for (int i = 0; i < tensors.Count; i++)
                             {
-                                var (master, m, v) = masters[entry.Key];
-                                var a = args with { WeightDecay = entry.Spec.WeightDecay ? 0.1f : 0f };
-                                backend.AdamWStep(master, lm.Gradients[entry.Key], m, v, lm.Parameters[entry.Key], entry.Spec.Form == ParameterForm.NegExp, a);
+                                var (master, m, v) = masters[i];
+                                var a = args with { WeightDecay = tensors[i].WeightDecay ? 0.1f : 0f };
+                                backend.AdamWStep(master, tensors[i].Gradient, m, v, tensors[i].Parameter, tensors[i].NegExp, a);
                             }
                             backend.Synchronize();
                             double total = clock.Elapsed.TotalSeconds;
@@ -90,12 +109,13 @@ internal static class BenchTrainCommand
         }
         finally
         {
-            foreach (var (master, m, v) in masters.Values)
+            foreach (var (master, m, v) in masters)
             {
                 master.Dispose();
                 m.Dispose();
                 v.Dispose();
             }
+            adapter?.Dispose();
         }
     }
 

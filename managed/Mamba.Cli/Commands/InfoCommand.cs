@@ -52,6 +52,15 @@ internal static class InfoCommand
             Console.WriteLine($"  tokenizer: {(File.Exists(Path.Combine(dir, "tokenizer.json")) ? "tokenizer.json" : "none")}");
             if (config.ExtraKeys.ContainsKey("mamba_dotnet_untrained"))
                 Console.WriteLine("  untrained: random weights from the config's init scheme (a placeholder, not a language model)");
+            var card = Path.Combine(dir, "README.md");
+            if (File.Exists(card))
+            {
+                // The model card (Hugging Face's README.md), without image lines a terminal cannot show.
+                Console.WriteLine();
+                Console.WriteLine($"model card {card}");
+                foreach (var line in File.ReadLines(card).Where(l => !l.TrimStart().StartsWith("![", StringComparison.Ordinal)))
+                    Console.WriteLine("  " + line);
+            }
             return 0;
         });
         return command;

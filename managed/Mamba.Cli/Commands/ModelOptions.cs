@@ -12,7 +12,7 @@ internal static class ModelOptions
 
     public static Option<string?> Model() => new("--model")
     {
-        Description = "Hugging Face model folder (config.json, model.safetensors, tokenizer.json); default: the bundled untrained model",
+        Description = "Hugging Face model folder (config.json, model.safetensors, tokenizer.json); default: the bundled default model (trained by this project on public-domain and permissively licensed English; see its model card: mamba info)",
     };
 
     /// <summary>A console on stderr for spinners and notes, so stdout carries only the results.</summary>

@@ -21,11 +21,19 @@ public class GenerateInfoChatCommandTests
     }
 
     [Test]
-    public void GenerateTextStreamsAndLabelsTheUntrainedModel()
+    public void GenerateTextStreamsFromTheTrainedDefaultModel()
     {
         var (code, output) = CliRunner.Run("generate", "--device", "cpu", "--prompt", "Once upon a time", "--max-new-tokens", "8");
         Assert.That(code, Is.EqualTo(0), output);
         Assert.That(output, Does.Contain("\nOnce upon a time"));
+        Assert.That(output, Does.Not.Contain("untrained"), "the bundled model is trained");
+    }
+
+    [Test]
+    public void GenerateLabelsAnUntrainedModel()
+    {
+        var (code, output) = CliRunner.Run("generate", "--device", "cpu", "--model", Api.ApiTestModels.DefaultDirectory, "--prompt", "Once upon a time", "--max-new-tokens", "4");
+        Assert.That(code, Is.EqualTo(0), output);
         Assert.That(output, Does.Contain("untrained"));
     }
 
@@ -45,7 +53,8 @@ public class GenerateInfoChatCommandTests
     {
         var (code, output) = CliRunner.Run("info");
         Assert.That(code, Is.EqualTo(0), output);
-        Assert.That(output, Does.Contain("backend probe").And.Contain("parameters:").And.Contain("vocab=50280").And.Contain("untrained"));
+        Assert.That(output, Does.Contain("backend probe").And.Contain("parameters:").And.Contain("vocab=50280"));
+        Assert.That(output, Does.Contain("model card").And.Contain("Validation").And.Not.Contain("untrained"), "the bundled model's card");
     }
 
     [Test]
