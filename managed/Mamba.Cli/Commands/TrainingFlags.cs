@@ -18,6 +18,7 @@ internal sealed class TrainingFlags
     private readonly Option<string[]> _evalData = new("--eval-data") { Description = "Held-out evaluation files (instead of --validation-split)", AllowMultipleArgumentsPerToken = true };
     private readonly Option<bool> _recompute = new("--recompute") { Description = "Recompute activations per layer in the backward pass (less memory)" };
     private readonly Option<string?> _resume = new("--resume") { Description = "Checkpoint folder to continue from exactly" };
+    private readonly Option<bool> _evalOnStart = new("--eval-on-start") { Description = "Evaluate once before the first step (recorded as step 0)" };
 
     public TrainingFlags(TrainingOptions defaults, string weightDecayDescription, string outputDescription = "Output folder (checkpoints, final model, metrics.jsonl, loss_curve.png)")
     {
@@ -50,7 +51,7 @@ internal sealed class TrainingFlags
                  {
                      _data, _output, _learningRate, _epochs, _maxSteps, _batch, _evalBatch, _accumulation, _warmup, _scheduler, _weightDecay,
                      _beta1, _beta2, _epsilon, _maxGradNorm, _logging, _evalSteps, _saveSteps, _seed, _bf16, _maxLength, _textField, _evalData,
-                     _validation, _recompute, _resume,
+                     _validation, _recompute, _resume, _evalOnStart,
                  })
             command.Options.Add(o);
     }
@@ -86,6 +87,7 @@ internal sealed class TrainingFlags
             Bf16 = parse.GetValue(_bf16),
             GradientCheckpointing = parse.GetValue(_recompute),
             ResumeFromCheckpoint = parse.GetValue(_resume),
+            EvalOnStart = parse.GetValue(_evalOnStart),
         };
         options.Validate();
         foreach (var file in options.DataFiles)

@@ -3,8 +3,12 @@ using Mamba.Lora;
 
 namespace Mamba.Model;
 
-/// <summary>Rents a scratch tensor for the rest of a forward (or training) call.</summary>
-internal delegate DeviceTensor RentTensor(DType dtype, params int[] shape);
+/// <summary>
+/// A LoRA temporary for one call: the same tensor for the same slot, dtype and shape every time (every block's LoRA
+/// term of that shape reuses it), which is safe because each temporary is consumed by the next queued ops, before any
+/// later module writes the slot again (stream order on a device, program order on the CPU).
+/// </summary>
+internal delegate DeviceTensor RentTensor(string slot, DType dtype, params int[] shape);
 
 /// <summary>
 /// The unmerged LoRA path as backend ops, forward and backward. A linear module adds s·(x·Aᵀ)·Bᵀ to its layer's
@@ -18,7 +22,7 @@ internal static class LoraOps
     {
         int inF = m.Down.Shape[1];
         int rows = checked((int)(x.ElementCount / inF));
-        var h = rent(m.Down.DType, rows, m.Rank);
+        var h = rent("h", m.Down.DType, rows, m.Rank);
         be.Linear(x, m.Down, null, h);
         be.ScaleAdd(h, m.Scale, h, 0f);
         return h;
@@ -28,7 +32,7 @@ internal static class LoraOps
     public static void AddLinear(IMambaBackend be, LoraModuleOnDevice m, DeviceTensor x, DeviceTensor y, RentTensor rent)
     {
         var h = Down(be, m, x, rent);
-        var t = rent(y.DType, y.Shape);
+        var t = rent("t", y.DType, y.Shape);
         be.Linear(h, m.Up, null, t);
         be.ScaleAdd(t, 1f, y, 1f);
     }
@@ -40,7 +44,7 @@ internal static class LoraOps
     public static void LinearBackward(IMambaBackend be, LoraModuleOnDevice m, DeviceTensor x, DeviceTensor gradY, DeviceTensor? gradX, RentTensor rent)
     {
         var h = Down(be, m, x, rent);
-        var gh = rent(m.Down.DType, h.Shape);
+        var gh = rent("gh", m.Down.DType, h.Shape);
         be.LinearBackward(h, m.Up, gradY, gh, false, Required(m.GradUp, m), null);
         be.ScaleAdd(gh, m.Scale, gh, 0f);
         be.LinearBackward(x, m.Down, gh, gradX, true, Required(m.GradDown, m), null);
@@ -49,10 +53,10 @@ internal static class LoraOps
     /// <summary>residual [rows, d] (F32) += s·Aᵀ[ids]·Bᵀ (the embedding adapter).</summary>
     public static void AddEmbedding(IMambaBackend be, LoraModuleOnDevice m, ReadOnlySpan<int> ids, DeviceTensor residual, RentTensor rent)
     {
-        var h = rent(m.Down.DType, ids.Length, m.Rank);
+        var h = rent("embedding.h", m.Down.DType, ids.Length, m.Rank);
         be.Embedding(m.Down, ids, h);
         be.ScaleAdd(h, m.Scale, h, 0f);
-        var t = rent(DType.F32, residual.Shape);
+        var t = rent("embedding.t", DType.F32, residual.Shape);
         be.Linear(h, m.Up, null, t);
         be.ScaleAdd(t, 1f, residual, 1f);
     }
@@ -60,10 +64,10 @@ internal static class LoraOps
     /// <summary>Backward of <see cref="AddEmbedding"/> given g residual [rows, d] (F32): GradUp += gᵀ·h, GradDown (Aᵀ rows) += s·g·B scattered by id.</summary>
     public static void EmbeddingBackward(IMambaBackend be, LoraModuleOnDevice m, ReadOnlySpan<int> ids, DeviceTensor gradResidual, RentTensor rent)
     {
-        var h = rent(m.Down.DType, ids.Length, m.Rank);
+        var h = rent("embedding.h", m.Down.DType, ids.Length, m.Rank);
         be.Embedding(m.Down, ids, h);
         be.ScaleAdd(h, m.Scale, h, 0f);
-        var gh = rent(DType.F32, ids.Length, m.Rank);
+        var gh = rent("embedding.gh", DType.F32, ids.Length, m.Rank);
         be.LinearBackward(h, m.Up, gradResidual, gh, false, Required(m.GradUp, m), null);
         be.ScaleAdd(gh, m.Scale, gh, 0f);
         be.EmbeddingBackward(ids, gh, Required(m.GradDown, m));
@@ -72,9 +76,9 @@ internal static class LoraOps
     /// <summary>W + s·B·A [E, R] in W's dtype: the dt_proj weight the scan runs on with a dt_proj adapter.</summary>
     public static DeviceTensor EffectiveDtWeight(IMambaBackend be, LoraModuleOnDevice m, DeviceTensor weight, RentTensor rent)
     {
-        var product = rent(weight.DType, weight.Shape);
+        var product = rent("dt.product", weight.DType, weight.Shape);
         be.Linear(m.Up, m.Down, null, product);           // B [E, r] · (Aᵀ [R, r])ᵀ = B·A [E, R]
-        var effective = rent(weight.DType, weight.Shape);
+        var effective = rent("dt.effective", weight.DType, weight.Shape);
         be.Copy(weight, effective);
         be.ScaleAdd(product, m.Scale, effective, 1f);
         return effective;
@@ -86,7 +90,7 @@ internal static class LoraOps
     /// </summary>
     public static void DtWeightBackward(IMambaBackend be, LoraModuleOnDevice m, DeviceTensor gradWeight, RentTensor rent)
     {
-        var scaled = rent(DType.F32, gradWeight.Shape);
+        var scaled = rent("dt.scaled", DType.F32, gradWeight.Shape);
         be.ScaleAdd(gradWeight, m.Scale, scaled, 0f);
         be.LinearBackward(m.Up, m.Down, scaled, Required(m.GradUp, m), true, Required(m.GradDown, m), null);
     }

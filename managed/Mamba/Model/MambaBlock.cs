@@ -159,7 +159,7 @@ internal sealed class MambaBlock
         if (dtLora is not null)
         {
             ssm = Ssm with { DtProjWeight = LoraOps.EffectiveDtWeight(be, dtLora, Ssm.DtProjWeight, lora!.Rent) };
-            gradDt = lora.Rent(DType.F32, Ssm.DtProjWeight.Shape);
+            gradDt = lora.Rent("dt.grad", DType.F32, Ssm.DtProjWeight.Shape);
             be.Zero(gradDt);
         }
         be.SelectiveScanBackward(ssm, act.U, act.Dbc, act.Xz, grad.Y, grad.U, grad.Dbc, grad.Xz,
@@ -189,7 +189,7 @@ internal sealed class MambaBlock
 /// Where a frozen base model's small parameter gradients go (the backward ops always produce them): one F32 buffer per
 /// parameter kind, shared by all layers and never read. Weight matrices get none (their gradients are not computed).
 /// </summary>
-internal sealed class FrozenGradientSinks(MambaConfig config, RentTensor rent)
+internal sealed class FrozenGradientSinks(MambaConfig config, Func<DType, int[], DeviceTensor> rent)
 {
     private readonly Dictionary<ParameterId, DeviceTensor> _sinks = [];
 

@@ -1,3 +1,4 @@
+using Mamba.Compute;
 using Mamba.Lora;
 
 namespace Mamba.Model;
@@ -46,7 +47,13 @@ public sealed partial class MambaForCausalLM
         ObjectDisposedException.ThrowIf(adapter.IsDisposed, adapter);
         if (!ReferenceEquals(adapter.Backend, Backend) || !ReferenceEquals(adapter.ModelConfig, Config))
             throw new ArgumentException($"adapter '{adapter.Name}' was loaded on another model", nameof(adapter));
-        return new LoraCall(adapter, (dtype, shape) => scratch.Rent(dtype, shape));
+        var slots = new Dictionary<string, DeviceTensor>(StringComparer.Ordinal);
+        return new LoraCall(adapter, (slot, dtype, shape) =>
+        {
+            var key = $"{slot}:{dtype}:{string.Join("x", shape)}";
+            if (!slots.TryGetValue(key, out var tensor)) slots[key] = tensor = scratch.Rent(dtype, shape);
+            return tensor;
+        });
     }
 
     private void ReleaseAdapters()

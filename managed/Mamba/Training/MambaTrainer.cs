@@ -166,6 +166,14 @@ public sealed class MambaTrainer : IDisposable
         var metricsPath = Path.Combine(o.OutputDir, "metrics.jsonl");
         File.WriteAllLines(metricsPath, state.LogHistory.Select(r => r.ToJsonString()));
 
+        if (o.EvalOnStart && state.GlobalStep == 0 && evalSequences.Count > 0)
+        {
+            double startLoss = Evaluate(evalSet, evalSequences);
+            var record = new JsonObject { ["step"] = 0, ["epoch"] = 0.0, ["eval_loss"] = Finite(startLoss), ["eval_perplexity"] = Finite(Math.Exp(startLoss)) };
+            state.LogHistory.Add(record);
+            File.AppendAllText(metricsPath, record.ToJsonString() + "\n");
+            _log.LogInformation("step 0: eval loss {EvalLoss:F4}, perplexity {Perplexity:F2}", startLoss, Math.Exp(startLoss));
+        }
         int[] order = DataOrder.Permutation(trainCount, o.Seed, state.DataEpoch);
         var clock = Stopwatch.StartNew();
         long tokensThisRun = 0;

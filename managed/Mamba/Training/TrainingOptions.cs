@@ -83,6 +83,9 @@ public sealed record TrainingOptions
     /// <summary>Steps between evaluations on the validation split; 0 evaluates only at the end.</summary>
     public int EvalSteps { get; init; }
 
+    /// <summary>Evaluate once before the first step (<c>eval_on_start</c>), recorded as step 0: the baseline the run improves on.</summary>
+    public bool EvalOnStart { get; init; }
+
     /// <summary>Steps between checkpoints; 0 saves only at the end (and on cancellation).</summary>
     public int SaveSteps { get; init; } = 500;
 

@@ -44,7 +44,7 @@ public class FinetuneCommandTests
         (code, text) = CliRunner.Run("finetune", "--model", baseDir, "--data", WriteQuotes("train.jsonl", 48, 0), "--text-field", "quote",
             "--eval-data", WriteQuotes("valid.jsonl", 8, 100), "--output", output, "--max-length", "16", "--max-steps", "16",
             "--per-device-train-batch-size", "2", "--learning-rate", "2e-2", "--logging-steps", "1", "--eval-steps", "8", "--device", "cpu",
-            "--threads", "2", "--targets", "x_proj,embeddings,in_proj,out_proj,dt_proj");
+            "--threads", "2", "--targets", "x_proj,embeddings,in_proj,out_proj,dt_proj", "--eval-on-start");
         Assert.That(code, Is.Zero, text);
         Assert.That(text, Does.Contain("out_proj: peft 0.21 refuses"), "saving what PEFT cannot load says so");
         Assert.That(text, Does.Contain("dt_proj: transformers 5.17"));
@@ -56,11 +56,13 @@ public class FinetuneCommandTests
         Assert.That(adapter.Modules.Values.Any(m => m.B.Data.Any(x => x != 0)), Is.True, "B starts at zero and must have moved");
 
         var records = File.ReadAllLines(Path.Combine(output, "metrics.jsonl")).Select(l => JsonNode.Parse(l)!).ToArray();
-        var losses = records.Select(r => r["loss"]!.GetValue<double>()).ToArray();
+        Assert.That(records[0]["step"]!.GetValue<int>(), Is.Zero, "--eval-on-start records the untrained adapter's eval loss as step 0");
+        Assert.That(records[0]["loss"], Is.Null);
+        var losses = records.Skip(1).Select(r => r["loss"]!.GetValue<double>()).ToArray();
         Assert.That(losses[^1], Is.LessThan(losses[0] - 0.1), "the adapter learns the quotes");
         var evalLosses = records.Select(r => r["eval_loss"]).Where(n => n is not null).Select(n => n!.GetValue<double>()).ToArray();
-        Assert.That(evalLosses, Has.Length.EqualTo(2));
-        Assert.That(evalLosses[1], Is.LessThan(evalLosses[0]));
+        Assert.That(evalLosses, Has.Length.EqualTo(3), "steps 0, 8 and 16");
+        Assert.That(evalLosses[2], Is.LessThan(evalLosses[0]));
         Assert.That(File.Exists(Path.Combine(output, "loss_curve.png")));
         Assert.That(SHA256.HashData(File.ReadAllBytes(Path.Combine(baseDir, "model.safetensors"))), Is.EqualTo(weightsHash), "the base model is frozen");
 
