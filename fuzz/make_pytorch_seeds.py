@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the small pytorch fuzz seeds into fuzz/seeds/pytorch (no torch needed).
+"""Writes the small pytorch fuzz seeds into fuzz/seeds/pytorch and their data.pkl into fuzz/seeds/pytorch_pickle (no torch needed).
 
 The pickles are made by Python's own pickler (protocol 2, with memo BINPUT/BINGET as torch.save writes them) from
 stand-in classes that pickle as torch's globals; the zips are stored (uncompressed) like torch.save's, with a
@@ -45,15 +45,22 @@ def dumps(obj):
     return buf.getvalue()
 
 def write(path, prefix, state, storages):
+    pkl = dumps(state)
+    with open(os.path.join(out_pickle, os.path.basename(path).replace(".bin", ".pkl")), "wb") as f:
+        f.write(pkl)   # the pytorch_pickle target builds the zip itself (storages "0".."3" of 64 bytes)
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
-        z.writestr(f"{prefix}/data.pkl", dumps(state))
-        z.writestr(f"{prefix}/byteorder", "little")
+        def add(name, data):   # a fixed timestamp keeps the output byte-identical from run to run
+            z.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data)
+        add(f"{prefix}/data.pkl", pkl)
+        add(f"{prefix}/byteorder", "little")
         for key, data in storages.items():
-            z.writestr(f"{prefix}/data/{key}", data)
-        z.writestr(f"{prefix}/version", "3\n")
+            add(f"{prefix}/data/{key}", data)
+        add(f"{prefix}/version", "3\n")
 
 out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "seeds", "pytorch")
+out_pickle = os.path.join(os.path.dirname(out), "pytorch_pickle")
 os.makedirs(out, exist_ok=True)
+os.makedirs(out_pickle, exist_ok=True)
 
 # 1. A state dict in torch's shape: F32 matrix with an offset, a row of it sharing the storage, BF16, F16, I64, scalar.
 s0 = Storage(storage_types["FloatStorage"], "0", 8)
@@ -85,5 +92,11 @@ write(os.path.join(out, "ordered.bin"), "archive", od, {
     "0": struct.pack("<2f", 7, 8),
     "1": struct.pack("<f", 3),
 })
-for f in sorted(os.listdir(out)):
-    print(f, os.path.getsize(os.path.join(out, f)))
+# 3. The data.pkl of the shared tiny-original fixture (real torch.save output), when the fixtures are at hand.
+fixture = os.path.join(os.path.dirname(out), "..", "..", "..", "shared", "fixtures", "models", "tiny-original", "pytorch_model.bin")
+if os.path.exists(fixture):
+    with zipfile.ZipFile(fixture) as z, open(os.path.join(out_pickle, "tiny-original.pkl"), "wb") as f:
+        f.write(z.read("pytorch_model/data.pkl"))
+for d in (out, out_pickle):
+    for f in sorted(os.listdir(d)):
+        print(os.path.join(os.path.basename(d), f), os.path.getsize(os.path.join(d, f)))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of the file readers with SharpFuzz + AFL++ (Debian package afl++).
-#   fuzz/run.sh [SECONDS per target, default 300] [target...]   targets: config generation_config tokenizer safetensors pytorch
+#   fuzz/run.sh [SECONDS per target, default 300] [target...]   targets: config generation_config tokenizer safetensors pytorch pytorch_pickle
 #   FUZZ_EXECS=N fuzz/run.sh ...   also stops each target after about N executions (afl-fuzz -E), whichever comes first
 # Builds fuzz/Mamba.Fuzz into fuzz/out/bin, instruments Mamba.Core.dll with the sharpfuzz tool, and runs afl-fuzz on
 # each target for SECONDS with the seeds of fuzz/seeds/<target> (pytorch: made by fuzz/make_pytorch_seeds.py). Crashes
@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 SECONDS_PER_TARGET="${1:-300}"; shift || true
-TARGETS=("$@"); [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(config generation_config tokenizer safetensors pytorch)
+TARGETS=("$@"); [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(config generation_config tokenizer safetensors pytorch pytorch_pickle)
 
 command -v afl-fuzz >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq afl++; }
 export PATH="$PATH:$HOME/.dotnet/tools"
