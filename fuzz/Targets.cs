@@ -1,3 +1,4 @@
+using System.IO.Compression;
 using Mamba.Generation;
 using Mamba.IO;
 using Mamba.Tokenization;
@@ -12,8 +13,13 @@ namespace Mamba.Fuzzing;
 /// </summary>
 public static class Targets
 {
-    /// <summary>The target names: config, generation_config, tokenizer, safetensors, pytorch.</summary>
-    public static readonly string[] Names = ["config", "generation_config", "tokenizer", "safetensors", "pytorch"];
+    /// <summary>The target names: config, generation_config, tokenizer, safetensors, pytorch, pytorch_pickle.</summary>
+    /// <remarks>
+    /// pytorch_pickle takes the input as the <c>data.pkl</c> of a checkpoint whose zip the target builds around it
+    /// (with valid CRC-32s and storages "0" to "3" of 64 bytes each): a mutation of a whole checkpoint almost always
+    /// fails the zip's CRC-32 before the pickle interpreter runs, so this target is what fuzzes the interpreter.
+    /// </remarks>
+    public static readonly string[] Names = ["config", "generation_config", "tokenizer", "safetensors", "pytorch", "pytorch_pickle"];
 
     /// <summary>Whether <paramref name="e"/> is a documented outcome of reading a file of <paramref name="target"/>.</summary>
     public static bool IsDocumented(string target, Exception e) =>
@@ -28,11 +34,11 @@ public static class Targets
             "generation_config" => "generation_config.json",
             "tokenizer" => "tokenizer.json",
             "safetensors" => "model.safetensors",
-            "pytorch" => "pytorch_model.bin",
+            "pytorch" or "pytorch_pickle" => "pytorch_model.bin",
             _ => throw new ArgumentException($"unknown target '{target}'", nameof(target)),
         };
         var path = Path.Combine(workDirectory, file);
-        File.WriteAllBytes(path, input);
+        File.WriteAllBytes(path, target == "pytorch_pickle" ? CheckpointAround(input) : input);
         try
         {
             switch (target)
@@ -61,7 +67,7 @@ public static class Targets
                         if (SafeTensorsDTypes.IsReadableAsFloat32(info.DType)) st.ReadFloat32(name);
                     break;
                 }
-                case "pytorch":
+                case "pytorch" or "pytorch_pickle":
                 {
                     using var checkpoint = TorchCheckpoint.Open(path);
                     foreach (var name in checkpoint.TensorNames)
@@ -75,5 +81,26 @@ public static class Targets
         {
             return e;
         }
+    }
+
+    /// <summary>A torch.save zip (stored entries, valid CRC-32s) holding <paramref name="pickle"/> as archive/data.pkl.</summary>
+    private static byte[] CheckpointAround(byte[] pickle)
+    {
+        using var buffer = new MemoryStream();
+        using (var zip = new ZipArchive(buffer, ZipArchiveMode.Create, leaveOpen: true))
+        {
+            void Add(string name, ReadOnlySpan<byte> data)
+            {
+                using var s = zip.CreateEntry(name, CompressionLevel.NoCompression).Open();
+                s.Write(data);
+            }
+            Add("archive/data.pkl", pickle);
+            Add("archive/byteorder", "little"u8);
+            var storage = new byte[64];
+            for (int i = 0; i < storage.Length; i++) storage[i] = (byte)(i * 37 + 11);
+            for (int key = 0; key < 4; key++) Add($"archive/data/{key}", storage);
+            Add("archive/version", "3\n"u8);
+        }
+        return buffer.ToArray();
     }
 }
