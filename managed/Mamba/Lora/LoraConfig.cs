@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
+using Mamba.IO;
 
 namespace Mamba.Lora;
 
@@ -127,20 +128,11 @@ public sealed record LoraConfig
         ArgumentNullException.ThrowIfNull(path);
         if (!File.Exists(path))
             throw new MambaFormatException($"{FileName} not found", path);
-        JsonObject obj;
-        try
-        {
-            obj = JsonNode.Parse(File.ReadAllText(path), documentOptions: new JsonDocumentOptions { MaxDepth = 32 }) as JsonObject
-                  ?? throw new MambaFormatException($"{FileName} must hold a JSON object", path);
-        }
-        catch (JsonException e)
-        {
-            throw new MambaFormatException($"{FileName} is not valid JSON: {e.Message}", path, inner: e);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new MambaFormatException($"cannot read {FileName}: {e.Message}", path, inner: e);
-        }
+        // Bounded read, duplicate keys and unpaired surrogates refused with the key named (as config.json is read).
+        using var doc = JsonFile.Read(path, JsonFile.MaxConfigBytes, FileName, (entry, message) => new MambaConfigException(entry, message, path), maxDepth: 32);
+        if (doc.RootElement.ValueKind != JsonValueKind.Object)
+            throw new MambaFormatException($"{FileName} must hold a JSON object", path);
+        var obj = JsonObject.Create(doc.RootElement)!;
         return FromJson(obj, path);
     }
 

@@ -49,6 +49,27 @@ public class LoraAdapterTests
         return file.Tensors.Values.Select(t => (t.Name, t.DType, t.Shape, file.ReadBytes(t.Name))).ToList();
     }
 
+    [Test]
+    public void HostileAdapterConfigsGiveTypedErrorsNamingTheKey()
+    {
+        string dir = CopyFixture();
+        string path = Path.Combine(dir, LoraConfig.FileName);
+        string good = File.ReadAllText(path);
+        // A duplicate key: PEFT (json.load) would silently keep the last one.
+        File.WriteAllText(path, good.Replace("\"r\": 4,", "\"r\": 4, \"r\": 16,"));
+        var e = Assert.Throws<MambaConfigException>(() => LoraAdapter.Load(dir))!;
+        Assert.That(e.Key, Is.EqualTo("r"));
+        // An escaped unpaired surrogate in a string.
+        File.WriteAllText(path, good.Replace("\"peft_type\": \"LORA\"", "\"peft_type\": \"\\ud800\""));
+        Assert.Throws<MambaConfigException>(() => LoraAdapter.Load(dir));
+        // Not an object, and not a regular file.
+        File.WriteAllText(path, "[1, 2]");
+        Assert.Throws<MambaFormatException>(() => LoraAdapter.Load(dir));
+        File.Delete(path);
+        File.CreateSymbolicLink(path, "/dev/zero");
+        Assert.Throws<MambaFormatException>(() => LoraAdapter.Load(dir));
+    }
+
     // ---------------------------------------------------------------- fixture
 
     [Test]
