@@ -31,11 +31,7 @@ internal static class JsonFile
     {
         try
         {
-            FileSystemInfo info = new FileInfo(path);
-            if (info.LinkTarget is not null)
-                info = File.ResolveLinkTarget(path, returnFinalTarget: true) ?? info;
-            if (info is not FileInfo file || !file.Exists)
-                throw new MambaFormatException($"{what} does not exist or is not a file (a dangling link or a folder?)", path);
+            var file = ExistingFile(path, what);
             long length = file.Length;
             if (length == 0)
                 throw new MambaFormatException($"{what} is empty or not a regular file (a FIFO, socket or device reports no size and is not read)", path);
@@ -70,18 +66,24 @@ internal static class JsonFile
     {
         try
         {
-            FileSystemInfo info = new FileInfo(path);
-            if (info.LinkTarget is not null)
-                info = File.ResolveLinkTarget(path, returnFinalTarget: true) ?? info;
-            if (info is not FileInfo file || !file.Exists)
-                throw new MambaFormatException($"{what} does not exist or is not a file (a dangling link or a folder?)", path);
-            if (file.Length == 0)
+            if (ExistingFile(path, what).Length == 0)
                 throw new MambaFormatException($"{what} reports 0 bytes: empty (too short to hold anything) or not a regular file (a FIFO, socket or device, which is not read)", path);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or NotSupportedException or ArgumentException)
         {
             throw new MambaFormatException($"cannot read {what}: {e.Message}", path, null, e);
         }
+    }
+
+    /// <summary>The file at <paramref name="path"/> after following symbolic links to their final target; it must exist and be a file.</summary>
+    private static FileInfo ExistingFile(string path, string what)
+    {
+        FileSystemInfo info = new FileInfo(path);
+        if (info.LinkTarget is not null)
+            info = File.ResolveLinkTarget(path, returnFinalTarget: true) ?? info;
+        if (info is not FileInfo file || !file.Exists)
+            throw new MambaFormatException($"{what} does not exist or is not a file (a dangling link or a folder?)", path);
+        return file;
     }
 
     /// <summary>
