@@ -68,7 +68,7 @@ internal sealed class TrainerState
     {
         try
         {
-            return JsonSerializer.Deserialize<TrainerState>(File.ReadAllText(path), Json)
+            return JsonSerializer.Deserialize<TrainerState>(IO.JsonFile.ReadBounded(path, 256L << 20, "trainer_state.json") /* its log history grows with the run */, Json)
                 ?? throw new MambaFormatException("empty trainer state", path);
         }
         catch (JsonException e)
