@@ -26,7 +26,7 @@ internal static class ModelOptions
         _ => throw new ArgumentException($"--device {device}: expected auto, cpu or cuda"),
     };
 
-    /// <summary>Loads the model with a spinner; says when the weights are the untrained placeholder.</summary>
+    /// <summary>Loads the model with a spinner; says when the weights are untrained (an init-model folder).</summary>
     /// <summary>`--adapter DIR`: a PEFT LoRA adapter folder to apply (unmerged) on top of the model.</summary>
     public static Option<string?> Adapter() => new("--adapter") { Description = "A PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors) to apply to the model" };
 
@@ -50,7 +50,7 @@ internal static class ModelOptions
         Console.Error.WriteLine($"model: {dir} ({model!.Config.Summary()})");
         Console.Error.WriteLine($"backend: {model.Backend}");
         if (model.IsUntrained)
-            Console.Error.WriteLine("note: this model has untrained random weights (the bundled placeholder); its text is meaningless. Pass --model with a real checkpoint.");
+            Console.Error.WriteLine("note: this model has untrained random weights (made by init-model); its text is meaningless. Pass --model with a trained checkpoint, or leave --model out for the bundled one.");
         return model;
     }
 }
