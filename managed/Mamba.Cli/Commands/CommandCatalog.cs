@@ -18,5 +18,6 @@ internal static class CommandCatalog
         yield return TrainCommand.Create();
         yield return FinetuneCommand.Create();
         yield return ConvertCommand.Create();
+        yield return SoakCommand.Create();
     }
 }

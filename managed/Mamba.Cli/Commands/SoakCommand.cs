@@ -1,0 +1,215 @@
+using System.CommandLine;
+using System.Diagnostics;
+using Mamba.Compute;
+using Mamba.Compute.Cuda;
+using Mamba.Generation;
+using Mamba.Lora;
+
+namespace Mamba.Cli.Commands;
+
+/// <summary>
+/// `mamba soak`: a long mixed workload on one loaded model — batches of several sizes, streaming, cancelled
+/// generations, sessions forked and restored, a LoRA adapter switched on and off per request — where every output must
+/// equal a reference computed first, one prompt at a time, and device memory must stay flat; then load/generate/dispose
+/// cycles whose memory must return to where it started. Exit 1 on any mismatch or memory growth.
+/// </summary>
+internal static class SoakCommand
+{
+    private static readonly string[] Prompts =
+        ["The Mamba architecture", "Once upon a time", "Hello", "The president said that", "A wise man once said", "In the beginning God created"];
+
+    public static Command Create()
+    {
+        var model = ModelOptions.Model();
+        var device = CommonOptions.Device("auto");
+        var dtype = CommonOptions.DType();
+        var threads = CommonOptions.Threads();
+        var seconds = new Option<double>("--seconds") { Description = "How long the mixed workload runs", DefaultValueFactory = _ => 600 };
+        var cycles = new Option<int>("--cycles") { Description = "Load/generate/dispose cycles after the workload", DefaultValueFactory = _ => 0 };
+        var maxNew = new Option<int>("--max-new-tokens") { Description = "Tokens per generation", DefaultValueFactory = _ => 16 };
+        var seed = new Option<int>("--seed") { Description = "Seed of the workload's choices and of the test adapter", DefaultValueFactory = _ => 1 };
+        var growth = new Option<double>("--max-growth-mib") { Description = "Device memory growth over the warmed-up baseline that fails the run", DefaultValueFactory = _ => 64 };
+        var command = new Command("soak", "Soak test: a mixed generation workload against reference outputs, with memory tracking, then load/dispose cycles.")
+        {
+            model, device, dtype, threads, seconds, cycles, maxNew, seed, growth,
+        };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            var dir = parse.GetValue(model) ?? ModelOptions.DefaultModelDirectory;
+            string deviceText = parse.GetValue(device)!, dtypeText = parse.GetValue(dtype)!;
+            int threadCount = parse.GetValue(threads), newTokens = parse.GetValue(maxNew);
+            var rng = new Random(parse.GetValue(seed));
+            var lm = ModelOptions.Load(dir, deviceText, dtypeText, threadCount);
+            // Device memory is read through a context of its own, made once (cudaMemGetInfo is device-wide).
+            using var probe = lm.Backend.Kind == BackendKind.Cuda ? CudaBackend.Create(0, DType.F32) : null;
+            long Used() => UsedBytes(probe);
+            try
+            {
+            var options = lm.DefaultGenerationOptions with { MaxNewTokens = newTokens, MinNewTokens = 0, DoSample = false, StopSequences = [] };
+
+            // A test adapter whose B is not zero, so that switching it changes the outputs.
+            var loraConfig = new LoraConfig { R = 4, LoraAlpha = 8, TargetModules = ["in_proj", "x_proj", "embeddings"] };
+            var init = LoraAdapter.CreateInitialized(loraConfig, lm.Config, parse.GetValue(seed));
+            var adapterRng = new Random(parse.GetValue(seed) + 1);
+            var adapter = new LoraAdapter(loraConfig, init.Modules.ToDictionary(kv => kv.Key, kv => new LoraModuleWeights(kv.Value.A,
+                new HostTensor(kv.Value.B.Data.Select(_ => (float)(adapterRng.NextDouble() - 0.5) * 0.2f).ToArray(), kv.Value.B.Shape))));
+            lm.Network.LoadAdapter(adapter, "soak");
+
+            // References: each prompt alone, with and without the adapter.
+            var reference = new Dictionary<(int, bool), (IReadOnlyList<int> Ids, string Text)>();
+            for (int i = 0; i < Prompts.Length; i++)
+                foreach (bool withAdapter in new[] { false, true })
+                {
+                    var r = await lm.GenerateAsync(Prompts[i], options with { Adapter = withAdapter ? "soak" : null }, cancellationToken);
+                    reference[(i, withAdapter)] = (r.OutputIds, r.Text);
+                }
+
+            string[] names = ["batch", "streaming", "cancelled", "session", "adapter switch"];
+            var runs = new int[names.Length];
+            var failures = new List<string>();
+            void Expect(bool ok, string what)
+            {
+                if (!ok && failures.Count < 20) failures.Add(what);
+            }
+            long? baseline = null;
+            long maxUsed = 0;
+            var clock = Stopwatch.StartNew();
+            double limit = parse.GetValue(seconds);
+            int iteration = 0;
+            while (clock.Elapsed.TotalSeconds < limit || iteration < names.Length * 2)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                int scenario = iteration < names.Length * 2 ? iteration % names.Length : rng.Next(names.Length); // every scenario warms up twice first
+                bool withAdapter = rng.Next(2) == 1;
+                var o = options with { Adapter = withAdapter ? "soak" : null };
+                int p = rng.Next(Prompts.Length);
+                switch (scenario)
+                {
+                    case 0:
+                    {
+                        var rows = Enumerable.Range(0, 1 + rng.Next(Prompts.Length)).Select(_ => rng.Next(Prompts.Length)).ToArray();
+                        var results = await lm.GenerateBatchAsync(rows.Select(i => Prompts[i]).ToArray(), o, cancellationToken);
+                        for (int j = 0; j < rows.Length; j++)
+                            Expect(results[j].OutputIds.SequenceEqual(reference[(rows[j], withAdapter)].Ids), $"batch of {rows.Length}, row {j} ('{Prompts[rows[j]]}', adapter {withAdapter})");
+                        break;
+                    }
+                    case 1:
+                    {
+                        var text = new System.Text.StringBuilder();
+                        await foreach (var piece in lm.GenerateStreamingAsync(Prompts[p], o, cancellationToken)) text.Append(piece);
+                        Expect(text.ToString() == reference[(p, withAdapter)].Text, $"streaming '{Prompts[p]}' (adapter {withAdapter})");
+                        break;
+                    }
+                    case 2:
+                    {
+                        using var cts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+                        int pieces = 0, stopAfter = 1 + rng.Next(3);
+                        bool cancelled = false;
+                        try
+                        {
+                            await foreach (var _ in lm.GenerateStreamingAsync(Prompts[p], o, cts.Token))
+                                if (++pieces == stopAfter) cts.Cancel();
+                        }
+                        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+                        {
+                            cancelled = true;
+                        }
+                        Expect(cancelled || pieces < stopAfter, $"cancelling '{Prompts[p]}' after {stopAfter} pieces did not stop it");
+                        var after = await lm.GenerateAsync(Prompts[p], o, cancellationToken);
+                        Expect(after.OutputIds.SequenceEqual(reference[(p, withAdapter)].Ids), $"generation after a cancelled one ('{Prompts[p]}')");
+                        break;
+                    }
+                    case 3:
+                    {
+                        using var session = lm.CreateSession();
+                        session.Append(Prompts[p]);
+                        var saved = session.SaveState();
+                        using var fork = session.Fork();
+                        var next = lm.Encode(" and then");
+                        var a = session.Append(next).ToArray();
+                        var b = fork.Append(next).ToArray();
+                        Expect(a.SequenceEqual(b), $"session fork of '{Prompts[p]}'");
+                        session.RestoreState(saved);
+                        Expect(session.Append(next).ToArray().SequenceEqual(a), $"session restore of '{Prompts[p]}'");
+                        break;
+                    }
+                    default:
+                    {
+                        foreach (bool on in new[] { withAdapter, !withAdapter })
+                        {
+                            var r = await lm.GenerateAsync(Prompts[p], options with { Adapter = on ? "soak" : null }, cancellationToken);
+                            Expect(r.OutputIds.SequenceEqual(reference[(p, on)].Ids), $"adapter {(on ? "on" : "off")} for '{Prompts[p]}'");
+                        }
+                        break;
+                    }
+                }
+                runs[scenario]++;
+                iteration++;
+                if (iteration == names.Length * 2) baseline = Used();
+                if (baseline is not null && iteration % 5 == 0) maxUsed = Math.Max(maxUsed, Used());
+            }
+            long end = Used();
+            long start = baseline ?? end;
+            maxUsed = Math.Max(maxUsed, end);
+            double growthMiB = (maxUsed - start) / 1048576.0;
+            Console.WriteLine($"soak: {iteration} iterations in {clock.Elapsed.TotalSeconds:F0} s on {lm.Backend.Kind} ({string.Join(", ", names.Select((n, i) => $"{n} {runs[i]}"))})");
+            Console.WriteLine($"memory ({MemoryWhat(lm)}): baseline {start / 1048576.0:F1} MiB, max {maxUsed / 1048576.0:F1} MiB, end {end / 1048576.0:F1} MiB, growth {growthMiB:F1} MiB");
+            Console.WriteLine($"mismatches: {failures.Count}");
+            foreach (var f in failures) Console.WriteLine($"  {f}");
+
+            bool ok = failures.Count == 0 && growthMiB <= parse.GetValue(growth);
+            int cycleCount = parse.GetValue(cycles);
+            if (cycleCount > 0)
+            {
+                lm.Dispose();
+                long initial = Used();
+                // The first cycle warms what a process keeps once (array pools, JIT); the baseline is taken after it.
+                await Cycle(dir, CommonOptions.ModelOptionsFor(deviceText, dtypeText, threadCount), Prompts[0], cancellationToken);
+                long before = Used();
+                long maxCycle = before;
+                for (int c = 1; c < cycleCount; c++)
+                {
+                    await Cycle(dir, CommonOptions.ModelOptionsFor(deviceText, dtypeText, threadCount), Prompts[c % Prompts.Length], cancellationToken);
+                    maxCycle = Math.Max(maxCycle, Used());
+                }
+                long after = Used();
+                double leak = (after - before) / 1048576.0;
+                Console.WriteLine($"cycles: {cycleCount} load/generate/dispose; memory with the model disposed {initial / 1048576.0:F1} MiB, after the first cycle {before / 1048576.0:F1} MiB, "
+                    + $"after the last {after / 1048576.0:F1} MiB (max {maxCycle / 1048576.0:F1}): change over the last {cycleCount - 1} cycles {leak:F1} MiB");
+                ok &= leak <= parse.GetValue(growth);
+            }
+            Console.WriteLine(ok ? "PASS" : "FAIL");
+            return ok ? 0 : 1;
+            }
+            finally
+            {
+                lm.Dispose();
+            }
+        });
+        return command;
+    }
+
+    /// <summary>One load/generate/dispose cycle, in its own method so no reference to the model outlives it.</summary>
+    private static async Task Cycle(string dir, Mamba.MambaModelOptions options, string prompt, CancellationToken cancellationToken)
+    {
+        using var m = Mamba.MambaModel.Load(dir, options);
+        _ = await m.GenerateAsync(prompt, m.DefaultGenerationOptions with { MaxNewTokens = 4 }, cancellationToken);
+    }
+
+    private static string MemoryWhat(Mamba.MambaModel model) =>
+        model.Backend.Kind == BackendKind.Cuda ? "device, cudaMemGetInfo" : "managed heap after a full collection";
+
+    /// <summary>Device memory in use (CUDA, through <paramref name="probe"/>), else the managed heap after a full collection (the CPU backend's tensors are managed arrays).</summary>
+    private static long UsedBytes(CudaBackend? probe)
+    {
+        if (probe is not null)
+        {
+            var (free, total) = probe.MemoryInfo();
+            return total - free;
+        }
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+        return GC.GetTotalMemory(forceFullCollection: true);
+    }
+}
