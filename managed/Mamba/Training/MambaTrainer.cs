@@ -56,7 +56,12 @@ public sealed class MambaTrainer : IDisposable
     /// <exception cref="ArgumentException">An option is invalid, or the adapter belongs to another model.</exception>
     public MambaTrainer(MambaForCausalLM model, Lora.LoadedLoraAdapter adapter, string tokenizerPath, TrainingOptions options, ILogger? logger = null,
         Lora.LoraAdapter? initial = null)
-        : this(new LoraTrainingModel(AsTrainableModel(model), adapter, initial), (IReadOnlyList<float[]>?)null, tokenizerPath, options, logger, null)
+        : this(new LoraTrainingModel(AsTrainableModel(model), adapter, initial), tokenizerPath, options, logger)
+    {
+    }
+
+    private MambaTrainer(LoraTrainingModel lora, string tokenizerPath, TrainingOptions options, ILogger? logger)
+        : this(lora, lora.InitialValues, tokenizerPath, options, logger, null)
     {
     }
 
@@ -66,10 +71,9 @@ public sealed class MambaTrainer : IDisposable
     }
 
     /// <summary>
-    /// The general form: <paramref name="initialValues"/> are the F32 master values in <see cref="ITrainableModel.TrainableTensors"/>
-    /// order (null: read back from the model's own tensors, which must then be F32-exact, as LoRA factors are uploaded).
+    /// The general form: <paramref name="initialValues"/> are the F32 master values in <see cref="ITrainableModel.TrainableTensors"/> order.
     /// </summary>
-    internal MambaTrainer(ITrainableModel model, IReadOnlyList<float[]>? initialValues, string tokenizerPath, TrainingOptions options, ILogger? logger, IOptimizerOps? ops)
+    internal MambaTrainer(ITrainableModel model, IReadOnlyList<float[]> initialValues, string tokenizerPath, TrainingOptions options, ILogger? logger, IOptimizerOps? ops)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(options);
@@ -86,7 +90,7 @@ public sealed class MambaTrainer : IDisposable
         _tokenizer = MambaTokenizer.FromFile(tokenizerPath);
         _tensors = model.TrainableTensors.ToArray();
         var backend = model.Backend;
-        initialValues ??= model is LoraTrainingModel lora ? lora.InitialValues : throw new ArgumentNullException(nameof(initialValues));
+        ArgumentNullException.ThrowIfNull(initialValues);
         if (initialValues.Count != _tensors.Length)
             throw new ArgumentException($"{initialValues.Count} initial tensors for {_tensors.Length} trainable ones", nameof(initialValues));
         for (int i = 0; i < _tensors.Length; i++)
