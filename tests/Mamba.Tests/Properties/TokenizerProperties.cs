@@ -48,9 +48,15 @@ public class TokenizerProperties
         Text.Sample(s =>
         {
             var ids = Tok.Encode(s);
-            // The GPT-NeoX tokenizer normalizes to NFC before splitting; the byte-level BPE loses nothing else.
-            return Tok.Decode(ids) == UnicodeNormalizer.Nfc(s);
+            // The GPT-NeoX tokenizer splits off its special tokens first (as Hugging Face tokenizers does), then
+            // normalizes each piece between them to NFC; the byte-level BPE loses nothing else. So a combining mark right
+            // after "<|padding|>" stays a combining mark rather than composing with its ">".
+            return Tok.Decode(ids) == NfcBetweenSpecialTokens(s);
         }, iter: Iterations, print: Show);
+
+    private static string NfcBetweenSpecialTokens(string s) => string.Concat(
+        System.Text.RegularExpressions.Regex.Split(s, @"(<\|endoftext\|>|<\|padding\|>)")
+            .Select(piece => piece is "<|endoftext|>" or "<|padding|>" ? piece : UnicodeNormalizer.Nfc(piece)));
 
     [Test]
     public void TextAlreadyInNfcRoundTripsExactly() =>
@@ -68,7 +74,7 @@ public class TokenizerProperties
                 if (char.IsHighSurrogate(c) && i + 1 < s.Length && char.IsLowSurrogate(s[i + 1])) { wellFormed.Append(c).Append(s[++i]); continue; }
                 wellFormed.Append(char.IsSurrogate(c) ? '\ufffd' : c);
             }
-            return Tok.Decode(Tok.Encode(s)) == UnicodeNormalizer.Nfc(wellFormed.ToString());
+            return Tok.Decode(Tok.Encode(s)) == NfcBetweenSpecialTokens(wellFormed.ToString());
         }, iter: Iterations / 2, print: Show);
 
     [Test]
