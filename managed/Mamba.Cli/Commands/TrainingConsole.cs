@@ -29,7 +29,16 @@ internal static class TrainingConsole
         {
             Console.CancelKeyPress -= onCancel;
             var png = Path.Combine(options.OutputDir, "loss_curve.png");
-            if (LossCurvePlot.Write(Path.Combine(options.OutputDir, "metrics.jsonl"), png)) Console.Error.WriteLine($"loss curve: {png}");
+            // The plot is a convenience: a missing native drawing library (SkiaSharp) or an unreadable metrics line
+            // must not turn a finished, saved run into a failure.
+            try
+            {
+                if (LossCurvePlot.Write(Path.Combine(options.OutputDir, "metrics.jsonl"), png)) Console.Error.WriteLine($"loss curve: {png}");
+            }
+            catch (Exception e) when (e is DllNotFoundException or TypeInitializationException or BadImageFormatException or IOException or UnauthorizedAccessException or System.Text.Json.JsonException or InvalidOperationException)
+            {
+                Console.Error.WriteLine($"warning: loss curve not drawn ({e.GetType().Name}: {e.Message}); the metrics are in metrics.jsonl");
+            }
         }
     }
 

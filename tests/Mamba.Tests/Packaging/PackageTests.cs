@@ -83,7 +83,8 @@ public class PackageTests
         Assert.That(Entries(Path.ChangeExtension(_libraryPackage, ".snupkg")), Does.Contain("lib/net10.0/Mamba.Core.pdb"));
         string nuspec = ReadEntry(_libraryPackage, $"{LibraryId}.nuspec");
         Assert.That(nuspec, Does.Contain($"<version>{_version}</version>").And.Contain("<readme>README.md</readme>")
-            .And.Contain("<authors>").And.Contain("<description>").And.Contain("<tags>mamba"));
+            .And.Contain("<authors>").And.Contain("<description>").And.Contain("<tags>mamba")
+            .And.Contain("<license type=\"expression\">Apache-2.0</license>"));
     }
 
     [Test]
