@@ -53,6 +53,35 @@ public class CudaBackwardTests : GpuOpTestBase
         AssertClose(table, 1e-6, "grad table");
     }
 
+    [Test]
+    public void EmbeddingBackwardIsBitReproducibleWithRepeatedIds()
+    {
+        // 4,096 positions over 5 ids: each row sums ~800 gradients, where an unordered (atomic) sum differs run to run.
+        var rng = new Random(11);
+        const int count = 4096, vocab = 5, dim = 96;
+        var ids = Enumerable.Range(0, count).Select(_ => rng.Next(vocab)).ToArray();
+        var grads = Rand(rng, (long)count * dim);
+        var start = Rand(rng, (long)vocab * dim);
+        var gpu = RequireGpu();
+        float[] Run()
+        {
+            using var g = gpu.Upload(grads, DType.F32, count, dim);
+            using var table = gpu.Upload(start, DType.F32, vocab, dim);
+            gpu.EmbeddingBackward(ids, g, table);
+            return Get(gpu, table);
+        }
+        var first = Run();
+        for (int run = 0; run < 3; run++) Assert.That(Run(), Is.EqualTo(first), $"run {run + 2} differs from the first");
+        // And right: against a float64 sum.
+        for (int v = 0; v < vocab; v++)
+            for (int j = 0; j < dim; j++)
+            {
+                double expected = start[v * dim + j];
+                for (int m = 0; m < count; m++) if (ids[m] == v) expected += grads[(long)m * dim + j];
+                Assert.That(first[v * dim + j], Is.EqualTo(expected).Within(1e-4 * Math.Max(1, Math.Abs(expected))), $"row {v}, column {j}");
+            }
+    }
+
     // ---- lm_head + cross-entropy ------------------------------------------------------------------------------------
 
     public static IEnumerable<TestCaseData> HeadCases()
