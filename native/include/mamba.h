@@ -40,7 +40,7 @@
 extern "C" {
 #endif
 
-#define MAMBA_ABI_VERSION 8
+#define MAMBA_ABI_VERSION 9
 
 /* Status codes (int32). */
 typedef int32_t mamba_status;
@@ -86,6 +86,17 @@ MAMBA_API mamba_status mamba_context_create(int32_t device, mamba_context** out)
 MAMBA_API mamba_status mamba_context_destroy(mamba_context* ctx);  /* NULL is fine */
 MAMBA_API mamba_status mamba_synchronize(mamba_context* ctx);
 MAMBA_API mamba_status mamba_mem_info(mamba_context* ctx, int64_t* free_bytes, int64_t* total_bytes);
+
+/* ---- testing hook ---------------------------------------------------------------------------------
+ * Allocation fault injection, for tests of out-of-memory handling (not for production use). Every allocation the
+ * library makes for a context (mamba_buffer_alloc, workspace growth, decode plans) goes through one path; armed, that
+ * path lets `skip` more allocations of this context succeed and then fails the next `count` ones exactly as a real
+ * cudaErrorMemoryAllocation fails: MAMBA_ERR_OUT_OF_MEMORY, nothing allocated, the context still usable, and a
+ * mamba_last_error() message that says "injected". count = 0 disarms (skip is then ignored); a new call replaces the
+ * previous arming. *injected_total (may be NULL) receives how many allocations of this context have failed by
+ * injection so far, before this call. A NULL context or a negative skip/count is MAMBA_ERR_INVALID_ARGUMENT. Safe to
+ * call from any thread. */
+MAMBA_API mamba_status mamba_debug_inject_alloc_failures(mamba_context* ctx, int64_t skip, int64_t count, int64_t* injected_total);
 
 /* ---- buffers --------------------------------------------------------------------------------- */
 MAMBA_API mamba_status mamba_buffer_alloc(mamba_context* ctx, int64_t bytes, void** out);

@@ -12,9 +12,7 @@ MAMBA_API mamba_status mamba_buffer_alloc(mamba_context* ctx, int64_t bytes, voi
     *out = nullptr;
     require(bytes >= 0, "negative size");
     activate(ctx);
-    void* p = nullptr;
-    check_cuda(cudaMalloc(&p, bytes == 0 ? 16 : static_cast<size_t>(bytes)), "cudaMalloc");
-    *out = p;
+    *out = device_alloc(ctx, bytes == 0 ? 16 : static_cast<size_t>(bytes), "cudaMalloc");
   });
 }
 

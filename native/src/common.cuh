@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <mutex>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -34,6 +35,13 @@ struct mamba_context {
   size_t cublas_ws_bytes = 0;
   // The environment switches, read once at creation (read_tuning); every launcher consults them here.
   mamba::tuning tune;
+  // Allocation fault injection (mamba_debug_inject_alloc_failures), consulted by device_alloc/host_alloc_mapped: after
+  // inject_skip more successful allocations the next inject_count fail; inject_fired counts the failures injected so far.
+  // Under a mutex: buffers may be allocated from another thread than the one running ops.
+  std::mutex inject_mutex;
+  int64_t inject_skip = 0;
+  int64_t inject_count = 0;
+  int64_t inject_fired = 0;
 };
 
 struct mamba_graph {
@@ -58,6 +66,11 @@ void check_launch(mamba_context* ctx, const char* kernel);
 void clear_error();
 void set_error(const char* op, const std::string& shapes, const std::string& message);
 void* workspace(mamba_context* ctx, int slot, size_t bytes);
+// Every allocation of the library goes through these two (cudaMalloc; cudaHostAlloc mapped, for pinned host memory the
+// device writes). A failure, real or injected by mamba_debug_inject_alloc_failures, throws MAMBA_ERR_OUT_OF_MEMORY
+// naming `what`; nothing is allocated then.
+void* device_alloc(mamba_context* ctx, size_t bytes, const char* what);
+void* host_alloc_mapped(mamba_context* ctx, size_t bytes, const char* what);
 void activate(mamba_context* ctx);  // validates ctx and makes its device current
 void check_dtype(mamba_dtype dt, const char* name);
 const char* dtype_name(mamba_dtype dt);

@@ -1,5 +1,6 @@
 // Library-level entries: ABI version, thread-local last error, device count, describe, and the
-// context (device, non-blocking stream, cuBLAS handle, grow-only workspaces, tuning).
+// context (device, non-blocking stream, cuBLAS handle, grow-only workspaces, tuning); the one allocation path of the
+// library (device_alloc, host_alloc_mapped) with its fault injection for tests (mamba_debug_inject_alloc_failures).
 #include "common.cuh"
 
 #include <algorithm>
@@ -97,10 +98,49 @@ void* workspace(mamba_context* ctx, int slot, size_t bytes) {
     ctx->ws_bytes[slot] = 0;
   }
   size_t rounded = (bytes + (1u << 20) - 1) & ~static_cast<size_t>((1u << 20) - 1);
-  void* p = nullptr;
-  check_cuda(cudaMalloc(&p, rounded), format("workspace allocation of %zu bytes", rounded).c_str());
+  // On failure the slot stays empty (null, 0 bytes): the next call that needs it allocates again.
+  void* p = device_alloc(ctx, rounded, format("workspace allocation of %zu bytes", rounded).c_str());
   ctx->ws[slot] = p;
   ctx->ws_bytes[slot] = rounded;
+  return p;
+}
+
+namespace {
+// Whether this allocation is to fail by injection: armed, and the successful allocations to let through used up.
+bool take_injected_failure(mamba_context* ctx) {
+  std::lock_guard<std::mutex> lock(ctx->inject_mutex);
+  if (ctx->inject_count <= 0 || ctx->inject_skip > 0) return false;
+  --ctx->inject_count;
+  ++ctx->inject_fired;
+  return true;
+}
+
+// A real allocation succeeded: one fewer to let through before the injected failures.
+void count_allocation(mamba_context* ctx) {
+  std::lock_guard<std::mutex> lock(ctx->inject_mutex);
+  if (ctx->inject_count > 0 && ctx->inject_skip > 0) --ctx->inject_skip;
+}
+
+// What check_cuda reports for a real cudaErrorMemoryAllocation, marked as injected.
+[[noreturn]] void fail_injected(const char* what) {
+  fail(MAMBA_ERR_OUT_OF_MEMORY, format("%s: %s (%s, injected by mamba_debug_inject_alloc_failures)", what,
+                                       cudaGetErrorString(cudaErrorMemoryAllocation), cudaGetErrorName(cudaErrorMemoryAllocation)));
+}
+}  // namespace
+
+void* device_alloc(mamba_context* ctx, size_t bytes, const char* what) {
+  if (take_injected_failure(ctx)) fail_injected(what);
+  void* p = nullptr;
+  check_cuda(cudaMalloc(&p, bytes), what);
+  count_allocation(ctx);
+  return p;
+}
+
+void* host_alloc_mapped(mamba_context* ctx, size_t bytes, const char* what) {
+  if (take_injected_failure(ctx)) fail_injected(what);
+  void* p = nullptr;
+  check_cuda(cudaHostAlloc(&p, bytes, cudaHostAllocMapped), what);
+  count_allocation(ctx);
   return p;
 }
 
@@ -256,7 +296,7 @@ MAMBA_API mamba_status mamba_context_create(int32_t device, mamba_context** out)
       // A fixed cuBLAS workspace (after SetStream, which resets it): captured GEMMs then never allocate, and
       // eager and captured calls see the same workspace, hence the same algorithms and bits.
       ctx->cublas_ws_bytes = tuning::cublas_workspace_bytes;
-      check_cuda(cudaMalloc(&ctx->cublas_ws, ctx->cublas_ws_bytes), "cuBLAS workspace allocation");
+      ctx->cublas_ws = device_alloc(ctx, ctx->cublas_ws_bytes, "cuBLAS workspace allocation");  // before any arming: never injected
       check_cublas(cublasSetWorkspace(ctx->cublas, ctx->cublas_ws, ctx->cublas_ws_bytes), "cublasSetWorkspace");
       // No TF32: fp32 GEMMs are true fp32 (spec §6, §11.6).
       check_cublas(cublasSetMathMode(ctx->cublas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
@@ -290,6 +330,17 @@ MAMBA_API mamba_status mamba_synchronize(mamba_context* ctx) {
   return guard("mamba_synchronize", [] { return std::string(); }, [&] {
     activate(ctx);
     check_cuda(cudaStreamSynchronize(ctx->stream), "cudaStreamSynchronize");
+  });
+}
+
+MAMBA_API mamba_status mamba_debug_inject_alloc_failures(mamba_context* ctx, int64_t skip, int64_t count, int64_t* injected_total) {
+  return guard("mamba_debug_inject_alloc_failures", [&] { return format("(skip %lld, count %lld)", (long long)skip, (long long)count); }, [&] {
+    require(ctx != nullptr, "context is null");
+    require(skip >= 0 && count >= 0, "skip and count must be >= 0");
+    std::lock_guard<std::mutex> lock(ctx->inject_mutex);
+    if (injected_total) *injected_total = ctx->inject_fired;
+    ctx->inject_skip = count > 0 ? skip : 0;
+    ctx->inject_count = count;
   });
 }
 

@@ -671,16 +671,15 @@ extern "C" MAMBA_API mamba_status mamba_decode_plan_create(mamba_context* ctx, c
       auto al = [](size_t b) { return (b + 255) / 256 * 256; };
       const size_t oz = 0, ou = oz + al(E * es), oy = ou + al(E * es), odbc = oy + al(E * es), oout = odbc + al((R + 2 * N) * es);
       const size_t obv = oout + al(D * es), obi = obv + al(plan->grid * 4), octr = obi + al(plan->grid * 4), total = octr + 256;
-      check_cuda(cudaMalloc(&plan->scratch, total), "cudaMalloc(decode scratch)");
+      plan->scratch = device_alloc(ctx, total, "cudaMalloc(decode scratch)");
       check_cuda(cudaMemsetAsync(plan->scratch, 0, total, ctx->stream), "cudaMemsetAsync(decode scratch)");
       char* s = static_cast<char*>(plan->scratch);
       if (m->num_layers > 0) {
-        check_cuda(cudaMalloc(&plan->layers, sizeof(mamba_decode_layer) * m->num_layers), "cudaMalloc(decode layers)");
+        plan->layers = static_cast<mamba_decode_layer*>(device_alloc(ctx, sizeof(mamba_decode_layer) * m->num_layers, "cudaMalloc(decode layers)"));
         check_cuda(cudaMemcpyAsync(plan->layers, m->layers, sizeof(mamba_decode_layer) * m->num_layers, cudaMemcpyHostToDevice, ctx->stream),
                    "cudaMemcpyAsync(decode layers)");
       }
-      void* hr = nullptr;
-      check_cuda(cudaHostAlloc(&hr, sizeof(int32_t), cudaHostAllocMapped), "cudaHostAlloc(decode result)");
+      void* hr = host_alloc_mapped(ctx, sizeof(int32_t), "cudaHostAlloc(decode result)");
       plan->host_result = static_cast<int32_t*>(hr);
       void* dr = nullptr;
       check_cuda(cudaHostGetDevicePointer(&dr, hr, 0), "cudaHostGetDevicePointer(decode result)");
@@ -706,11 +705,12 @@ extern "C" MAMBA_API mamba_status mamba_decode_plan_create(mamba_context* ctx, c
       p.result = plan->device_result;
       if (!ctx->tune.decode_trace.empty()) {
         const size_t bytes = (size_t)(plan->barriers_per_step + 1) * plan->grid * 8 * sizeof(unsigned long long);
-        check_cuda(cudaMalloc(reinterpret_cast<void**>(&p.trace), bytes), "cudaMalloc(decode trace)");
+        p.trace = static_cast<unsigned long long*>(device_alloc(ctx, bytes, "cudaMalloc(decode trace)"));
         check_cuda(cudaMemset(p.trace, 0, bytes), "cudaMemset(decode trace)");
         plan->trace_path = ctx->tune.decode_trace;
       }
     } catch (...) {
+      cudaStreamSynchronize(ctx->stream);  // the scratch memset and the layer table copy may still be queued
       destroy_plan(plan);
       throw;
     }

@@ -10,10 +10,12 @@ namespace Mamba.Cli.Commands;
 /// <summary>
 /// `mamba soak`: a long mixed workload on one loaded model — batches of several sizes, streaming, cancelled
 /// generations, sessions forked and restored, a LoRA adapter switched on and off per request — where every output must
-/// equal a reference computed first, one prompt at a time, and device memory must stay flat; then load/generate/dispose
-/// cycles whose memory must return to where it started. Exit 1 on any mismatch or memory growth.
+/// equal a reference computed first, one prompt at a time, and device memory must stay flat; on CUDA then an
+/// out-of-memory phase (SoakCommand.Oom.cs: injected allocation failures, then a real out-of-memory under ballast), after
+/// which the model must still give the references and memory return to the baseline; then load/generate/dispose cycles
+/// whose memory must return to where it started. Exit 1 on any mismatch or memory growth.
 /// </summary>
-internal static class SoakCommand
+internal static partial class SoakCommand
 {
     private static readonly string[] Prompts =
         ["The Mamba architecture", "Once upon a time", "Hello", "The president said that", "A wise man once said", "In the beginning God created"];
@@ -29,9 +31,14 @@ internal static class SoakCommand
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Tokens per generation", DefaultValueFactory = _ => 16 };
         var seed = new Option<int>("--seed") { Description = "Seed of the workload's choices and of the test adapter", DefaultValueFactory = _ => 1 };
         var growth = new Option<double>("--max-growth-mib") { Description = "Device memory growth over the warmed-up baseline that fails the run", DefaultValueFactory = _ => 64 };
-        var command = new Command("soak", "Soak test: a mixed generation workload against reference outputs, with memory tracking, then load/dispose cycles.")
+        var oom = new Option<bool>("--oom")
         {
-            model, device, dtype, threads, seconds, cycles, maxNew, seed, growth,
+            Description = "After the workload on CUDA: injected allocation failures, then a real out-of-memory (--oom false skips it)",
+            DefaultValueFactory = _ => true,
+        };
+        var command = new Command("soak", "Soak test: a mixed generation workload against reference outputs, with memory tracking, out-of-memory recovery on CUDA, then load/dispose cycles.")
+        {
+            model, device, dtype, threads, seconds, cycles, maxNew, seed, growth, oom,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -154,10 +161,22 @@ internal static class SoakCommand
             double growthMiB = (maxUsed - start) / 1048576.0;
             Console.WriteLine($"soak: {iteration} iterations in {clock.Elapsed.TotalSeconds:F0} s on {lm.Backend.Kind} ({string.Join(", ", names.Select((n, i) => $"{n} {runs[i]}"))})");
             Console.WriteLine($"memory ({MemoryWhat(lm)}): baseline {start / 1048576.0:F1} MiB, max {maxUsed / 1048576.0:F1} MiB, end {end / 1048576.0:F1} MiB, growth {growthMiB:F1} MiB");
+
+            bool oomOk = true;
+            if (!parse.GetValue(oom))
+                Console.WriteLine("oom: skipped (--oom false)");
+            else if (probe is null)
+                Console.WriteLine($"oom: skipped (the {lm.Backend.Kind} backend has no device allocations to fail)");
+            else
+            {
+                var (lines, memoryOk) = await OomPhase(lm, probe, options, reference, Expect, Used, start, parse.GetValue(growth), cancellationToken);
+                foreach (var line in lines) Console.WriteLine(line);
+                oomOk = memoryOk;
+            }
             Console.WriteLine($"mismatches: {failures.Count}");
             foreach (var f in failures) Console.WriteLine($"  {f}");
 
-            bool ok = failures.Count == 0 && growthMiB <= parse.GetValue(growth);
+            bool ok = failures.Count == 0 && growthMiB <= parse.GetValue(growth) && oomOk;
             int cycleCount = parse.GetValue(cycles);
             if (cycleCount > 0)
             {

@@ -31,6 +31,12 @@ public sealed class MambaSession : IDisposable
     public ReadOnlySpan<float> Logits => _logits;
 
     /// <summary>Feeds tokens: a prefill on an empty session, an exact continuation afterwards. Returns the new logits.</summary>
+    /// <remarks>
+    /// When the call fails (e.g. <see cref="Native.MambaOutOfMemoryException"/>), <see cref="Tokens"/> and
+    /// <see cref="Logits"/> stay as they were. A failed first append leaves the session empty; a later one that failed after
+    /// it began advancing the state leaves it lost: Append, SaveState and Fork then throw <see cref="InvalidOperationException"/>
+    /// until <see cref="Reset"/> or <see cref="RestoreState"/> (e.g. to a state saved before the call).
+    /// </remarks>
     public ReadOnlySpan<float> Append(IReadOnlyList<int> ids)
     {
         ThrowIfDisposed();
@@ -68,8 +74,17 @@ public sealed class MambaSession : IDisposable
     /// <summary>A new session starting from this one's current state; the two then evolve independently.</summary>
     public MambaSession Fork()
     {
+        var state = SaveState();
         var fork = _model.CreateSession();
-        fork.RestoreState(SaveState());
+        try
+        {
+            fork.RestoreState(state);
+        }
+        catch
+        {
+            fork.Dispose();
+            throw;
+        }
         return fork;
     }
 

@@ -66,7 +66,9 @@ internal interface IGreedyDecodeAccelerator
     /// <summary>
     /// The backend's step for <paramref name="request"/>, or null with the reason in <paramref name="reason"/> when it
     /// has none for this model (the model then runs op by op). <paramref name="fusedRefusal"/> receives why the fused
-    /// kernel was refused when it was tried and another path was taken.
+    /// kernel was refused when it was tried and another path was taken. Running out of device memory while building the step
+    /// is no refusal: <see cref="Native.MambaOutOfMemoryException"/> propagates, with nothing left allocated or capturing,
+    /// so a later call may try again.
     /// </summary>
     IGreedyDecodeStep? TryCreateGreedyStep(GreedyStepRequest request, out string? reason, out string? fusedRefusal);
 }

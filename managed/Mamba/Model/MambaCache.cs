@@ -5,7 +5,9 @@ namespace Mamba.Model;
 /// <summary>
 /// The recurrent state of a batch of sequences, per layer: the conv window [B, E, K] (oldest column
 /// first) and the SSM state [B, E, N] (float32), on the model's backend. Filled by a prefill
-/// (<see cref="HasPreviousState"/> becomes true) and advanced in place by each decode step.
+/// (<see cref="HasPreviousState"/> becomes true) and advanced in place by each decode step. A call that fails (out of
+/// device memory) after it began writing a filled cache's states leaves the state lost: the cache then refuses to run
+/// until <see cref="Reset"/> or <see cref="Restore"/>. A prefill that fails leaves the cache empty.
 /// </summary>
 public sealed class MambaCache : IDisposable
 {
@@ -23,10 +25,18 @@ public sealed class MambaCache : IDisposable
         Config = config;
         _conv = new DeviceTensor[config.NumHiddenLayers];
         _ssm = new DeviceTensor[config.NumHiddenLayers];
-        for (int i = 0; allocate && i < _conv.Length; i++)
+        try
         {
-            _conv[i] = backend.Allocate(DType.F32, batchSize, config.IntermediateSize, config.ConvKernel);
-            _ssm[i] = backend.Allocate(DType.F32, batchSize, config.IntermediateSize, config.StateSize);
+            for (int i = 0; allocate && i < _conv.Length; i++)
+            {
+                _conv[i] = backend.Allocate(DType.F32, batchSize, config.IntermediateSize, config.ConvKernel);
+                _ssm[i] = backend.Allocate(DType.F32, batchSize, config.IntermediateSize, config.StateSize);
+            }
+        }
+        catch
+        {
+            Dispose(); // the layers allocated before the failure (out of memory)
+            throw;
         }
     }
 
@@ -42,6 +52,24 @@ public sealed class MambaCache : IDisposable
     /// <summary>Tokens consumed so far (prefill plus decode steps).</summary>
     public int SeenTokens { get; internal set; }
 
+    /// <summary>
+    /// True when a call that was writing the states of a filled cache failed part-way (e.g. out of device memory): some
+    /// layers may hold that call's tokens and others not, or all of them hold tokens whose result the caller never got.
+    /// Such a cache refuses to run (and to be snapshotted) until <see cref="Reset"/> or <see cref="Restore"/>.
+    /// </summary>
+    internal bool StateLost { get; private set; }
+
+    /// <summary>Marks the state lost (see <see cref="StateLost"/>).</summary>
+    internal void MarkStateLost() => StateLost = true;
+
+    /// <summary>Throws <see cref="InvalidOperationException"/> when the state is lost.</summary>
+    internal void ThrowIfStateLost()
+    {
+        if (StateLost)
+            throw new InvalidOperationException(
+                "this cache's state was lost when an earlier call failed part-way through advancing it (e.g. out of device memory); Reset or Restore it first");
+    }
+
     internal DeviceTensor Conv(int layer) => _conv[layer];
     internal DeviceTensor Ssm(int layer) => _ssm[layer];
 
@@ -56,11 +84,20 @@ public sealed class MambaCache : IDisposable
     {
         lock (Gate)
         {
-            foreach (var t in _conv) _backend.Zero(t);
-            foreach (var t in _ssm) _backend.Zero(t);
+            try
+            {
+                foreach (var t in _conv) _backend.Zero(t);
+                foreach (var t in _ssm) _backend.Zero(t);
+            }
+            catch
+            {
+                StateLost = true; // some states zeroed, others not
+                throw;
+            }
         }
         HasPreviousState = false;
         SeenTokens = 0;
+        StateLost = false;
     }
 
     private HostTensor Download(DeviceTensor t)
@@ -74,6 +111,7 @@ public sealed class MambaCache : IDisposable
     /// <summary>Copies every state to host memory (per layer: conv [B, E, K] then ssm [B, E, N]).</summary>
     public MambaCacheSnapshot Snapshot()
     {
+        ThrowIfStateLost();
         lock (Gate)
             return SnapshotCore();
     }
@@ -102,18 +140,33 @@ public sealed class MambaCache : IDisposable
         if (snapshot.BatchSize != BatchSize || snapshot.Conv.Length != _conv.Length)
             throw new ArgumentException($"snapshot holds {snapshot.BatchSize} rows × {snapshot.Conv.Length} layers, cache {BatchSize} × {_conv.Length}", nameof(snapshot));
         lock (Gate)
-            for (int i = 0; i < _conv.Length; i++)
+        {
+            int written = 0;
+            try
             {
-                Overwrite(_conv[i], snapshot.Conv[i]);
-                Overwrite(_ssm[i], snapshot.Ssm[i]);
+                for (int i = 0; i < _conv.Length; i++)
+                {
+                    Overwrite(_conv[i], snapshot.Conv[i], ref written);
+                    Overwrite(_ssm[i], snapshot.Ssm[i], ref written);
+                }
             }
+            catch
+            {
+                // Layer by layer: a failure part-way (out of memory for an upload) leaves a mix of old and restored states.
+                if (written > 0) StateLost = true;
+                throw;
+            }
+        }
         HasPreviousState = snapshot.HasPreviousState;
         SeenTokens = snapshot.SeenTokens;
+        StateLost = false;
     }
 
-    private void Overwrite(DeviceTensor target, float[] data)
+    /// <summary>Uploads <paramref name="data"/> and copies it into <paramref name="target"/>; counts the copy in <paramref name="written"/> once it is issued.</summary>
+    private void Overwrite(DeviceTensor target, float[] data, ref int written)
     {
         using var upload = _backend.Upload(data, target.DType, target.Shape);
+        written++;
         _backend.Copy(upload, target);
     }
 
@@ -127,6 +180,7 @@ public sealed class MambaCache : IDisposable
         foreach (var r in rows)
             if ((uint)r >= (uint)BatchSize) throw new ArgumentOutOfRangeException(nameof(rows), r, $"row outside [0, {BatchSize})");
         var order = rows.ToArray();
+        ThrowIfStateLost();
         var result = new MambaCache(_backend, Config, order.Length, allocate: false) { HasPreviousState = HasPreviousState, SeenTokens = SeenTokens };
         try
         {

@@ -41,7 +41,9 @@ public sealed partial class MambaForCausalLM
     /// The first step on a new cache runs op by op (it loads every kernel and GEMM algorithm outside any capture); the
     /// next one builds the backend's step, bound to that cache's state tensors (they keep their addresses for the
     /// cache's lifetime: Reset and Restore overwrite them in place). One step per model: a step on another cache
-    /// replaces it. A backend that cannot build one is remembered and the op-by-op path stays.
+    /// replaces it. A backend that cannot build one is remembered and the op-by-op path stays; running out of device
+    /// memory while building it is not remembered (the exception fails this call, the next step on the cache tries
+    /// again). A step that fails while it runs leaves the cache's state lost (<see cref="MambaCache.StateLost"/>).
     /// </remarks>
     private bool TryFastDecode(int[] ids, MambaCache cache, int[] result)
     {
@@ -83,7 +85,15 @@ public sealed partial class MambaForCausalLM
                 _decodeCandidate = null;
                 FastDecodeCaptures++;
             }
-            step.Launch(ids, result);
+            try
+            {
+                step.Launch(ids, result);
+            }
+            catch
+            {
+                cache.MarkStateLost(); // the step may have advanced some layers' states
+                throw;
+            }
             FastDecodeSteps++;
             if (step.Path == "fused") FusedDecodeSteps++;
             return true;

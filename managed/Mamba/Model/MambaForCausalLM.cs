@@ -195,27 +195,53 @@ public sealed partial class MambaForCausalLM : IDisposable, ITrainableModel
     }
 
     /// <summary>What the blocks left on the device for one call: the norm_f output and the call's scratch.</summary>
-    private sealed record BlocksResult(DeviceTensor Last, List<HostTensor>? Hidden, int[]? Keep);
+    private sealed record BlocksResult(DeviceTensor Last, List<HostTensor>? Hidden, int[]? Keep, CacheAdvance Advance);
+
+    /// <summary>
+    /// What a call did to its cache, to undo when the call fails after its blocks began writing the states (out of device
+    /// memory part-way through the layers, or afterwards while the logits are computed): the caller never gets the
+    /// call's result, so the states no longer match what it knows. A cache that was empty is empty again (a prefill
+    /// reads no state); a filled one is marked lost (<see cref="MambaCache.StateLost"/>).
+    /// </summary>
+    private readonly record struct CacheAdvance(MambaCache? Cache, bool WasFilled, int SeenTokens)
+    {
+        public void Abandon()
+        {
+            if (Cache is null) return;
+            Cache.SeenTokens = SeenTokens;
+            if (WasFilled) Cache.MarkStateLost();
+            else Cache.HasPreviousState = false;
+        }
+    }
 
     private CausalLMOutput Run(int batch, int length, int[]? ids, float[]? embeds, ForwardOptions options)
     {
+        options.Cache?.ThrowIfStateLost();
         var scratch = new Scratch(this, pooled: length == 1);
         try
         {
             var result = RunBlocks(batch, length, ids, embeds, options, scratch);
-            var lastHost = DownloadHost(result.Last);
-            var hidden = result.Hidden;
-            hidden?.Add(lastHost);
-            var logits = Logits(result.Last, batch, length, result.Keep, scratch);
-            double? loss = options.Labels is null ? null : Loss(logits, options.Labels, batch, length);
-            return new CausalLMOutput
+            try
             {
-                Logits = DownloadHost(logits),
-                Loss = loss,
-                HiddenStates = hidden,
-                LastHiddenState = lastHost,
-                Cache = options.Cache,
-            };
+                var lastHost = DownloadHost(result.Last);
+                var hidden = result.Hidden;
+                hidden?.Add(lastHost);
+                var logits = Logits(result.Last, batch, length, result.Keep, scratch);
+                double? loss = options.Labels is null ? null : Loss(logits, options.Labels, batch, length);
+                return new CausalLMOutput
+                {
+                    Logits = DownloadHost(logits),
+                    Loss = loss,
+                    HiddenStates = hidden,
+                    LastHiddenState = lastHost,
+                    Cache = options.Cache,
+                };
+            }
+            catch
+            {
+                result.Advance.Abandon();
+                throw;
+            }
         }
         finally
         {
@@ -225,7 +251,9 @@ public sealed partial class MambaForCausalLM : IDisposable, ITrainableModel
 
     /// <summary>
     /// Checks the call, embeds, runs every block in the mode the cache calls for (a sequence from zero, a continuation
-    /// of a filled cache, or one decode step) and norm_f; advances the cache's bookkeeping.
+    /// of a filled cache, or one decode step) and norm_f; advances the cache's bookkeeping. When the blocks fail, what
+    /// they did to the cache is undone as far as it can be (<see cref="CacheAdvance"/>); a caller that fails afterwards
+    /// calls <see cref="CacheAdvance.Abandon"/> of the result.
     /// </summary>
     private BlocksResult RunBlocks(int batch, int length, int[]? ids, float[]? embeds, ForwardOptions options, Scratch scratch)
     {
@@ -261,13 +289,23 @@ public sealed partial class MambaForCausalLM : IDisposable, ITrainableModel
         var act = BlockActivations.Allocate(c, ActivationDType, batch, length, (t, shape) => scratch.Rent(t, shape));
         var hidden = options.OutputHiddenStates ? new List<HostTensor>(c.NumHiddenLayers + 1) : null;
         var last = scratch.Rent(DType.F32, batch, length, c.HiddenSize);
-        RunLayers(h, act, mode, mask, cache, last, hidden, lora);
+        // Everything above only allocates and embeds; from here on the cache's states are written in place.
+        var advance = new CacheAdvance(cache, filled, cache?.SeenTokens ?? 0);
+        try
+        {
+            RunLayers(h, act, mode, mask, cache, last, hidden, lora);
+        }
+        catch
+        {
+            advance.Abandon();
+            throw;
+        }
         if (cache is not null)
         {
             cache.HasPreviousState = true;
             cache.SeenTokens += length;
         }
-        return new BlocksResult(last, hidden, keep);
+        return new BlocksResult(last, hidden, keep, advance);
     }
 
     /// <summary>
@@ -356,6 +394,7 @@ public sealed partial class MambaForCausalLM : IDisposable, ITrainableModel
         Buffer.BlockCopy(inputIds, 0, ids, 0, ids.Length * sizeof(int));
         var result = new int[batch];
         using var gate = DeviceLock();
+        cache?.ThrowIfStateLost();
         // The fused decode paths run the base weights only; an unmerged adapter takes the op path (merge it for full speed).
         if (length == 1 && adapter is null && cache is { HasPreviousState: true } && TryFastDecode(ids, cache, result))
         {
@@ -366,7 +405,15 @@ public sealed partial class MambaForCausalLM : IDisposable, ITrainableModel
         try
         {
             var blocks = RunBlocks(batch, length, ids, null, new ForwardOptions { Cache = cache, AttentionMask = attentionMask, LogitsToKeep = 1, Adapter = adapter }, scratch);
-            Backend.ArgMax(Logits(blocks.Last, batch, length, blocks.Keep, scratch), result);
+            try
+            {
+                Backend.ArgMax(Logits(blocks.Last, batch, length, blocks.Keep, scratch), result);
+            }
+            catch
+            {
+                blocks.Advance.Abandon();
+                throw;
+            }
         }
         finally
         {

@@ -37,6 +37,54 @@ public class ModelBehaviourTests
     }
 
     [Test]
+    public void ACallThatFailsAfterWritingTheCacheEmptiesAFreshOneAndLosesAFilledOne()
+    {
+        // A label outside the vocabulary fails the loss, after the blocks wrote the cache (as running out of device memory
+        // for the logits would): the caller never gets the call's result, so the cache must not keep the call's tokens silently.
+        using var model = Tiny();
+        var bad = new int[,] { { 1, 2, 3 }, { 4, 5, 100000 } };
+        var prefix = new int[2, 3];
+        for (int b = 0; b < 2; b++) for (int t = 0; t < 3; t++) prefix[b, t] = Ids[b, t];
+        var step = new int[,] { { Ids[0, 3] }, { Ids[1, 3] } };
+        var more = new int[,] { { Ids[0, 3], Ids[0, 4] }, { Ids[1, 3], Ids[1, 4] } };
+        var badMore = new int[,] { { 1, 2 }, { 1, 100000 } }; // shifted: row 1's first position has target 100000
+        CausalLMOutput expected;
+        using (var reference = model.CreateCache(2))
+        {
+            model.Forward(prefix, new ForwardOptions { Cache = reference });
+            expected = model.Forward(step, new ForwardOptions { Cache = reference });
+        }
+
+        using var cache = model.CreateCache(2);
+        Assert.Throws<ArgumentOutOfRangeException>(() => model.Forward(prefix, new ForwardOptions { Cache = cache, Labels = bad }));
+        Assert.That(cache.HasPreviousState, Is.False, "a failed prefill leaves the cache empty");
+        Assert.That(cache.SeenTokens, Is.EqualTo(0));
+        Assert.That(cache.StateLost, Is.False);
+        model.Forward(prefix, new ForwardOptions { Cache = cache });
+        Assert.That(model.Forward(step, new ForwardOptions { Cache = cache }).Logits.Data, Is.EqualTo(expected.Logits.Data), "the prefill retried");
+
+        cache.Reset();
+        model.Forward(prefix, new ForwardOptions { Cache = cache });
+        Assert.Throws<ArgumentOutOfRangeException>(() => model.Forward(more, new ForwardOptions { Cache = cache, Labels = badMore }));
+        Assert.That(cache.StateLost, Is.True, "the continuation advanced the states, and its caller got nothing");
+        Assert.Throws<InvalidOperationException>(() => model.Forward(step, new ForwardOptions { Cache = cache }));
+        Assert.Throws<InvalidOperationException>(() => model.ForwardArgMax(step, cache));
+        Assert.Throws<InvalidOperationException>(() => cache.Snapshot());
+        Assert.Throws<InvalidOperationException>(() => cache.SelectRows([0]));
+        Assert.That(cache.SeenTokens, Is.EqualTo(3), "the failed step is not counted");
+
+        cache.Reset();
+        Assert.That(cache.StateLost, Is.False);
+        model.Forward(prefix, new ForwardOptions { Cache = cache });
+        var snapshot = cache.Snapshot();
+        Assert.Throws<ArgumentOutOfRangeException>(() => model.Forward(more, new ForwardOptions { Cache = cache, Labels = badMore }));
+        Assert.That(cache.StateLost, Is.True);
+        cache.Restore(snapshot);
+        Assert.That(cache.StateLost, Is.False, "Restore brings a known state back");
+        Assert.That(model.Forward(step, new ForwardOptions { Cache = cache }).Logits.Data, Is.EqualTo(expected.Logits.Data), "after Restore");
+    }
+
+    [Test]
     public void DecodeStepsContinueThePrefillLikeAFullForward()
     {
         // Prefill 3 tokens, then 4 single-token steps (also L < K for the prefill), equals one forward over 7.

@@ -85,6 +85,22 @@ internal sealed partial class CudaBackend : IMambaBackend
         return (free, total);
     }
 
+    /// <summary>
+    /// Testing hook (<c>mamba_debug_inject_alloc_failures</c>): after <paramref name="skip"/> more successful allocations of
+    /// this backend's context (tensors, workspace growth, decode plans), the next <paramref name="count"/> fail as a real
+    /// out-of-memory does (<see cref="MambaOutOfMemoryException"/>, the message says "injected"); count 0 disarms. Returns
+    /// how many allocations of the context failed by injection before this call. The native library checks the arguments
+    /// (a negative one is <see cref="MambaInvalidArgumentException"/>).
+    /// </summary>
+    internal long InjectAllocationFailures(long skip, long count)
+    {
+        Check(NativeMethods.mamba_debug_inject_alloc_failures(Ctx, skip, count, out long injected), "inject allocation failures");
+        return injected;
+    }
+
+    /// <summary>Disarms <see cref="InjectAllocationFailures"/>; returns how many allocations failed by injection so far.</summary>
+    internal long DisarmAllocationFailures() => InjectAllocationFailures(0, 0);
+
     private MambaContextHandle Ctx
     {
         get

@@ -108,7 +108,8 @@ internal sealed partial class CudaBackend : IGreedyDecodeAccelerator
                 backend.AddDependent(plan);
                 return plan;
             }
-            catch (MambaException ex)
+            // Out of memory is no refusal (a later step may build the plan): it fails the call, and nothing is remembered.
+            catch (MambaException ex) when (ex is not MambaOutOfMemoryException)
             {
                 reason = ex.Message;
                 return null;
@@ -195,10 +196,13 @@ internal sealed partial class CudaBackend : IGreedyDecodeAccelerator
                 backend.AddDependent(g);
                 return g;
             }
-            catch (Exception ex) when (ex is MambaException or ArgumentException or InvalidOperationException)
+            catch (Exception ex)
             {
+                // Whatever failed, the stream must not stay capturing and the step's buffers must go.
                 if (capturing) backend.AbortCapture();
                 g.Dispose();
+                // Out of memory is no refusal (a later step may capture): it fails the call, as anything unexpected does.
+                if (ex is MambaOutOfMemoryException || ex is not (MambaException or ArgumentException or InvalidOperationException)) throw;
                 reason = ex.Message;
                 return null;
             }
