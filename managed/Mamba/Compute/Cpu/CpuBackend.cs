@@ -185,7 +185,16 @@ internal sealed partial class CpuBackend : IMambaBackend
             TensorPrimitives.Multiply(dst, w.Data, dst);
         }
         if ((long)rows * width < 1 << 15) for (int m = 0; m < rows; m++) Row(m);
-        else Parallel.For(0, rows, _parallel, Row);
+        else
+        {
+            // Blocks of ~16 K values (a row's result does not depend on the split): a task per 768-wide row cost
+            // about as much in scheduling as the row itself.
+            int blockRows = Math.Max(1, (1 << 14) / width);
+            Parallel.For(0, (rows + blockRows - 1) / blockRows, _parallel, i =>
+            {
+                for (int m = i * blockRows, end = Math.Min(rows, m + blockRows); m < end; m++) Row(m);
+            });
+        }
     }
 
     /// <inheritdoc />

@@ -5,11 +5,13 @@ using System.Runtime.Intrinsics;
 namespace Mamba.Compute.Cpu;
 
 /// <summary>
-/// The selective scan on the CPU, one channel per vector lane: 16 channels per task with AVX-512, 8 with AVX2 (one
+/// The selective scan on the CPU, one channel per vector lane: groups of 16 channels with AVX-512, 8 with AVX2 (one
 /// body, <see cref="ScanChannels{TVec, TOps}(in ScanArgs, int, int)"/>, generic over the width). Activations are token-major, so at each step the
 /// channels' u, Δ and z are one contiguous load; B_t and C_t are broadcast. The state of a channel group is N vectors
 /// kept in a small stack buffer (the native heap past MaxStackVectors), next to A[:, n] of the group's channels, gathered once per task (A is [E, N]: no
-/// transposed copy per call). Work is split over (batch, channel group).
+/// transposed copy per call). Work is split over (batch, channel group); with AVX-512 a task takes two whole groups
+/// and interleaves their steps (<see cref="ScanChannelPair(in ScanArgs, int, int)"/>). A channel's operations and
+/// their order are the same on every path, so its bits never depend on the grouping or the split.
 /// </summary>
 internal static class CpuSelectiveScan
 {
@@ -35,11 +37,14 @@ internal static class CpuSelectiveScan
             {
                 var args = new ScanArgs(pu, pw, pb, pdbc, pxz, pa, pd, py, ps, state.Length > 0, useInitialState,
                     batch, length, inner, rank, stateSize);
-                int tasks = batch * groups;
+                // With AVX-512 a task takes two groups (32 channels) where it can: see ScanChannelPair.
+                int perTask = lanes == 16 && inner >= 32 ? 2 : 1;
+                int units = (groups + perTask - 1) / perTask;
+                int tasks = batch * units;
                 if (tasks == 1 || (long)batch * length * inner * stateSize < 1 << 16)
-                    for (int t = 0; t < tasks; t++) RunGroup(args, t / groups, t % groups, lanes);
+                    for (int t = 0; t < tasks; t++) RunUnit(args, t / units, t % units, perTask, lanes);
                 else
-                    Parallel.For(0, tasks, parallel, t => RunGroup(args, t / groups, t % groups, lanes));
+                    Parallel.For(0, tasks, parallel, t => RunUnit(args, t / units, t % units, perTask, lanes));
             }
         }
     }
@@ -169,6 +174,18 @@ internal static class CpuSelectiveScan
         public readonly int Batch = batch, Length = length, Inner = inner, Rank = rank, N = n;
     }
 
+    /// <summary>Groups unit·perTask .. + perTask − 1 of batch row b: a pair of whole 16-channel groups together, else one by one.</summary>
+    private static void RunUnit(in ScanArgs a, int b, int unit, int perTask, int lanes)
+    {
+        int group = unit * perTask;
+        if (perTask == 2 && (group + 2) * 16 <= a.Inner)
+        {
+            ScanChannelPair(a, b, group * 16);
+            return;
+        }
+        for (int g = group; g < group + perTask && g * lanes < a.Inner; g++) RunGroup(a, b, g, lanes);
+    }
+
     private static void RunGroup(in ScanArgs a, int b, int group, int lanes)
     {
         int e0 = group * lanes;
@@ -209,7 +226,7 @@ internal static class CpuSelectiveScan
         }
     }
 
-    /// <summary>The most vectors <see cref="ScanChannels{TVec, TOps}(in ScanArgs, int, int)"/> and <see cref="ScanChannel(in ScanArgs, int, int)"/> take from the stack (16 kB of Vector512).</summary>
+    /// <summary>The most vectors <see cref="ScanChannels{TVec, TOps}(in ScanArgs, int, int)"/>, <see cref="ScanChannelPair(in ScanArgs, int, int)"/> and <see cref="ScanChannel(in ScanArgs, int, int)"/> take from the stack (16 kB of Vector512).</summary>
     private const int MaxStackVectors = 256;
 
     private static unsafe void ScanChannels<TVec, TOps>(in ScanArgs a, int b, int e0, TVec* s, TVec* aj, TVec* wr) where TVec : unmanaged where TOps : IVectorOps<TVec>
@@ -236,6 +253,112 @@ internal static class CpuSelectiveScan
             for (int j = 0; j < n; j++)
                 for (int lane = 0; lane < TOps.Count; lane++)
                     stateBase[lane * n + j] = TOps.GetElement(s[j], lane);
+    }
+
+    /// <summary>
+    /// Channels e0 .. e0 + 31 as two 16-lane groups, their steps interleaved (<see cref="ScanStepsPair"/>): each
+    /// channel runs exactly the operations of <see cref="ScanChannels{TVec, TOps}(in ScanArgs, int, int)"/> in the same
+    /// order (so the same bits), but the two groups' independent chains (the exp, the Σ s·C sum over the states) fill
+    /// the core together; one group's sum alone is a chain of N dependent FMAs per step.
+    /// </summary>
+    private static unsafe void ScanChannelPair(in ScanArgs a, int b, int e0)
+    {
+        int n = a.N, rank = a.Rank;
+        long need = 2 * (2L * n + rank);
+        Vector512<float>* heap = null;
+        Vector512<float>* stack = stackalloc Vector512<float>[need <= MaxStackVectors ? (int)need : 0];
+        Vector512<float>* buffer = need <= MaxStackVectors ? stack
+            : heap = (Vector512<float>*)NativeMemory.AlignedAlloc((nuint)need * (nuint)sizeof(Vector512<float>), 64);
+        try
+        {
+            ScanChannelPair(a, b, e0, buffer, buffer + 2 * n, buffer + 4 * n);
+        }
+        finally
+        {
+            if (heap != null) NativeMemory.AlignedFree(heap);
+        }
+    }
+
+    /// <param name="s">[2, N]: the states of channels e0 .. e0 + 15, then of e0 + 16 .. e0 + 31</param>
+    /// <param name="aj">[2, N]: A, the same way</param>
+    /// <param name="wr">[2, R]: W_dt, the same way</param>
+    private static unsafe void ScanChannelPair(in ScanArgs a, int b, int e0, Vector512<float>* s, Vector512<float>* aj, Vector512<float>* wr)
+    {
+        int n = a.N, inner = a.Inner, rank = a.Rank, dbcWidth = rank + 2 * n;
+        var gather = stackalloc float[16];
+        for (int g = 0; g < 2; g++)
+        {
+            int e = e0 + 16 * g;
+            float* stateBase = a.State + ((long)b * inner + e) * n;
+            for (int r = 0; r < rank; r++) wr[g * rank + r] = Gather<Vector512<float>, Vector512Ops>(a.Wdt + (long)e * rank + r, rank, gather);
+            for (int j = 0; j < n; j++)
+            {
+                aj[g * n + j] = Gather<Vector512<float>, Vector512Ops>(a.A + (long)e * n + j, n, gather);
+                s[g * n + j] = a.Initial ? Gather<Vector512<float>, Vector512Ops>(stateBase + j, n, gather) : Vector512<float>.Zero;
+            }
+        }
+        var bias0 = Vector512.Load(a.Bdt + e0);
+        var bias1 = Vector512.Load(a.Bdt + e0 + 16);
+        var deltaBlock = stackalloc Vector512<float>[2 * TimeBlock];
+        for (int t0 = 0; t0 < a.Length; t0 += TimeBlock)
+        {
+            int count = Math.Min(TimeBlock, a.Length - t0);
+            float* dbcRows = a.Dbc + ((long)b * a.Length + t0) * dbcWidth;
+            Delta<Vector512<float>, Vector512Ops>(dbcRows, dbcWidth, count, rank, wr, bias0, deltaBlock);
+            Delta<Vector512<float>, Vector512Ops>(dbcRows, dbcWidth, count, rank, wr + rank, bias1, deltaBlock + TimeBlock);
+            ScanStepsPair(a, b, e0, t0, count, s, aj, deltaBlock);
+        }
+        if (a.HasState)
+            for (int g = 0; g < 2; g++)
+            {
+                float* stateBase = a.State + ((long)b * inner + e0 + 16 * g) * n;
+                for (int j = 0; j < n; j++)
+                    for (int lane = 0; lane < 16; lane++)
+                        stateBase[lane * n + j] = s[g * n + j][lane];
+            }
+    }
+
+    /// <summary>
+    /// <see cref="ScanSteps{TVec, TOps}"/> for two 16-channel groups at once (Δ of group 1 at
+    /// <paramref name="delta"/> + <see cref="TimeBlock"/>), each channel with the same operations in the same order.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static unsafe void ScanStepsPair(in ScanArgs a, int b, int e0, int t0, int count, Vector512<float>* s, Vector512<float>* aj,
+        Vector512<float>* delta)
+    {
+        int n = a.N, inner = a.Inner, dbcWidth = a.Rank + 2 * n;
+        var dv0 = Vector512.Load(a.D + e0);
+        var dv1 = Vector512.Load(a.D + e0 + 16);
+        Vector512<float>* s1 = s + n, aj1 = aj + n;
+        for (int i = 0; i < count; i++)
+        {
+            long row = (long)b * a.Length + t0 + i;
+            float* u = a.U + row * inner + e0, z = a.Xz + row * 2 * inner + inner + e0;
+            var u0 = Vector512.Load(u); var u1 = Vector512.Load(u + 16);
+            var delta0 = delta[i]; var delta1 = delta[TimeBlock + i];
+            float* bt = a.Dbc + row * dbcWidth + a.Rank;
+            float* ct = bt + n;
+            var du0 = delta0 * u0; var du1 = delta1 * u1;
+            var acc0 = Vector512<float>.Zero; var acc1 = Vector512<float>.Zero;
+            for (int j = 0; j < n; j++)
+            {
+                acc0 = Update<Vector512<float>, Vector512Ops>(ref s[j], aj[j], bt[j], ct[j], delta0, du0, acc0);
+                acc1 = Update<Vector512<float>, Vector512Ops>(ref s1[j], aj1[j], bt[j], ct[j], delta1, du1, acc1);
+            }
+            float* y = a.Y + row * inner + e0;
+            ((acc0 + dv0 * u0) * CpuMath.Silu<Vector512<float>, Vector512Ops>(Vector512.Load(z))).Store(y);
+            ((acc1 + dv1 * u1) * CpuMath.Silu<Vector512<float>, Vector512Ops>(Vector512.Load(z + 16))).Store(y + 16);
+        }
+    }
+
+    /// <summary>One state entry for one step: s ← exp(Δ·A)·s + Δu·B (one FMA); returns acc + s·C (one FMA).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static TVec Update<TVec, TOps>(ref TVec s, TVec a, float b, float c, TVec delta, TVec du, TVec acc)
+        where TVec : unmanaged where TOps : IVectorOps<TVec>
+    {
+        var decay = CpuMath.Exp<TVec, TOps>(TOps.Multiply(delta, a));
+        s = TOps.FusedMultiplyAdd(decay, s, TOps.Multiply(du, TOps.Create(b)));
+        return TOps.FusedMultiplyAdd(s, TOps.Create(c), acc);
     }
 
     /// <summary>
