@@ -3,14 +3,13 @@
 # load/generate/dispose cycles. The command limit on the GPU host is 10 minutes, so build first in an earlier call on the
 # same warm machine (cmake -S . -B build/native ...) and run it as two calls:
 #   SOAK_SECONDS=570 SOAK_OOM=false bash bench/gpu/soak.sh          # the mixed workload (~580 s with start-up)
-#   SOAK_SECONDS=30 SOAK_OOM=true SOAK_CYCLES=1000 bash bench/gpu/soak.sh   # OOM injection, ballast, cycles (~2 min) Needs .gpu from gpu-pack.sh
-# (Mamba.Cli) and the default model: it is tracked (29 MB), so carry .gpu without the fixtures and tests to stay under 64 MiB.
+#   SOAK_SECONDS=30 SOAK_OOM=true SOAK_CYCLES=1000 bash bench/gpu/soak.sh   # OOM injection, ballast, cycles (~2 min)
+# Needs .gpu from gpu-pack.sh (Mamba.Cli) and the default model: it is tracked (29 MB), so carry .gpu without the fixtures and tests to stay under 64 MiB.
 set -o pipefail
 export MAMBA_NATIVE_LIBRARY=$PWD/build/native/libmamba.so
-[ -d .gpu/app/Mamba.Cli/runtimes ] || tar -C .gpu/app/Mamba.Cli -xJf .gpu/skia-runtimes.tar.xz
 cp -r managed/Mamba.Cli/default-model .gpu/app/Mamba.Cli/
 M="bash .gpu/run.sh dotnet .gpu/app/Mamba.Cli/mamba.dll"
 SECONDS_=${SOAK_SECONDS:-540}
 CYCLES=${SOAK_CYCLES:-0}
 OOM=${SOAK_OOM:-true}
-$M soak --device cuda --dtype bf16 --seconds "$SECONDS_" --cycles "$CYCLES" --oom "$OOM" 2>&1 | tee "${OUT:-/tmp}/soak.txt"
+$M soak --device cuda --dtype bf16 --seconds "$SECONDS_" --cycles "$CYCLES" --oom "$OOM" 2>&1 | tee -a "${OUT:-/tmp}/soak.txt"
