@@ -200,28 +200,6 @@ public class CudaContinuationTests : GpuOpTestBase
 
     // ---- model level: chunked prefill against one full prefill ------------------------------------------
 
-    private static int[,] Prompt(int batch, int length, int vocab, int seed)
-    {
-        var rng = new Random(seed);
-        var ids = new int[batch, length];
-        for (int b = 0; b < batch; b++)
-            for (int t = 0; t < length; t++) ids[b, t] = rng.Next(vocab);
-        return ids;
-    }
-
-    private static CudaBackend CreateGpu()
-    {
-        try
-        {
-            return CudaBackend.Create(0, DType.F32);
-        }
-        catch (MambaBackendUnavailableException e)
-        {
-            Assert.Ignore($"CUDA backend unavailable: {e.Reason}");
-            throw;
-        }
-    }
-
     /// <summary>
     /// Chosen tokens equal, except where the full-prefill logits hold a near tie between the two choices (rounding
     /// differences of a different GEMM shape or of the decode-step kernels may flip those).
@@ -262,11 +240,11 @@ public class CudaContinuationTests : GpuOpTestBase
     [TestCaseSource(nameof(ChunkCases))]
     public void PrefillChunkedMatchesOneFullPrefill(string model, DType dt, int chunk)
     {
-        using var backend = CreateGpu();
+        using var backend = GpuTestSupport.RequireCudaBackend();
         using var lm = MambaForCausalLM.FromPretrained(Path.Combine(TestFixtures.Model(model), "model"), backend, dt);
         int batch = chunk == 7 ? 1 : 3;
         const int length = 150;
-        var prompt = Prompt(batch, length, lm.Config.VocabSize, 7 * chunk + (int)dt);
+        var prompt = GpuTestSupport.RandomPrompt(batch, length, lm.Config.VocabSize, 7 * chunk + (int)dt);
         var logits = lm.Forward(prompt, new ForwardOptions { LogitsToKeep = 1 }).Logits;
         using var full = lm.CreateCache(batch);
         var expected = lm.ForwardArgMax(prompt, full);
@@ -281,7 +259,7 @@ public class CudaContinuationTests : GpuOpTestBase
         AssertSameStates(full, chunked, lm.Config.NumHiddenLayers, dt, $"chunk {chunk}");
 
         // Several tokens on the filled cache (Forward, not argmax) continue it like the op-by-op steps would.
-        var more = Prompt(batch, 5, lm.Config.VocabSize, 99);
+        var more = GpuTestSupport.RandomPrompt(batch, 5, lm.Config.VocabSize, 99);
         var moreFull = lm.Forward(more, new ForwardOptions { Cache = full }).Logits;
         var moreChunked = lm.Forward(more, new ForwardOptions { Cache = chunked }).Logits;
         AssertClose(moreChunked.Data, moreFull.Data, dt == DType.F32 ? 2e-4 : 6e-2, "logits of 5 more tokens");
@@ -291,11 +269,11 @@ public class CudaContinuationTests : GpuOpTestBase
     [TestCaseSource(typeof(TestFixtures), nameof(TestFixtures.ModelNames))]
     public void GraphDecodeAfterChunkedPrefillEqualsAfterFullPrefill(string model)
     {
-        using var backend = CreateGpu();
+        using var backend = GpuTestSupport.RequireCudaBackend();
         using var lm = MambaForCausalLM.FromPretrained(Path.Combine(TestFixtures.Model(model), "model"), backend, DType.F32);
         lm.UseFastDecode = true;
         const int batch = 3;
-        var prompt = Prompt(batch, 97, lm.Config.VocabSize, 123);
+        var prompt = GpuTestSupport.RandomPrompt(batch, 97, lm.Config.VocabSize, 123);
         using var full = lm.CreateCache(batch);
         var expected = Decode(lm, full, lm.ForwardArgMax(prompt, full), 16);
         foreach (var chunk in new[] { 1, 7, 64 })
@@ -312,10 +290,10 @@ public class CudaContinuationTests : GpuOpTestBase
     [TestCase(DType.F32), TestCase(DType.BF16)]
     public void GraphAndOpByOpDecodeAgreeAfterAChunkedPrefill(DType dt)
     {
-        using var backend = CreateGpu();
+        using var backend = GpuTestSupport.RequireCudaBackend();
         using var lm = MambaForCausalLM.FromPretrained(Path.Combine(TestFixtures.Model("small-long"), "model"), backend, dt);
         const int batch = 2;
-        var prompt = Prompt(batch, 131, lm.Config.VocabSize, 5);
+        var prompt = GpuTestSupport.RandomPrompt(batch, 131, lm.Config.VocabSize, 5);
         lm.UseFastDecode = true;
         using var fast = lm.CreateCache(batch);
         var fastTokens = Decode(lm, fast, lm.PrefillChunked(prompt, fast, 32), 12);
@@ -335,11 +313,11 @@ public class CudaContinuationTests : GpuOpTestBase
     [TestCase(DType.F32), TestCase(DType.BF16)]
     public void PrefillChunkedOnA130mShapedModel(DType dt)
     {
-        using var backend = CreateGpu();
+        using var backend = GpuTestSupport.RequireCudaBackend();
         var weights = MambaInitializer.Create(MambaConfig.Preset("130m"), seed: 3);
         using var lm = new MambaForCausalLM(weights, backend, dt);
         const int batch = 2, length = 700;
-        var prompt = Prompt(batch, length, lm.Config.VocabSize, 8);
+        var prompt = GpuTestSupport.RandomPrompt(batch, length, lm.Config.VocabSize, 8);
         var logits = lm.Forward(prompt, new ForwardOptions { LogitsToKeep = 1 }).Logits;
         using var full = lm.CreateCache(batch);
         var expected = lm.ForwardArgMax(prompt, full);

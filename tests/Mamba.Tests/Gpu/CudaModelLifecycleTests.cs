@@ -13,23 +13,10 @@ public class CudaModelLifecycleTests
 {
     private static string TinyDir => Path.Combine(TestFixtures.Model("tiny"), "model");
 
-    private static CudaBackend RequireGpu()
-    {
-        try
-        {
-            return CudaBackend.Create(0, DType.F32);
-        }
-        catch (MambaBackendUnavailableException e)
-        {
-            Assert.Ignore($"CUDA backend unavailable: {e.Reason}");
-            throw;
-        }
-    }
-
     [Test]
     public async Task FiftyLoadGenerateDisposeCyclesLeaveFreeMemoryWhereItWas()
     {
-        using var probe = RequireGpu();
+        using var probe = GpuTestSupport.RequireCudaBackend();
         var options = new MambaModelOptions { Backend = BackendPreference.Cuda, DType = DType.BF16 };
         // One warm-up cycle: cuBLAS and the CUDA runtime allocate their own pools once per process.
         using (var warm = MambaModel.Load(TinyDir, options))
@@ -50,7 +37,7 @@ public class CudaModelLifecycleTests
     [Test]
     public void AnAbsurdBatchIsOutOfMemoryAndTheModelStillWorks()
     {
-        using var probe = RequireGpu();
+        using var probe = GpuTestSupport.RequireCudaBackend();
         using var model = MambaForCausalLM.FromPretrained(TinyDir, CudaBackend.Create(0, DType.F32));
         var small = new int[,] { { 1, 2, 3, 4 } };
         var before = model.Forward(small).Logits.Data;

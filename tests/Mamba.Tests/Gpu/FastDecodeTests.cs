@@ -15,28 +15,6 @@ public class FastDecodeTests
 {
     private const int Steps = 12;
 
-    private static CudaBackend RequireGpu()
-    {
-        try
-        {
-            return CudaBackend.Create(0, DType.F32);
-        }
-        catch (MambaBackendUnavailableException e)
-        {
-            Assert.Ignore($"CUDA backend unavailable: {e.Reason}");
-            throw;
-        }
-    }
-
-    private static int[,] Prompt(int batch, int length, int vocab, int seed)
-    {
-        var rng = new Random(seed);
-        var ids = new int[batch, length];
-        for (int b = 0; b < batch; b++)
-            for (int t = 0; t < length; t++) ids[b, t] = rng.Next(vocab);
-        return ids;
-    }
-
     /// <summary>Prefill, then <see cref="Steps"/> greedy decode steps through ForwardArgMax; returns every chosen id.</summary>
     private static int[][] Decode(MambaForCausalLM lm, MambaCache cache, int[,] prompt, int steps = Steps)
     {
@@ -65,7 +43,7 @@ public class FastDecodeTests
 
     private static void CompareOnModel(MambaForCausalLM lm, int batch, int seed)
     {
-        var prompt = Prompt(batch, 7, lm.Config.VocabSize, seed);
+        var prompt = GpuTestSupport.RandomPrompt(batch, 7, lm.Config.VocabSize, seed);
         long stepsBefore = lm.FastDecodeSteps;
         lm.UseFastDecode = true;
         using var fastCache = lm.CreateCache(batch);
@@ -90,7 +68,7 @@ public class FastDecodeTests
     [TestCaseSource(nameof(FixtureCases))]
     public void GraphReplayMatchesOpByOpOnFixtures(string model, DType dt, int batch)
     {
-        using var backend = RequireGpu();
+        using var backend = GpuTestSupport.RequireCudaBackend();
         using var lm = MambaForCausalLM.FromPretrained(Path.Combine(TestFixtures.Model(model), "model"), backend, dt);
         CompareOnModel(lm, batch, seed: 11 * batch + (int)dt);
     }
@@ -102,7 +80,7 @@ public class FastDecodeTests
     [TestCase(DType.F32), TestCase(DType.BF16)]
     public void FusedKernelRunsAtBatchOneAndMatchesOpByOp(DType dt)
     {
-        using var backend = RequireGpu();
+        using var backend = GpuTestSupport.RequireCudaBackend();
         var models = TestFixtures.ModelNames.Select(name => MambaForCausalLM.FromPretrained(Path.Combine(TestFixtures.Model(name), "model"), backend, dt))
             .Append(new MambaForCausalLM(MambaInitializer.Create(MambaConfig.Preset("130m"), seed: 5), backend, dt)).ToList();
         try
@@ -125,7 +103,7 @@ public class FastDecodeTests
     [TestCase(DType.F32), TestCase(DType.BF16)]
     public void GraphReplayMatchesOpByOpOnA130mShapedModel(DType dt)
     {
-        using var backend = RequireGpu();
+        using var backend = GpuTestSupport.RequireCudaBackend();
         var weights = MambaInitializer.Create(MambaConfig.Preset("130m"), seed: 3);
         using var lm = new MambaForCausalLM(weights, backend, dt);
         foreach (var batch in new[] { 1, 3, 8 })
@@ -135,11 +113,11 @@ public class FastDecodeTests
     [TestCase(DType.F32), TestCase(DType.BF16)]
     public void CacheResetAndNewCachesReplayCorrectly(DType dt)
     {
-        using var backend = RequireGpu();
+        using var backend = GpuTestSupport.RequireCudaBackend();
         using var lm = MambaForCausalLM.FromPretrained(Path.Combine(TestFixtures.Model("tiny"), "model"), backend, dt);
         const int batch = 3;
-        var prompt = Prompt(batch, 5, lm.Config.VocabSize, 42);
-        var other = Prompt(batch, 9, lm.Config.VocabSize, 43);
+        var prompt = GpuTestSupport.RandomPrompt(batch, 5, lm.Config.VocabSize, 42);
+        var other = GpuTestSupport.RandomPrompt(batch, 9, lm.Config.VocabSize, 43);
 
         lm.UseFastDecode = false;
         int[][] expected, expectedOther;
@@ -167,9 +145,9 @@ public class FastDecodeTests
     [Test]
     public void GenerateGreedyIsTheSameWithAndWithoutGraphs()
     {
-        using var backend = RequireGpu();
+        using var backend = GpuTestSupport.RequireCudaBackend();
         using var lm = MambaForCausalLM.FromPretrained(Path.Combine(TestFixtures.Model("small-long"), "model"), backend, DType.BF16);
-        var prompt = Prompt(2, 6, lm.Config.VocabSize, 5);
+        var prompt = GpuTestSupport.RandomPrompt(2, 6, lm.Config.VocabSize, 5);
         lm.UseFastDecode = false;
         var slow = lm.GenerateGreedy(prompt, maxNewTokens: 16);
         lm.UseFastDecode = true;
@@ -180,17 +158,17 @@ public class FastDecodeTests
     [Test]
     public void DisposingTheBackendFreesTheGraph()
     {
-        using var probe = RequireGpu();
+        using var probe = GpuTestSupport.RequireCudaBackend();
         var dir = Path.Combine(TestFixtures.Model("tiny"), "model");
         // Warm-up: the runtime and cuBLAS allocate their own pools once per process.
         using (var warm = new MambaForCausalLM(CheckpointLoader.LoadWeights(dir), CudaBackend.Create(0, DType.F32), DType.F32, ownsBackend: true))
-        using (var c = warm.CreateCache(2)) Decode(warm, c, Prompt(2, 4, warm.Config.VocabSize, 1));
+        using (var c = warm.CreateCache(2)) Decode(warm, c, GpuTestSupport.RandomPrompt(2, 4, warm.Config.VocabSize, 1));
         var (before, _) = probe.MemoryInfo();
         for (int i = 0; i < 5; i++)
         {
             using var lm = new MambaForCausalLM(CheckpointLoader.LoadWeights(dir), CudaBackend.Create(0, DType.F32), DType.F32, ownsBackend: true);
             using var cache = lm.CreateCache(2);
-            Decode(lm, cache, Prompt(2, 4, lm.Config.VocabSize, i));
+            Decode(lm, cache, GpuTestSupport.RandomPrompt(2, 4, lm.Config.VocabSize, i));
             Assert.That(lm.FastDecodeCaptures, Is.EqualTo(1));
         }
         var (after, _) = probe.MemoryInfo();

@@ -20,28 +20,6 @@ public class OutOfMemoryTests
     /// <summary>More than any request here allocates; a loop that reaches it never saw a request complete.</summary>
     private const int MaxPoints = 500;
 
-    private static CudaBackend RequireGpu()
-    {
-        try
-        {
-            return CudaBackend.Create(0, DType.F32);
-        }
-        catch (MambaBackendUnavailableException e)
-        {
-            Assert.Ignore($"CUDA backend unavailable: {e.Reason}");
-            throw;
-        }
-    }
-
-    private static int[,] Prompt(int batch, int length, int vocab, int seed)
-    {
-        var rng = new Random(seed);
-        var ids = new int[batch, length];
-        for (int b = 0; b < batch; b++)
-            for (int t = 0; t < length; t++) ids[b, t] = rng.Next(1, vocab);
-        return ids;
-    }
-
     /// <summary>Runs <paramref name="action"/> with allocation <paramref name="k"/> armed to fail; returns the exception (or null) and how many allocations failed by injection.</summary>
     private static (Exception? Error, long Fired) Armed(CudaBackend backend, long k, Action action)
     {
@@ -69,7 +47,7 @@ public class OutOfMemoryTests
     [Test]
     public void SkipThenCountAllocationsFailThenTheContextAllocatesAgain()
     {
-        using var backend = RequireGpu();
+        using var backend = GpuTestSupport.RequireCudaBackend();
         Assert.That(backend.InjectAllocationFailures(2, 3), Is.EqualTo(0));
         using var a = backend.AllocateUninitialized(DType.F32, 16);
         using var b = backend.AllocateUninitialized(DType.F32, 16);
@@ -89,7 +67,7 @@ public class OutOfMemoryTests
     [Test]
     public void TheEntryRejectsANullContextAndNegativeCounts()
     {
-        using var backend = RequireGpu();
+        using var backend = GpuTestSupport.RequireCudaBackend();
         using (var nullContext = new MambaContextHandle())
         {
             var e = Assert.Throws<MambaInvalidArgumentException>(() =>
@@ -107,7 +85,7 @@ public class OutOfMemoryTests
     public void AFailedWorkspaceGrowthIsRetriedByTheNextCall()
     {
         // A fresh context has no staging workspace yet; a bf16 upload allocates the tensor, then grows the staging slot.
-        using var backend = RequireGpu();
+        using var backend = GpuTestSupport.RequireCudaBackend();
         var data = Enumerable.Range(0, 1000).Select(i => (i % 64) * 0.5f).ToArray();
         var (error, fired) = Armed(backend, 1, () => backend.Upload(data, DType.BF16, data.Length).Dispose());
         Assert.That(error, Is.Not.Null, "the staging workspace had to grow");
@@ -124,9 +102,9 @@ public class OutOfMemoryTests
     [TestCase(DType.F32, 1), TestCase(DType.BF16, 1), TestCase(DType.F32, 3), TestCase(DType.BF16, 3)]
     public void EachAllocationOfAGenerationFailsInTurnAndTheNextGenerationIsUntouched(DType dt, int batch)
     {
-        using var backend = RequireGpu();
+        using var backend = GpuTestSupport.RequireCudaBackend();
         using var lm = MambaForCausalLM.FromPretrained(TinyDir, backend, dt);
-        var prompt = Prompt(batch, 6, lm.Config.VocabSize, 7 + batch);
+        var prompt = GpuTestSupport.RandomPrompt(batch, 6, lm.Config.VocabSize, 7 + batch, lowest: 1);
         const int newTokens = 8;
         var expected = lm.GenerateGreedy(prompt, newTokens);
         // Twice: the second run binds the fast step to a new cache, as every later one does.
@@ -164,7 +142,7 @@ public class OutOfMemoryTests
     [Test]
     public void ASessionWhoseAppendFailedIsIntactOrRefusesUntilReset()
     {
-        using var probe = RequireGpu();
+        using var probe = GpuTestSupport.RequireCudaBackend();
         using var model = MambaModel.Load(TinyDir, new MambaModelOptions { Backend = BackendPreference.Cuda, DType = DType.F32 });
         var backend = (CudaBackend)model.Network.Backend;
         int[] prompt = [5, 9, 13, 2, 7], next = [11, 3];
@@ -214,7 +192,7 @@ public class OutOfMemoryTests
     [Test]
     public void AFailedFirstAppendLeavesAnEmptySessionThatWorks()
     {
-        using var probe = RequireGpu();
+        using var probe = GpuTestSupport.RequireCudaBackend();
         using var model = MambaModel.Load(TinyDir, new MambaModelOptions { Backend = BackendPreference.Cuda, DType = DType.F32 });
         var backend = (CudaBackend)model.Network.Backend;
         int[] prompt = [5, 9, 13, 2, 7];
