@@ -19,5 +19,6 @@ internal static class CommandCatalog
         yield return FinetuneCommand.Create();
         yield return ConvertCommand.Create();
         yield return SoakCommand.Create();
+        yield return PlotCommand.Create();
     }
 }

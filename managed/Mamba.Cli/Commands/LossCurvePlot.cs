@@ -11,13 +11,22 @@ internal static class LossCurvePlot
         if (!File.Exists(metricsPath)) return false;
         var train = new List<(double Step, double Loss)>();
         var eval = new List<(double Step, double Loss)>();
+        int number = 0;
         foreach (var line in File.ReadLines(metricsPath))
         {
+            number++;
             if (string.IsNullOrWhiteSpace(line)) continue;
-            var record = JsonNode.Parse(line)!.AsObject();
-            double step = record["step"]!.GetValue<double>();
-            if (record["loss"] is JsonValue loss) train.Add((step, loss.GetValue<double>()));
-            if (record["eval_loss"] is JsonValue evalLoss) eval.Add((step, evalLoss.GetValue<double>()));
+            try
+            {
+                if (JsonNode.Parse(line) is not JsonObject record || !TryNumber(record["step"], out double step))
+                    throw new MambaFormatException("expected an object with a numeric \"step\"");
+                if (TryNumber(record["loss"], out double loss)) train.Add((step, loss));
+                if (TryNumber(record["eval_loss"], out double evalLoss)) eval.Add((step, evalLoss));
+            }
+            catch (Exception e) when (e is System.Text.Json.JsonException or MambaFormatException)
+            {
+                throw new MambaFormatException($"line {number} is not a metrics record of mamba train ({e.Message})", metricsPath, inner: e);
+            }
         }
         if (train.Count == 0 && eval.Count == 0) return false;
         var plot = new ScottPlot.Plot();
@@ -37,5 +46,11 @@ internal static class LossCurvePlot
         plot.ShowLegend();
         plot.SavePng(pngPath, 900, 540);
         return true;
+    }
+
+    private static bool TryNumber(JsonNode? node, out double value)
+    {
+        value = 0;
+        return node is JsonValue v && v.TryGetValue(out value);
     }
 }

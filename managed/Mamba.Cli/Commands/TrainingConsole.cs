@@ -35,7 +35,7 @@ internal static class TrainingConsole
             {
                 if (LossCurvePlot.Write(Path.Combine(options.OutputDir, "metrics.jsonl"), png)) Console.Error.WriteLine($"loss curve: {png}");
             }
-            catch (Exception e) when (e is DllNotFoundException or TypeInitializationException or BadImageFormatException or IOException or UnauthorizedAccessException or System.Text.Json.JsonException or InvalidOperationException)
+            catch (Exception e) when (e is DllNotFoundException or TypeInitializationException or BadImageFormatException or IOException or UnauthorizedAccessException or MambaFormatException or InvalidOperationException)
             {
                 Console.Error.WriteLine($"warning: loss curve not drawn ({e.GetType().Name}: {e.Message}); the metrics are in metrics.jsonl");
             }
