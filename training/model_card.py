@@ -19,6 +19,7 @@ metrics = [json.loads(l) for l in open(os.path.join(a.run, "metrics.jsonl")) if 
 state = json.load(open(os.path.join(a.run, "trainer_state.json")))
 baselines = json.loads(open(os.path.join(a.run, "ngram_baselines.txt")).read().strip().splitlines()[-1])
 command = open(os.path.join(a.run, "command.txt")).read().strip().lstrip("+ ")
+command = re.sub(r"^.*?\btrain ", "mamba train ", command, count=1)  # however the CLI was launched (dotnet path, .gpu/run.sh)
 log = open(os.path.join(a.run, "train.log")).read() if os.path.exists(os.path.join(a.run, "train.log")) else ""
 took = re.search(r"training took (\d+) s", log)
 config = json.load(open(os.path.join(a.model, "config.json")))
