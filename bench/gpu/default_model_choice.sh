@@ -4,10 +4,11 @@
 #
 #   STAGE=train bash bench/gpu/default_model_choice.sh   # build, Gpu tests (if packed), train SHAPES side by side
 #   STAGE=check bash bench/gpu/default_model_choice.sh   # the best run's bf16 folder against transformers 5.17, back here
+#   STAGE=fortunes bash bench/gpu/default_model_choice.sh  # issue 14's fortunes LoRA example (--eval-on-start) on it
 #   STAGE=bench bash bench/gpu/default_model_choice.sh   # mamba bench --train: LoRA r 8 and full, 130m, bf16
 #
 # Run from the repository root after ../shared/tools/gpu-pack.sh (Mamba.Cli [, Mamba.Tests]) with .gpu/data/corpus.tar.xz
-# (training/prepare_default_corpus.sh). The tracked default model (29 MB) must be moved out of the tree for the call
+# (training/prepare_default_corpus.sh) and fortunes-{train,valid}.jsonl.xz (training/prepare_fortunes.sh, xz -9). The tracked default model (29 MB) must be moved out of the tree for the call
 # (64 MiB travel limit). Later stages reuse /tmp of the same warm machine. The baseline is the reproduced 240 x 6
 # (eval loss 4.3205, bench/RESULTS.md); a shape is chosen only if its final eval loss is lower.
 export PYTHONUNBUFFERED=1
@@ -71,6 +72,22 @@ check)
   # The chosen folder comes back in parts (16 MiB limit per returned file); the card is written here from the run files.
   split -b 15M $dir/model.safetensors "$OUT/model-$s.safetensors.part-"
   cp $dir/config.json "$OUT/config-$s.json"
+  ;;
+fortunes)
+  # Issue 14's example on the chosen model (else the 240 x 6 baseline run, else the bundled folder if it travelled).
+  read -r loss s <<< "$(best)"
+  base=/tmp/shape-$s/bf16; [ -f "$base/model.safetensors" ] || base=/tmp/shape-240x6/bf16
+  [ -f "$base/model.safetensors" ] || base=managed/Mamba.Cli/default-model
+  xz -dc .gpu/data/fortunes-train.jsonl.xz > /tmp/f-train.jsonl; xz -dc .gpu/data/fortunes-valid.jsonl.xz > /tmp/f-valid.jsonl
+  stamp "finetune on $base"
+  $M finetune --model $base --data /tmp/f-train.jsonl --eval-data /tmp/f-valid.jsonl --text-field quote --output /tmp/quotes \
+    --device cuda --bf16 --learning-rate 1e-3 --eval-steps 40 --eval-on-start > /tmp/quotes.log 2>&1
+  tr '\r' '\n' < /tmp/quotes.log | grep -E "adapter|warning|eval|trained" | tail -8
+  for p in "A wise man" "The secret of success is" "Never trust" "Love is"; do
+    echo "-- before: $p"; $M generate --model $base --device cuda --prompt "$p" --max-new-tokens 30 2>/dev/null; echo
+    echo "-- after: $p"; $M generate --model $base --adapter /tmp/quotes --device cuda --prompt "$p" --max-new-tokens 30 2>/dev/null; echo
+  done
+  cp /tmp/quotes/metrics.jsonl "$OUT/quotes-metrics.jsonl"
   ;;
 bench)
   for r in 8 0; do
