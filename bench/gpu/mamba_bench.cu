@@ -1,6 +1,8 @@
-// Native harness for libmamba: a quick self-check of the scan/conv against a host reference, then
-// CUDA-event timings (median of repeated launches) at the issue-6 shape B 8, E 1536, L 2048, N 16, R 48.
-//   cmake -S . -B build/native -DMAMBA_BUILD_BENCH=ON && cmake --build build/native && build/native/mamba_bench
+// Native harness for libmamba: a quick self-check of the scan/conv against a host reference (with the environment's
+// switches, then again with scan variant 1 and no time split), then CUDA-event timings (median of repeated launches)
+// at the issue-6 shape B 8, E 1536, L 2048, N 16, R 48, and the scan forward's variants 0 and 1 side by side on one
+// context (mamba_debug_set_tuning), with a bit-for-bit comparison of their outputs.
+//   cmake -S . -B build/native -DMAMBA_BUILD_BENCH=ON && cmake --build build/native && build/native/mamba_bench [B L]...
 #include <mamba.h>
 
 #include <cuda_runtime.h>
@@ -9,6 +11,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -89,7 +92,7 @@ static double rel_err(const std::vector<float>& a, const std::vector<float>& b) 
   return r > 0 ? m / r : m;
 }
 
-static int self_check() {
+static int self_check(const char* label) {
   std::mt19937 g(1);
   int fails = 0;
   struct S { int B, L, E, N, R; } shapes[] = {{2, 37, 40, 16, 5}, {1, 1, 9, 3, 2}, {3, 130, 33, 64, 7}, {2, 3, 17, 1, 1},
@@ -118,7 +121,8 @@ static int self_check() {
       double tol = dt == MAMBA_DTYPE_F32 ? 1e-5 : 3e-2;
       bool ok = ey <= tol && es <= tol;
       fails += !ok;
-      std::printf("check scan B%d L%d E%d N%d R%d %s: y %.2e state %.2e %s\n", B, L, E, N, R, dt == MAMBA_DTYPE_F32 ? "f32" : "bf16", ey, es, ok ? "ok" : "FAIL");
+      std::printf("check scan (%s) B%d L%d E%d N%d R%d %s: y %.2e state %.2e %s\n", label, B, L, E, N, R, dt == MAMBA_DTYPE_F32 ? "f32" : "bf16", ey, es,
+                  ok ? "ok" : "FAIL");
       for (void* p : {du, ddbc, dxz, dW, db, dA, dD, dy, ds}) CK(mamba_buffer_free(g_ctx, p));
     }
   }
@@ -156,7 +160,17 @@ int main(int argc, char** argv) {
   CK(mamba_describe(0, desc, sizeof desc, &n));
   std::printf("%s", desc);
   CK(mamba_context_create(0, &g_ctx));
-  int fails = self_check();
+  int fails = self_check("environment");
+  {
+    // Scan variant 1 on a second context, without time splitting so that every shape runs it.
+    mamba_context* main_ctx = g_ctx;
+    CK(mamba_context_create(0, &g_ctx));
+    CK(mamba_debug_set_tuning(g_ctx, "MAMBA_SCAN_VARIANT", 1));
+    CK(mamba_debug_set_tuning(g_ctx, "MAMBA_SCAN_CHUNKS", 1));
+    fails += self_check("variant 1, no time split");
+    CK(mamba_context_destroy(g_ctx));
+    g_ctx = main_ctx;
+  }
   // The context's stream is non-blocking, so the events sit on the legacy stream with host syncs around
   // a burst of launches; launch overhead is amortised over the burst.
   const int E = 1536, N = 16, R = 48, K = 4, ld = R + 2 * N;
@@ -197,6 +211,25 @@ int main(int argc, char** argv) {
     float t_sync = time_median([&] { CK(mamba_synchronize(g_ctx)); }, 7, 1);
     std::printf("time %s B%d E%d L%d N%d: scan+dt_proj %.1f us, dt_proj GEMM alone %.1f us, scan kernel ~%.1f us, conv1d+silu %.1f us (sync overhead %.1f us)\n",
                 nm, B, E, L, N, t_scan, t_gemm, t_scan - t_gemm, t_conv, t_sync);
+    // The scan forward's variants on this context (MAMBA_SCAN_CHUNKS as the environment sets it: a time-split launch
+    // runs variant 0 whatever the variant), their outputs compared bit for bit.
+    float t_var[2];
+    std::vector<float> y_var[2], s_var[2];
+    for (int v = 0; v < 2; ++v) {
+      CK(mamba_debug_set_tuning(g_ctx, "MAMBA_SCAN_VARIANT", v));
+      t_var[v] = time_median([&] { CK(mamba_selective_scan_fwd(g_ctx, &sp)); });
+      y_var[v] = dev_download(dy, dt, u.size());
+      s_var[v] = dev_download(ds, MAMBA_DTYPE_F32, (size_t)B * E * N);
+    }
+    const char* env_variant = std::getenv("MAMBA_SCAN_VARIANT");  // back to the environment's choice for the next shape
+    CK(mamba_debug_set_tuning(g_ctx, "MAMBA_SCAN_VARIANT", env_variant && *env_variant ? std::atoi(env_variant) : 0));
+    const bool same = std::memcmp(y_var[0].data(), y_var[1].data(), y_var[0].size() * 4) == 0 &&
+                      std::memcmp(s_var[0].data(), s_var[1].data(), s_var[0].size() * 4) == 0;
+    fails += !same;
+    std::printf("scan variants %s B%d E%d L%d N%d: variant 0 %.1f us (kernel ~%.1f), variant 1 %.1f us (kernel ~%.1f), kernel ratio %.3f; "
+                "outputs and final states %s\n",
+                nm, B, E, L, N, t_var[0], t_var[0] - t_gemm, t_var[1], t_var[1] - t_gemm, (t_var[1] - t_gemm) / (t_var[0] - t_gemm),
+                same ? "bit-identical" : "DIFFER (FAIL)");
     for (void* p : {du, ddbc, dxz, dW, db, dA, dD, dcw, dcb, dy, ds, dcs, dlin}) CK(mamba_buffer_free(g_ctx, p));
   }
   CK(mamba_context_destroy(g_ctx));

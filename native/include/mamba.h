@@ -40,7 +40,7 @@
 extern "C" {
 #endif
 
-#define MAMBA_ABI_VERSION 9
+#define MAMBA_ABI_VERSION 10
 
 /* Status codes (int32). */
 typedef int32_t mamba_status;
@@ -97,6 +97,13 @@ MAMBA_API mamba_status mamba_mem_info(mamba_context* ctx, int64_t* free_bytes, i
  * injection so far, before this call. A NULL context or a negative skip/count is MAMBA_ERR_INVALID_ARGUMENT. Safe to
  * call from any thread. */
 MAMBA_API mamba_status mamba_debug_inject_alloc_failures(mamba_context* ctx, int64_t skip, int64_t count, int64_t* injected_total);
+
+/* Per-context tuning override, for tests and A/B benchmarks (not for production use): sets the integer tuning switch
+ * `name` (its environment name, e.g. "MAMBA_SCAN_VARIANT"; the list is in mamba_describe) of this context to `value`,
+ * parsed and clamped as the environment value would be, for the ops queued after the call (the environment is read
+ * once, at context creation). mamba_describe keeps printing the environment's values. An unknown name or the string
+ * switch MAMBA_DECODE_TRACE is MAMBA_ERR_INVALID_ARGUMENT. Not safe while another thread queues ops on the context. */
+MAMBA_API mamba_status mamba_debug_set_tuning(mamba_context* ctx, const char* name, int64_t value);
 
 /* ---- buffers --------------------------------------------------------------------------------- */
 MAMBA_API mamba_status mamba_buffer_alloc(mamba_context* ctx, int64_t bytes, void** out);

@@ -167,7 +167,21 @@ void check_dtype(mamba_dtype dt, const char* name) {
 namespace {
 // The switches' environment names, indexed by TuningKnob.
 constexpr const char* kKnobNames[kKnobCount] = {"MAMBA_LEGACY_KERNELS", "MAMBA_GEMV_MAX_ROWS", "MAMBA_SCAN_CHUNKS",
-                                                "MAMBA_SCAN_VEC",       "MAMBA_DECODE_GRID",   "MAMBA_DECODE_TRACE"};
+                                                "MAMBA_SCAN_VEC",       "MAMBA_DECODE_GRID",   "MAMBA_DECODE_TRACE",
+                                                "MAMBA_SCAN_VARIANT"};
+
+// Parses the value string s of integer switch k into t (read_tuning and set_tuning); false for a non-integer switch.
+bool parse_knob(tuning& t, TuningKnob k, const char* s) {
+  switch (k) {
+    case kKnobLegacyKernels: t.legacy_kernels = s[0] != '0'; return true;
+    case kKnobGemvMaxRows: t.gemv_max_rows = std::clamp(std::atoi(s), 0, tuning::gemv_rows_max); return true;
+    case kKnobScanChunks: t.scan_chunks = std::atoi(s); return true;
+    case kKnobScanVec: t.scan_vec = std::atoi(s) != 0; return true;
+    case kKnobDecodeGrid: t.decode_grid = std::atoi(s); return true;
+    case kKnobScanVariant: t.scan_variant = std::clamp(std::atoi(s), 0, tuning::scan_variant_max); return true;
+    default: return false;
+  }
+}
 }  // namespace
 
 tuning read_tuning() {
@@ -179,13 +193,21 @@ tuning read_tuning() {
     t.from_environment |= 1u << k;
     return s;
   };
-  if (const char* s = env(kKnobLegacyKernels)) t.legacy_kernels = s[0] != '0';
-  if (const char* s = env(kKnobGemvMaxRows)) t.gemv_max_rows = std::clamp(std::atoi(s), 0, tuning::gemv_rows_max);
-  if (const char* s = env(kKnobScanChunks)) t.scan_chunks = std::atoi(s);
-  if (const char* s = env(kKnobScanVec)) t.scan_vec = std::atoi(s) != 0;
-  if (const char* s = env(kKnobDecodeGrid)) t.decode_grid = std::atoi(s);
-  if (const char* s = env(kKnobDecodeTrace)) t.decode_trace = s;
+  for (int k = 0; k < kKnobCount; ++k) {
+    const auto knob = static_cast<TuningKnob>(k);
+    if (const char* s = env(knob))
+      if (!parse_knob(t, knob, s)) t.decode_trace = s;  // the one string switch: MAMBA_DECODE_TRACE
+  }
   return t;
+}
+
+bool set_tuning(tuning& t, const char* name, int64_t value) {
+  for (int k = 0; k < kKnobCount; ++k)
+    if (std::strcmp(name, kKnobNames[k]) == 0) {
+      const auto v = static_cast<int>(std::clamp<int64_t>(value, INT32_MIN, INT32_MAX));
+      return parse_knob(t, static_cast<TuningKnob>(k), std::to_string(v).c_str());
+    }
+  return false;
 }
 
 std::string describe_tuning(const tuning& t) {
@@ -199,6 +221,7 @@ std::string describe_tuning(const tuning& t) {
   line(kKnobScanVec, t.scan_vec ? "1" : "0", "0: scan phases 1/3 one channel a thread");
   line(kKnobDecodeGrid, std::to_string(t.decode_grid), "fused decode blocks, 0: one a multiprocessor");
   line(kKnobDecodeTrace, t.decode_trace, "fused decode per-phase trace file, empty: off");
+  line(kKnobScanVariant, std::to_string(t.scan_variant), "scan forward kernel, 0: as measured, 1: pair-broadcast B/C lanes");
   return s;
 }
 
@@ -341,6 +364,14 @@ MAMBA_API mamba_status mamba_debug_inject_alloc_failures(mamba_context* ctx, int
     if (injected_total) *injected_total = ctx->inject_fired;
     ctx->inject_skip = count > 0 ? skip : 0;
     ctx->inject_count = count;
+  });
+}
+
+MAMBA_API mamba_status mamba_debug_set_tuning(mamba_context* ctx, const char* name, int64_t value) {
+  return guard("mamba_debug_set_tuning", [&] { return format("(%s = %lld)", name ? name : "(null)", (long long)value); }, [&] {
+    require(ctx != nullptr, "context is null");
+    require(name != nullptr, "name is null");
+    if (!set_tuning(ctx->tune, name, value)) fail(MAMBA_ERR_INVALID_ARGUMENT, format("%s is not an integer tuning switch", name));
   });
 }
 

@@ -23,6 +23,22 @@
 //    h_c = ex2(A·log2e·ΣΔ_{c-1})·h_{c-1} + end_{c-1} (exact algebra: the decay over a chunk is the product of
 //    its per-step decays) and runs the normal tile loop from it. Twice the ex2 work, a quarter of the
 //    sequential steps at C = 8: a win only while the GPU would otherwise idle.
+// 4. Variant 1 (MAMBA_SCAN_VARIANT=1, whole-sequence launches only; time-split launches keep variant 0): the same
+//    kernel with another phase-2 lane map. Shared memory returns 128 bytes a cycle, one 32-bit register for each
+//    of a warp's lanes, so an LDS.128 costs 4 wavefronts; when lane pairs (t, t^1) read the same address the
+//    hardware packs two registers a wavefront and it costs 2 (NVIDIA forum "Unexpected shared memory bank
+//    conflict", measured on sm_90 in "Discrepancy in LDS.128 wavefronts"). Variant 0 puts a channel's TPC state
+//    groups on neighbouring lanes, so the B_t/C_t loads (a lane's SPT states, different for t and t^1) cost 4
+//    wavefronts each and are the bulk of the 41.7 M wavefronts RESULTS measured at 8 × 1536 × 2048 × 16 (13 a
+//    warp-step, 160 µs at one a cycle). Variant 1 gives lane bit 0 to the channel and lane bit 1 to the state
+//    group: B_t/C_t become pair-uniform (2 + 2 wavefronts a step instead of 4 + 4) and Δ/Δu stay shared by lanes
+//    (t, t^2) (the t^2 rule is documented for sm_70/75; without it those loads cost 4 instead of 2 every 4
+//    steps). Each lane keeps the same (channel, states) work, the same arithmetic in the same order, so states,
+//    checkpoints and outputs are variant 0's bits; the partial-readout planes get a pad that keeps the stores
+//    conflict-free for the new map, and the checkpoint test runs once per 16 steps instead of every 4.
+//    Several channels a thread (B/C reused in registers) was measured slower (RESULTS: 508 µs at 2 channels):
+//    at 8 × 1536 × 16 states there are 1,536 warps of 4 states a lane, 2.9 a scheduler; 2 channels a lane leaves
+//    768 warps, 1 or 2 a scheduler, and the busiest schedulers then need ~130 µs of MUFU time alone.
 // The final state (fp32) is written if asked. mamba_selective_scan_continue starts from that state instead
 // of zero (chunked prefill) and overwrites it in place.
 #include "common.cuh"
@@ -82,7 +98,9 @@ template <class T, int V> __device__ __forceinline__ RawVec<T, V> raw_pack(const
   return r;
 }
 
-template <int SPT, int TPC, int V, int TT_>
+// MAP: the phase-2 lane map (0: variant 0, a channel's TPC state groups on neighbouring lanes; 1: variant 1, lane bit
+// 0 picks the channel and lane bit 1 the state group, see the notes at the top).
+template <int SPT, int TPC, int V, int TT_, int MAP = 0>
 struct ScanCfg {
   static constexpr int kThreads = tuning::scan_threads;
   static constexpr int CH = kThreads / TPC;    // channels per block (phase 2: TPC threads a channel)
@@ -92,16 +110,35 @@ struct ScanCfg {
   static constexpr int TSTEP = kThreads / CQ;
   static constexpr int IT = TT / TSTEP;        // (t, channel group) items per thread per tile
   static constexpr int TP = TT + 4;            // channel-major row pitch (floats): 16-byte aligned rows, spread banks
-  static constexpr int YQ = TT * CH + 8;       // partial-readout plane pitch per state group (bank offset 8 per group)
+  // Partial-readout plane pitch per state group. Variant 0: bank offset 8 per group (a warp stores 8 channels × 4
+  // groups). Variant 1: a warp stores 32 / TPC channels × TPC groups (TPC ≥ 2), so the offset is 32 / TPC.
+  static constexpr int YQ = TT * CH + ((MAP == 0 || TPC == 1) ? 8 : 32 / TPC);
   static constexpr int kSmemFloats = 2 * CH * TP + 2 * TT * NP + TPC * YQ;
   static_assert(SPT % 4 == 0, "SPT must be a multiple of 4 (16-byte shared loads)");
   static_assert(CH % V == 0 && kThreads % CQ == 0 && TT % 4 == 0 && TSTEP <= TT && TT % TSTEP == 0, "bad tile");
   static_assert(TT % MAMBA_SCAN_CHECKPOINT_INTERVAL == 0, "checkpoints are written at tile starts");
+  static_assert(V == 1 || YQ % 4 == 0, "phase 3 reads the partial readouts with 16-byte loads");
+  static_assert(MAP == 0 || TPC == 1 || (TPC % 2 == 0 && kThreads % (2 * TPC) == 0), "variant 1 needs an even TPC");
 };
 
-template <class T, int SPT, int TPC, int V, int TT, int PASS>
+// Phase-2 role of thread tid: channel c2 of the block and state group j (see ScanCfg's MAP). Both maps are bijections
+// of [0, kThreads) onto [0, CH) × [0, TPC) with CH · TPC = kThreads.
+template <int TPC, int MAP> __device__ __forceinline__ void scan_phase2_role(int tid, int& c2, int& j) {
+  if constexpr (MAP == 0 || TPC == 1) {
+    c2 = tid / TPC;
+    j = tid % TPC;
+  } else {
+    constexpr int H = TPC / 2;  // state-group pairs
+    const int rest = tid >> 2;
+    j = ((tid >> 1) & 1) + 2 * (rest % H);
+    c2 = (tid & 1) + 2 * (rest / H);
+  }
+}
+
+template <class T, int SPT, int TPC, int V, int TT, int PASS, int MAP>
 __global__ void __launch_bounds__(tuning::scan_threads) scan_fwd_kernel(const ScanArgs a) {
-  using Cfg = ScanCfg<SPT, TPC, V, TT>;
+  static_assert(MAP == 0 || PASS == kPassWhole, "variant 1 runs whole-sequence launches only");
+  using Cfg = ScanCfg<SPT, TPC, V, TT, MAP>;
   constexpr int NT = Cfg::kThreads;
   constexpr int CH = Cfg::CH, NP = Cfg::NP, TP = Cfg::TP, YQ = Cfg::YQ, CQ = Cfg::CQ, TSTEP = Cfg::TSTEP, IT = Cfg::IT;
   constexpr int BIT = (TT * NP + NT - 1) / NT;  // B (and C) items per thread per tile
@@ -135,7 +172,8 @@ __global__ void __launch_bounds__(tuning::scan_threads) scan_fwd_kernel(const Sc
   }
 
   // phase 2 role: channel c2, state group j
-  const int c2 = tid / TPC, j = tid % TPC;
+  int c2, j;
+  scan_phase2_role<TPC, MAP>(tid, c2, j);
   const int e2 = e0 + c2;
   float Ap[SPT], h[SPT];
 #pragma unroll
@@ -254,17 +292,15 @@ __global__ void __launch_bounds__(tuning::scan_threads) scan_fwd_kernel(const Sc
   __syncthreads();
   for (int t0 = tbeg; t0 < tend; t0 += TT) {
     // ---- phase 2: the recurrence, 4 steps per iteration ---------------------------------------
-#pragma unroll 2
-    for (int tt = 0; tt < TT; tt += 4) {
-      if constexpr (kOut) {
-        // The backward's checkpoints: tiles start on multiples of kCkInterval (TT and the chunk length are multiples).
-        if (a.ckpt && tt % kCkInterval == 0 && t0 + tt < tend && e2 < E) {
-          float* ck = a.ckpt + (((size_t)b * a.nck + (t0 + tt) / kCkInterval) * E + e2) * N;
+    // The backward's checkpoints: tiles start on multiples of kCkInterval (TT and the chunk length are multiples).
+    auto checkpoint = [&](int tt) {
+      float* ck = a.ckpt + (((size_t)b * a.nck + (t0 + tt) / kCkInterval) * E + e2) * N;
 #pragma unroll
-          for (int s = 0; s < SPT; ++s)
-            if (j * SPT + s < N) ck[j * SPT + s] = h[s];
-        }
-      }
+      for (int s = 0; s < SPT; ++s)
+        if (j * SPT + s < N) ck[j * SPT + s] = h[s];
+    };
+    // Steps tt .. tt + 3 of the tile.
+    auto recur4 = [&](int tt) {
       const float4 d4 = *reinterpret_cast<const float4*>(s_dl + c2 * TP + tt);
       const float4 u4 = *reinterpret_cast<const float4*>(s_du + c2 * TP + tt);
       const float dd[4] = {d4.x, d4.y, d4.z, d4.w};
@@ -295,6 +331,23 @@ __global__ void __launch_bounds__(tuning::scan_threads) scan_fwd_kernel(const Sc
         }
         if constexpr (kOut) s_yp[j * YQ + (tt + r) * CH + c2] = acc0 + acc1;
         else dsum += dd[r];
+      }
+    };
+    if constexpr (MAP == 0) {
+#pragma unroll 2
+      for (int tt = 0; tt < TT; tt += 4) {
+        if constexpr (kOut) {
+          if (a.ckpt && tt % kCkInterval == 0 && t0 + tt < tend && e2 < E) checkpoint(tt);
+        }
+        recur4(tt);
+      }
+    } else {
+      // The checkpoint test once per kCkInterval steps instead of once per 4.
+#pragma unroll 1
+      for (int t16 = 0; t16 < TT; t16 += kCkInterval) {
+        if (a.ckpt && t0 + t16 < tend && e2 < E) checkpoint(t16);
+#pragma unroll 2
+        for (int tt = t16; tt < t16 + kCkInterval; tt += 4) recur4(tt);
       }
     }
     __syncthreads();
@@ -346,15 +399,15 @@ __global__ void __launch_bounds__(tuning::scan_threads) scan_fwd_kernel(const Sc
   }
 }
 
-template <class T, int SPT, int TPC, int V, int TT, int PASS>
+template <class T, int SPT, int TPC, int V, int TT, int PASS, int MAP = 0>
 void launch_scan_pass(mamba_context* ctx, const ScanArgs& a, unsigned rows) {
-  using Cfg = ScanCfg<SPT, TPC, V, TT>;
+  using Cfg = ScanCfg<SPT, TPC, V, TT, MAP>;
   const size_t smem = sizeof(float) * Cfg::kSmemFloats;
   if (smem > 48 * 1024)  // opt in to more than 48 KB of dynamic shared memory (per function, on the current device)
-    check_cuda(cudaFuncSetAttribute(scan_fwd_kernel<T, SPT, TPC, V, TT, PASS>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+    check_cuda(cudaFuncSetAttribute(scan_fwd_kernel<T, SPT, TPC, V, TT, PASS, MAP>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
                "cudaFuncSetAttribute(scan)");
   dim3 grid(static_cast<unsigned>((a.E + Cfg::CH - 1) / Cfg::CH), rows);
-  scan_fwd_kernel<T, SPT, TPC, V, TT, PASS><<<grid, Cfg::kThreads, smem, ctx->stream>>>(a);
+  scan_fwd_kernel<T, SPT, TPC, V, TT, PASS, MAP><<<grid, Cfg::kThreads, smem, ctx->stream>>>(a);
   check_launch(ctx, "scan_fwd_kernel");
 }
 
@@ -378,7 +431,10 @@ void launch_scan(mamba_context* ctx, ScanArgs a) {
   if (chunks <= 1 || (int64_t)a.B * chunks > 65535) {
     a.chunks = 1;
     a.Lc = a.L;
-    launch_scan_pass<T, SPT, TPC, V, TT, kPassWhole>(ctx, a, static_cast<unsigned>(a.B));
+    // MAMBA_SCAN_VARIANT: 1 takes the pair-broadcast lane map (every d_state row of dispatch_scan has it); the
+    // time-split passes below stay on variant 0.
+    if (ctx->tune.scan_variant == 1) launch_scan_pass<T, SPT, TPC, V, TT, kPassWhole, 1>(ctx, a, static_cast<unsigned>(a.B));
+    else launch_scan_pass<T, SPT, TPC, V, TT, kPassWhole, 0>(ctx, a, static_cast<unsigned>(a.B));
     return;
   }
   // Chunk length rounded up to whole tiles; the chunk count follows from it.

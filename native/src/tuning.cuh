@@ -19,6 +19,7 @@ enum TuningKnob {
   kKnobScanVec,            // MAMBA_SCAN_VEC
   kKnobDecodeGrid,         // MAMBA_DECODE_GRID
   kKnobDecodeTrace,        // MAMBA_DECODE_TRACE
+  kKnobScanVariant,        // MAMBA_SCAN_VARIANT
   kKnobCount
 };
 
@@ -38,6 +39,12 @@ struct tuning {
   int decode_grid = 0;
   // File that receives the fused decode step's per-phase trace when its plan is destroyed (empty: no trace).
   std::string decode_trace;
+  // Scan forward kernel of whole-sequence launches (selective_scan.cu): 0 = the lane map measured in RESULTS (a
+  // channel's state groups on neighbouring lanes), 1 = the pair-broadcast lane map (neighbouring lanes hold
+  // neighbouring channels of one state group, so B_t/C_t reach the warp as pair-uniform shared loads). Time-split
+  // launches (small batches) always run variant 0. Not yet measured on a GPU.
+  int scan_variant = 0;
+  static constexpr int scan_variant_max = 1;
   // Bit k set: knob k (TuningKnob) came from the environment.
   uint32_t from_environment = 0;
 
@@ -116,5 +123,8 @@ struct tuning {
 tuning read_tuning();
 // One line a switch: name, value, and whether it came from the environment (mamba_describe).
 std::string describe_tuning(const tuning& t);
+// Sets the integer switch `name` (an environment name, e.g. "MAMBA_SCAN_VARIANT") of t to `value` with read_tuning's
+// parsing and clamping (mamba_debug_set_tuning); false for an unknown name or a switch that is not an integer.
+bool set_tuning(tuning& t, const char* name, int64_t value);
 
 }  // namespace mamba

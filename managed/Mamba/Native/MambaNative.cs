@@ -14,7 +14,7 @@ namespace Mamba.Native;
 public static class MambaNative
 {
     /// <summary>The ABI version this assembly was written against (MAMBA_ABI_VERSION in mamba.h).</summary>
-    public const int ExpectedAbiVersion = 9;
+    public const int ExpectedAbiVersion = 10;
 
     /// <summary>Environment variable naming the library file to load.</summary>
     public const string EnvironmentVariable = "MAMBA_NATIVE_LIBRARY";

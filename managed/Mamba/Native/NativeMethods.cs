@@ -26,6 +26,8 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(Library)] internal static partial int mamba_mem_info(MambaContextHandle context, out long freeBytes, out long totalBytes);
     [LibraryImport(Library)]
     internal static partial int mamba_debug_inject_alloc_failures(MambaContextHandle context, long skip, long count, out long injectedTotal);
+    [LibraryImport(Library, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int mamba_debug_set_tuning(MambaContextHandle context, string name, long value);
 
     [LibraryImport(Library)] internal static partial int mamba_buffer_alloc(MambaContextHandle context, long bytes, out IntPtr pointer);
     [LibraryImport(Library)] internal static partial int mamba_buffer_free(IntPtr context, IntPtr pointer);

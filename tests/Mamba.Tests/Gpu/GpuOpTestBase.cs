@@ -58,6 +58,9 @@ public abstract class GpuOpTestBase
         return _gpu!;
     }
 
+    /// <summary>The backend when it could be opened, else null (for tear-downs, which must not Assert.Ignore).</summary>
+    private protected CudaBackend? GpuOrNull => _gpu;
+
     /// <summary>Relative tolerance of an op's own arithmetic and output rounding.</summary>
     protected static double Tol(DType dt) => dt == DType.F32 ? 2e-5 : 3e-2;
 

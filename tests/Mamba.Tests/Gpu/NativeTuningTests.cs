@@ -9,7 +9,8 @@ namespace Mamba.Tests.Gpu;
 public class NativeTuningTests
 {
     private static readonly string[] Switches =
-        ["MAMBA_LEGACY_KERNELS", "MAMBA_GEMV_MAX_ROWS", "MAMBA_SCAN_CHUNKS", "MAMBA_SCAN_VEC", "MAMBA_DECODE_GRID", "MAMBA_DECODE_TRACE"];
+        ["MAMBA_LEGACY_KERNELS", "MAMBA_GEMV_MAX_ROWS", "MAMBA_SCAN_CHUNKS", "MAMBA_SCAN_VEC", "MAMBA_DECODE_GRID", "MAMBA_DECODE_TRACE",
+         "MAMBA_SCAN_VARIANT"];
 
     [Test]
     public void DescribeListsEverySwitchWithItsSource()

@@ -101,6 +101,18 @@ internal sealed partial class CudaBackend : IMambaBackend
     /// <summary>Disarms <see cref="InjectAllocationFailures"/>; returns how many allocations failed by injection so far.</summary>
     internal long DisarmAllocationFailures() => InjectAllocationFailures(0, 0);
 
+    /// <summary>
+    /// Testing and A/B hook (<c>mamba_debug_set_tuning</c>): sets the integer tuning switch <paramref name="name"/> (its
+    /// environment name, e.g. <c>MAMBA_SCAN_VARIANT</c>) of this backend's context to <paramref name="value"/> for the
+    /// ops queued afterwards, parsed and clamped as the environment value would be. An unknown name or a string switch is
+    /// <see cref="MambaInvalidArgumentException"/>. Not for use while another thread runs ops on this backend.
+    /// </summary>
+    internal void SetTuning(string name, long value)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        Check(NativeMethods.mamba_debug_set_tuning(Ctx, name, value), "set tuning");
+    }
+
     private MambaContextHandle Ctx
     {
         get
