@@ -5,7 +5,7 @@
 #   STAGE=train bash bench/gpu/default_model_choice.sh   # build, Gpu tests (if packed), train SHAPES side by side
 #   STAGE=check bash bench/gpu/default_model_choice.sh   # the best run's bf16 folder against transformers 5.17, back here
 #   STAGE=fortunes bash bench/gpu/default_model_choice.sh  # issue 14's fortunes LoRA example (--eval-on-start) on it
-#   STAGE=bench bash bench/gpu/default_model_choice.sh   # mamba bench --train: LoRA r 8 and full, 130m, bf16
+#   STAGE=bench bash bench/gpu/default_model_choice.sh   # mamba bench --train: LoRA r 8 and full, 130m, bf16; scan variants
 #
 # Run from the repository root after ../shared/tools/gpu-pack.sh (Mamba.Cli [, Mamba.Tests]) with .gpu/data/corpus.tar.xz
 # (training/prepare_default_corpus.sh) and fortunes-{train,valid}.jsonl.xz (training/prepare_fortunes.sh, xz -9). The tracked default model (29 MB) must be moved out of the tree for the call
@@ -94,6 +94,11 @@ bench)
     stamp "bench --train --lora-r $r"
     $M bench --train --config 130m --device cuda --dtype bf16 --batch 8 --prompt-tokens 2048 --repeat 2 --lora-r $r 2>&1 | tail -4
   done
+  # Issue 16: the scan forward's variant 1 (MAMBA_SCAN_VARIANT) against today's kernel, times and bit identity.
+  stamp "scan variants"
+  cmake -S . -B build/native -DMAMBA_BUILD_BENCH=ON > /tmp/cmake-bench.log 2>&1
+  cmake --build build/native -j16 --target mamba_bench 2>&1 | grep -E "error" | head
+  build/native/mamba_bench 8 2048 2>&1 | grep -E "^scan variants|FAIL|failures" | head -20
   ;;
 esac
 stamp done
