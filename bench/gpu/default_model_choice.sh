@@ -7,9 +7,9 @@
 #   STAGE=fortunes bash bench/gpu/default_model_choice.sh  # issue 14's fortunes LoRA example (--eval-on-start) on it
 #   STAGE=bench bash bench/gpu/default_model_choice.sh   # mamba bench --train: LoRA r 8 and full, 130m, bf16; scan variants
 #
-# Run from the repository root after ../shared/tools/gpu-pack.sh (Mamba.Cli [, Mamba.Tests]) with .gpu/data/corpus.tar.xz
-# (training/prepare_default_corpus.sh) and fortunes-{train,valid}.jsonl.xz (training/prepare_fortunes.sh, xz -9). The tracked default model (29 MB) must be moved out of the tree for the call
-# (64 MiB travel limit). Later stages reuse /tmp of the same warm machine. The baseline is the reproduced 240 x 6
+# Run from the repository root after `bench/gpu/pack.sh --tests --data` (the app, the test app and fixtures, the corpus and
+# the fortunes quotes in .gpu). The tracked default model (29 MB) must be moved out of the tree for the call (64 MiB
+# travel limit; pack.sh prints the commands). Later stages reuse /tmp of the same warm machine. The baseline is the reproduced 240 x 6
 # (eval loss 4.3205, bench/RESULTS.md); a shape is chosen only if its final eval loss is lower.
 export PYTHONUNBUFFERED=1
 exec > >(tee -a "$OUT/log-${STAGE:-train}.txt") 2>&1
