@@ -241,15 +241,8 @@ public class CudaBackwardTests : GpuOpTestBase
     {
         var rng = new Random(29 + batch * 3 + n + length);
         int ld = rank + 2 * n;
-        var w = Pair(Rand(rng, (long)inner * rank, -0.5, 0.5), dt, inner, rank);
-        var bias = Pair(Rand(rng, inner, -4, -1), DType.F32, inner);
-        var a = Pair(Rand(rng, (long)inner * n, -8, -0.05), DType.F32, inner, n);
-        var d = Pair(Rand(rng, inner, 0.5, 1.5), DType.F32, inner);
-        var ssmG = new SsmParameters(w.G, bias.G, a.G, d.G);
-        var ssmC = new SsmParameters(w.C, bias.C, a.C, d.C);
-        var u = Pair(Rand(rng, (long)batch * length * inner), dt, batch, length, inner);
-        var dbc = Pair(Rand(rng, (long)batch * length * ld), dt, batch, length, ld);
-        var xz = Pair(Rand(rng, (long)batch * length * 2 * inner, -2, 2), dt, batch, length, 2 * inner);
+        var (ssmG, ssmC) = RandomSsm(rng, dt, inner, n, rank, biasDType: DType.F32);
+        var (u, dbc, xz) = RandomScanInputs(rng, dt, batch, length, inner, ld);
         var gy = Pair(Rand(rng, (long)batch * length * inner), gdt, batch, length, inner);
         var gu = Out(dt, batch, length, inner);
         var gdbc = Out(dt, batch, length, ld);

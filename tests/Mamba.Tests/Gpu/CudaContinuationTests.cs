@@ -87,19 +87,12 @@ public class CudaContinuationTests : GpuOpTestBase
     {
         var rng = new Random(29 + batch * 3 + n);
         int ld = rank + 2 * n;
-        var w = Pair(Rand(rng, (long)inner * rank, -0.5, 0.5), dt, inner, rank);
-        var bias = Pair(Rand(rng, inner, -4, -1), dt, inner);
-        var a = Pair(Rand(rng, (long)inner * n, -8, -0.05), DType.F32, inner, n);
-        var d = Pair(Rand(rng, inner, 0.5, 1.5), DType.F32, inner);
-        var ssmG = new SsmParameters(w.G, bias.G, a.G, d.G);
-        var ssmC = new SsmParameters(w.C, bias.C, a.C, d.C);
+        var (ssmG, ssmC) = RandomSsm(rng, dt, inner, n, rank);
         var st = Pair(Rand(rng, (long)batch * inner * n, -1, 1), DType.F32, batch, inner, n);
         for (int c = 0; c < chunks.Length; c++)
         {
             int length = chunks[c];
-            var u = Pair(Rand(rng, (long)batch * length * inner), dt, batch, length, inner);
-            var dbc = Pair(Rand(rng, (long)batch * length * ld), dt, batch, length, ld);
-            var xz = Pair(Rand(rng, (long)batch * length * 2 * inner, -2, 2), dt, batch, length, 2 * inner);
+            var (u, dbc, xz) = RandomScanInputs(rng, dt, batch, length, inner, ld);
             var y = Out(dt, batch, length, inner);
             RequireGpu().SelectiveScanContinue(ssmG, u.G, dbc.G, xz.G, y.G, st.G);
             Cpu.SelectiveScanContinue(ssmC, u.C, dbc.C, xz.C, y.C, st.C);

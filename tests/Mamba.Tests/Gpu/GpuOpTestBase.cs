@@ -89,6 +89,31 @@ public abstract class GpuOpTestBase
         return (g, c);
     }
 
+    /// <summary>
+    /// Random scan parameters on both backends, drawn in the order dt_proj weight, dt bias, A, D: W [E, R] in
+    /// <paramref name="dt"/> (±0.5), the dt bias in <paramref name="biasDType"/> (default <paramref name="dt"/>; −4..−1,
+    /// or zeros), A [E, N] F32 (−8..−0.05), D F32 (0.5..1.5, or zeros). A zeroed vector draws nothing.
+    /// </summary>
+    private protected (SsmParameters G, SsmParameters C) RandomSsm(Random rng, DType dt, int inner, int n, int rank,
+        DType? biasDType = null, bool zeroBias = false, bool zeroD = false)
+    {
+        var w = Pair(Rand(rng, (long)inner * rank, -0.5, 0.5), dt, inner, rank);
+        var bias = Pair(zeroBias ? new float[inner] : Rand(rng, inner, -4, -1), biasDType ?? dt, inner);
+        var a = Pair(Rand(rng, (long)inner * n, -8, -0.05), DType.F32, inner, n);
+        var d = Pair(zeroD ? new float[inner] : Rand(rng, inner, 0.5, 1.5), DType.F32, inner);
+        return (new SsmParameters(w.G, bias.G, a.G, d.G), new SsmParameters(w.C, bias.C, a.C, d.C));
+    }
+
+    /// <summary>Random scan inputs on both backends, drawn in the order u [B, L, E], dbc [B, L, ld], xz [B, L, 2E] (±2).</summary>
+    private protected ((DeviceTensor G, DeviceTensor C) U, (DeviceTensor G, DeviceTensor C) Dbc, (DeviceTensor G, DeviceTensor C) Xz) RandomScanInputs(
+        Random rng, DType dt, int batch, int length, int inner, int ld)
+    {
+        var u = Pair(Rand(rng, (long)batch * length * inner), dt, batch, length, inner);
+        var dbc = Pair(Rand(rng, (long)batch * length * ld), dt, batch, length, ld);
+        var xz = Pair(Rand(rng, (long)batch * length * 2 * inner, -2, 2), dt, batch, length, 2 * inner);
+        return (u, dbc, xz);
+    }
+
     /// <summary>An output pair: the GPU one filled with NaN, the CPU one zero.</summary>
     private protected (DeviceTensor G, DeviceTensor C) Out(DType dt, params int[] shape)
     {

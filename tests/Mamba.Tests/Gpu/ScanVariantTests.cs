@@ -64,15 +64,8 @@ public class ScanVariantTests : GpuOpTestBase
         var gpu = RequireGpu();
         var rng = new Random(16 + length + 7 * n + inner);
         int rank = inner >= 1536 ? 48 : 5, ld = rank + 2 * n;
-        var u = Pair(Rand(rng, (long)batch * length * inner), dt, batch, length, inner);
-        var dbc = Pair(Rand(rng, (long)batch * length * ld), dt, batch, length, ld);
-        var xz = Pair(Rand(rng, (long)batch * length * 2 * inner, -2, 2), dt, batch, length, 2 * inner);
-        var w = Pair(Rand(rng, (long)inner * rank, -0.5, 0.5), dt, inner, rank);
-        var bias = Pair(extras == Extras.ZeroBias ? new float[inner] : Rand(rng, inner, -4, -1), dt, inner);
-        var a = Pair(Rand(rng, (long)inner * n, -8, -0.05), DType.F32, inner, n);
-        var d = Pair(extras == Extras.ZeroD ? new float[inner] : Rand(rng, inner, 0.5, 1.5), DType.F32, inner);
-        var ssmG = new SsmParameters(w.G, bias.G, a.G, d.G);
-        var ssmC = new SsmParameters(w.C, bias.C, a.C, d.C);
+        var (u, dbc, xz) = RandomScanInputs(rng, dt, batch, length, inner, ld);
+        var (ssmG, ssmC) = RandomSsm(rng, dt, inner, n, rank, zeroBias: extras == Extras.ZeroBias, zeroD: extras == Extras.ZeroD);
         var ckShape = gpu.ScanCheckpointShape(batch, length, inner, n)!;
         int nck = ckShape[1];
         gpu.SetTuning(Chunks, 1);
@@ -140,15 +133,8 @@ public class ScanVariantTests : GpuOpTestBase
         var gpu = RequireGpu();
         var rng = new Random(99);
         int rank = 8, ld = rank + 2 * n;
-        var u = Pair(Rand(rng, (long)batch * length * inner), dt, batch, length, inner);
-        var dbc = Pair(Rand(rng, (long)batch * length * ld), dt, batch, length, ld);
-        var xz = Pair(Rand(rng, (long)batch * length * 2 * inner, -2, 2), dt, batch, length, 2 * inner);
-        var w = Pair(Rand(rng, (long)inner * rank, -0.5, 0.5), dt, inner, rank);
-        var bias = Pair(Rand(rng, inner, -4, -1), dt, inner);
-        var a = Pair(Rand(rng, (long)inner * n, -8, -0.05), DType.F32, inner, n);
-        var d = Pair(Rand(rng, inner, 0.5, 1.5), DType.F32, inner);
-        var ssmG = new SsmParameters(w.G, bias.G, a.G, d.G);
-        var ssmC = new SsmParameters(w.C, bias.C, a.C, d.C);
+        var (u, dbc, xz) = RandomScanInputs(rng, dt, batch, length, inner, ld);
+        var (ssmG, ssmC) = RandomSsm(rng, dt, inner, n, rank);
         gpu.SetTuning(Chunks, 0);  // the automatic split: these batches leave multiprocessors idle, so time is split
         gpu.SetTuning(Variant, 1);
         var y1 = Out(dt, batch, length, inner);
