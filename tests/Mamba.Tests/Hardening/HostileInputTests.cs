@@ -229,6 +229,13 @@ public class HostileInputTests
         Assert.That(task.Wait(TimeSpan.FromSeconds(20)), Is.True, "the read did not finish within 20 s");
     }
 
+    /// <summary>Loading <paramref name="dir"/> fails within 20 s with a <see cref="MambaFormatException"/> naming <paramref name="file"/>.</summary>
+    private static void LoadFailsQuicklyNaming(string dir, string file) => CompletesQuickly(() =>
+    {
+        var e = Assert.Throws<MambaFormatException>(() => MambaModel.Load(dir, Cpu))!;
+        Assert.That(e.FilePath, Does.EndWith(file));
+    });
+
     [TestCase("config.json")]
     [TestCase("tokenizer.json")]
     [TestCase("generation_config.json")]
@@ -238,11 +245,7 @@ public class HostileInputTests
         var dir = CopyDefault();
         File.Delete(Path.Combine(dir, file));
         File.CreateSymbolicLink(Path.Combine(dir, file), "/dev/zero");
-        CompletesQuickly(() =>
-        {
-            var e = Assert.Throws<MambaFormatException>(() => MambaModel.Load(dir, Cpu))!;
-            Assert.That(e.FilePath, Does.EndWith(file));
-        });
+        LoadFailsQuicklyNaming(dir, file);
     }
 
     [TestCase("config.json")]
@@ -255,11 +258,7 @@ public class HostileInputTests
         var dir = CopyDefault();
         File.Delete(Path.Combine(dir, file));
         using (var mkfifo = System.Diagnostics.Process.Start("mkfifo", Path.Combine(dir, file))) mkfifo.WaitForExit();
-        CompletesQuickly(() =>
-        {
-            var e = Assert.Throws<MambaFormatException>(() => MambaModel.Load(dir, Cpu))!;
-            Assert.That(e.FilePath, Does.EndWith(file));
-        });
+        LoadFailsQuicklyNaming(dir, file);
     }
 
     [TestCase("config.json")]
