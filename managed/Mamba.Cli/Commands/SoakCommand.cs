@@ -102,6 +102,47 @@ internal static partial class SoakCommand
                 float la = logits[logits.Length - vocab + expected[position]], lb = logits[logits.Length - vocab + got[position]];
                 return Math.Abs(la - lb) / Math.Max(1.0, Math.Abs(la));
             }
+            // Last-position logits of several token sequences run as one left-padded batch (the batch prefill path),
+            // or of one sequence alone: comparing the two measures how far a row's numbers move with its batch, apart
+            // from any token choice (teacher forcing).
+            float[][] LastLogits(IReadOnlyList<IReadOnlyList<int>> sequences, bool withAdapter)
+            {
+                int n = sequences.Count, width = sequences.Max(x => x.Count), vocab = lm.Config.VocabSize;
+                var ids = new int[n, width];
+                var mask = new int[n, width];
+                for (int j = 0; j < n; j++)
+                    for (int t = 0; t < sequences[j].Count; t++)
+                    {
+                        ids[j, width - sequences[j].Count + t] = sequences[j][t];
+                        mask[j, width - sequences[j].Count + t] = 1;
+                    }
+                var adapterOnDevice = withAdapter ? lm.Network.Adapters.Single(a => a.Name == "soak") : null;
+                var data = lm.Network.Forward(ids, new ForwardOptions { LogitsToKeep = 1, AttentionMask = mask, Adapter = adapterOnDevice }).Logits.Data;
+                return Enumerable.Range(0, n).Select(j => data.AsSpan(j * vocab, vocab).ToArray()).ToArray();
+            }
+            // max |a − b| / max |b|: the relative drift of one row's logits.
+            static double Drift(float[] a, float[] b)
+            {
+                double diff = 0, scale = 1e-30;
+                for (int v = 0; v < b.Length; v++) { diff = Math.Max(diff, Math.Abs(a[v] - b[v])); scale = Math.Max(scale, Math.Abs(b[v])); }
+                return diff / scale;
+            }
+            var aloneLogits = new Dictionary<(int, bool), float[]>();
+            double largestPrefillDrift = 0;
+            string largestPrefillDriftAt = "";
+            // For a row that left its reference: the same batch run again as one prefill over each row's prompt and its
+            // generated tokens before `position` (the failing row's tokens equal its reference's there), and the failing
+            // row alone the same way; their relative gap between the two tokens and the drift of the row's logits.
+            string TeacherForced(int[] rows, IReadOnlyList<int>[] generated, int row, bool withAdapter, IReadOnlyList<int> expected, int position)
+            {
+                var sequences = rows.Select((r, j) => (IReadOnlyList<int>)lm.Encode(Prompts[r]).Concat(generated[j].Take(position)).ToArray()).ToArray();
+                var batchLogits = LastLogits(sequences, withAdapter)[row];
+                var alone = LastLogits([sequences[row]], withAdapter)[0];
+                int e = expected[position], g = generated[row][position];
+                double Gap(float[] l) => (l[e] - l[g]) / Math.Max(1.0, Math.Abs(l[e]));
+                return $"teacher-forced at that token: the batch prefers the reference's token by {Gap(batchLogits):G3}, the prompt alone by {Gap(alone):G3}; "
+                    + $"the row's logits drift {Drift(batchLogits, alone):G3} (relative to the largest)";
+            }
             string[] names = ["batch", "streaming", "cancelled", "session", "adapter switch"];
             var runs = new int[names.Length];
             var failures = new List<string>();
@@ -145,6 +186,15 @@ internal static partial class SoakCommand
                             else
                             {
                                 batchReference[key] = ids;
+                                // The prompts' prefill as this batch against each prompt alone, before any token is chosen.
+                                var prefill = LastLogits(rows.Select(r => lm.Encode(Prompts[r])).ToArray(), withAdapter);
+                                for (int j = 0; j < rows.Length; j++)
+                                {
+                                    if (!aloneLogits.TryGetValue((rows[j], withAdapter), out var alone))
+                                        aloneLogits[(rows[j], withAdapter)] = alone = LastLogits([lm.Encode(Prompts[rows[j]])], withAdapter)[0];
+                                    double drift = Drift(prefill[j], alone);
+                                    if (drift > largestPrefillDrift) (largestPrefillDrift, largestPrefillDriftAt) = (drift, $"[{key}] row {j}");
+                                }
                                 for (int j = 0; j < rows.Length; j++)
                                 {
                                     batchRowsCompared++;
@@ -152,7 +202,9 @@ internal static partial class SoakCommand
                                     if (ids[j].SequenceEqual(expected)) continue;
                                     double gap = RelativeGap(rows[j], withAdapter, expected, ids[j], out int position);
                                     bool tieOk = gap <= tieTolerance;
-                                    Expect(tieOk, $"batch [{key}], row {j} ('{Prompts[rows[j]]}') differs from its one-prompt reference at token {position}, where the logits are {gap:G3} apart (relative; a near tie is ≤ {tieTolerance:G3})");
+                                    if (!tieOk)
+                                        Expect(false, $"batch [{key}], row {j} ('{Prompts[rows[j]]}') differs from its one-prompt reference at token {position}, where the logits are {gap:G3} apart "
+                                            + $"(relative; a near tie is ≤ {tieTolerance:G3}); {TeacherForced(rows, ids, j, withAdapter, expected, position)}");
                                     if (tieOk)
                                     {
                                         batchRowsAtTies++;
@@ -226,7 +278,8 @@ internal static partial class SoakCommand
             Console.WriteLine($"soak: {iteration} iterations in {clock.Elapsed.TotalSeconds:F0} s on {lm.Backend.Kind} ({string.Join(", ", names.Select((n, i) => $"{n} {runs[i]}"))})");
             if (!rowInvariant)
                 Console.WriteLine($"batches: {batchReference.Count} compositions, each checked on its repeats; of their first runs' {batchRowsCompared} rows, "
-                    + $"{batchRowsAtTies} differ from the one-prompt reference at a near tie (largest relative logit gap {largestTieGap:G3}, tolerance {tieTolerance:G3})");
+                    + $"{batchRowsAtTies} differ from the one-prompt reference at a near tie (largest relative logit gap {largestTieGap:G3}, tolerance {tieTolerance:G3}); "
+                    + $"prompt prefill as a batch against alone: largest relative logit drift {largestPrefillDrift:G3} ({largestPrefillDriftAt})");
             Console.WriteLine($"memory ({MemoryWhat(lm)}): baseline {start / 1048576.0:F1} MiB, max {maxUsed / 1048576.0:F1} MiB, end {end / 1048576.0:F1} MiB, growth {growthMiB:F1} MiB");
 
             bool oomOk = true;
