@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Issue 17's soak on CUDA, diagnosed: the batch rows that left their one-prompt references (bench/RESULTS.md, 2026-12-06
-# fifth session) should come from the GEMV kernel (one row) and cuBLAS (several rows) rounding differently in 16-bit.
-# Builds libmamba, then soaks the bundled default model (bf16) with the GEMV kernel off (MAMBA_GEMV_MAX_ROWS=0: every
-# linear layer through cuBLAS), in f32, and in bf16 as shipped for LONG seconds. Needs .gpu from bench/gpu/pack.sh
+# Issue 17's soak on CUDA after the fix of 2026-12-06 (bench/RESULTS.md, fifth session): the batch rows that left their
+# one-prompt references came from the GEMV kernel (one row) and cuBLAS (several rows) rounding differently in bf16,
+# carried into other tokens by a chaotic ±3 test adapter, now ±1. Builds libmamba, then soaks the bundled default model
+# with two controls first (bf16 with the GEMV kernel off, MAMBA_GEMV_MAX_ROWS=0: every linear layer through cuBLAS; and
+# f32), then bf16 as shipped for LONG seconds. Needs .gpu from bench/gpu/pack.sh
 # (no --tests; the default model travels in the tree beside it).
 #   LONG=240 SHORT=25 [SKIP_F32=1] bash bench/gpu/soak_diagnosis.sh
 t0=$(date +%s); stamp() { echo "=== [$(( $(date +%s) - t0 )) s] $*"; }

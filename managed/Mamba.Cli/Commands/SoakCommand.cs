@@ -93,22 +93,17 @@ internal static partial class SoakCommand
             int batchRowsCompared = 0, batchRowsAtTies = 0;
             double largestTieGap = 0;
             double tieTolerance = parse.GetValue(tie) ?? (lm.Network.ActivationDType == DType.F32 ? 1e-3 : 2e-2);
-            // |logit(a) − logit(b)| / max |logit| (the position's logit scale, as the drift below) after the prompt and the
-            // reference's tokens before `position`.
-            double RelativeGap(int prompt, bool withAdapter, IReadOnlyList<int> expected, IReadOnlyList<int> got, out int position)
+            // The first token where `got` leaves `expected`, and the logits of the prompt with the reference's tokens before
+            // it, run alone (teacher-forced); null when one of them stopped early.
+            float[]? Divergence(int prompt, bool withAdapter, IReadOnlyList<int> expected, IReadOnlyList<int> got, out int position)
             {
                 position = 0;
                 while (position < expected.Count && position < got.Count && expected[position] == got[position]) position++;
-                if (position >= expected.Count || position >= got.Count) return double.PositiveInfinity; // one stopped early
-                var prefix = lm.Encode(Prompts[prompt]).Concat(expected.Take(position)).ToArray();
-                var ids = new int[1, prefix.Length];
-                for (int t = 0; t < prefix.Length; t++) ids[0, t] = prefix[t];
-                var adapterOnDevice = withAdapter ? lm.Network.Adapters.Single(a => a.Name == "soak") : null;
-                var logits = lm.Network.Forward(ids, new ForwardOptions { LogitsToKeep = 1, Adapter = adapterOnDevice }).Logits.Data;
-                int vocab = lm.Config.VocabSize;
-                var last = logits.AsSpan(logits.Length - vocab, vocab);
-                return Math.Abs(last[expected[position]] - last[got[position]]) / LogitScale(last);
+                if (position >= expected.Count || position >= got.Count) return null;
+                return LastLogits([lm.Encode(Prompts[prompt]).Concat(expected.Take(position)).ToArray()], withAdapter)[0];
             }
+            // logit(a) − logit(b) on the position's logit scale (its largest |logit|, as the drift below).
+            static double Gap(float[] logits, int a, int b) => (logits[a] - logits[b]) / LogitScale(logits);
             // Last-position logits of several token sequences run as one left-padded batch (the batch prefill path),
             // or of one sequence alone: comparing the two measures how far a row's numbers move with its batch, apart
             // from any token choice (teacher forcing).
@@ -144,17 +139,15 @@ internal static partial class SoakCommand
             double largestPrefillDrift = 0;
             string largestPrefillDriftAt = "";
             // For a row that left its reference: the same batch run again as one prefill over each row's prompt and its
-            // generated tokens before `position` (the failing row's tokens equal its reference's there), and the failing
-            // row alone the same way; their relative gap between the two tokens and the drift of the row's logits.
-            string TeacherForced(int[] rows, IReadOnlyList<int>[] generated, int row, bool withAdapter, IReadOnlyList<int> expected, int position)
+            // generated tokens before `position` (the failing row's tokens equal its reference's there), against the row
+            // alone (`alone`, the same prefix); their gaps between the two tokens and the drift of the row's logits.
+            string TeacherForced(int[] rows, IReadOnlyList<int>[] generated, int row, bool withAdapter, float[] alone, int expectedToken, int position)
             {
                 var sequences = rows.Select((r, j) => (IReadOnlyList<int>)lm.Encode(Prompts[r]).Concat(generated[j].Take(position)).ToArray()).ToArray();
                 var batchLogits = LastLogits(sequences, withAdapter)[row];
-                var alone = LastLogits([sequences[row]], withAdapter)[0];
-                int e = expected[position], g = generated[row][position];
-                double Gap(float[] l) => (l[e] - l[g]) / LogitScale(l);
-                return $"teacher-forced at that token: the batch prefers the reference's token by {Gap(batchLogits):G3}, the prompt alone by {Gap(alone):G3}; "
-                    + $"the row's logits drift {Drift(batchLogits, alone):G3} (relative to the largest)";
+                int g = generated[row][position];
+                return $"teacher-forced at that token, the batch prefers the reference's token by {Gap(batchLogits, expectedToken, g):G3}, the prompt alone by "
+                    + $"{Gap(alone, expectedToken, g):G3}; the row's logits drift {Drift(batchLogits, alone):G3} of their scale";
             }
             string[] names = ["batch", "streaming", "cancelled", "session", "adapter switch"];
             var runs = new int[names.Length];
@@ -218,15 +211,18 @@ internal static partial class SoakCommand
                                 batchRowsCompared++;
                                 var expected = reference[(rows[j], withAdapter)].Ids;
                                 if (ids[j].SequenceEqual(expected)) continue;
-                                double gap = RelativeGap(rows[j], withAdapter, expected, ids[j], out int position);
+                                var alone = Divergence(rows[j], withAdapter, expected, ids[j], out int position);
+                                double gap = alone is null ? double.PositiveInfinity : Math.Abs(Gap(alone, expected[position], ids[j][position]));
                                 if (gap <= tieTolerance)
                                 {
                                     batchRowsAtTies++;
                                     largestTieGap = Math.Max(largestTieGap, gap);
                                 }
                                 else
-                                    Expect(false, $"batch [{key}], row {j} ('{Prompts[rows[j]]}') differs from its one-prompt reference at token {position}, where the logits are {gap:G3} apart "
-                                        + $"(of their scale; a near tie is ≤ {tieTolerance:G3}); {TeacherForced(rows, ids, j, withAdapter, expected, position)}");
+                                    Expect(false, alone is null
+                                        ? $"batch [{key}], row {j} ('{Prompts[rows[j]]}') stops at another length than its one-prompt reference"
+                                        : $"batch [{key}], row {j} ('{Prompts[rows[j]]}') differs from its one-prompt reference at token {position}, where the logits are {gap:G3} apart "
+                                            + $"(of their scale; a near tie is ≤ {tieTolerance:G3}); {TeacherForced(rows, ids, j, withAdapter, alone, expected[position], position)}");
                             }
                         }
                         break;
